@@ -1,0 +1,137 @@
+package cardinality
+
+import (
+	"github.com/axiomhq/hyperloglog"
+)
+
+// ring holds one sketch per bucket of a window. Slot i holds the bucket whose epoch is
+// congruent to i; a slot is recycled lazily, on the first insert of a newer epoch, so
+// rotation never has to walk every sketch. A ring has no lock: its owner's mutex
+// guards it.
+type ring struct {
+	p     uint8
+	slots []slot
+}
+
+type slot struct {
+	epoch   int64
+	inserts int // since the last recycle: a bound on how far the sketch has grown
+	sk      *hyperloglog.Sketch
+}
+
+func newRing(p uint8, n int) ring { return ring{p: p, slots: make([]slot, n)} }
+
+func newSketch(p uint8) *hyperloglog.Sketch {
+	sk, err := hyperloglog.NewSketch(p, true)
+	if err != nil {
+		panic(err) // precision was validated with the config
+	}
+	return sk
+}
+
+// at returns the sketch for epoch, recycling an older bucket's slot, or nil when the
+// slot already holds a newer bucket (a caller that read the epoch before a rotation).
+func (r *ring) at(epoch int64) *slot {
+	s := &r.slots[mod(epoch, len(r.slots))]
+	switch {
+	case s.sk == nil:
+		s.sk = newSketch(r.p)
+	case s.epoch == epoch:
+		return s
+	case s.epoch > epoch:
+		return nil
+	case s.inserts > 1<<r.p/8:
+		// It may have gone dense; start sparse again rather than keep 2^p bytes
+		// for what may now be a handful of values.
+		s.sk = newSketch(r.p)
+	default:
+		s.sk.Reset() // keeps the sparse buffers
+	}
+	s.epoch = epoch
+	s.inserts = 0
+	return s
+}
+
+func (r *ring) insert(epoch int64, h uint64) {
+	if s := r.at(epoch); s != nil {
+		s.sk.InsertHash(h)
+		s.inserts++
+	}
+}
+
+func (r *ring) merge(epoch int64, sk *hyperloglog.Sketch) error {
+	s := r.at(epoch)
+	if s == nil {
+		return nil
+	}
+	s.inserts += 1 << r.p // merged content may be dense
+	return s.sk.Merge(sk)
+}
+
+// window returns a private copy of the union of the buckets in (cur-n, cur], or nil if
+// they are all empty. The copy is estimated outside the owner's lock.
+func (r *ring) window(cur int64) *hyperloglog.Sketch {
+	var u *hyperloglog.Sketch
+	for i := range r.slots {
+		s := &r.slots[i]
+		if s.sk == nil || s.inserts == 0 || !inWindow(s.epoch, cur, len(r.slots)) {
+			continue
+		}
+		if u == nil {
+			u = s.sk.Clone()
+			continue
+		}
+		_ = u.Merge(s.sk) // same ring, same precision
+	}
+	return u
+}
+
+// newest returns the newest epoch with data, or -1.
+func (r *ring) newest() int64 {
+	n := int64(-1)
+	for i := range r.slots {
+		if r.slots[i].sk != nil && r.slots[i].inserts > 0 && r.slots[i].epoch > n {
+			n = r.slots[i].epoch
+		}
+	}
+	return n
+}
+
+// bytes approximates the heap held by the ring's sketches. buf is scratch space.
+func (r *ring) bytes(buf []byte) (int64, []byte) {
+	var n int64
+	for i := range r.slots {
+		sk := r.slots[i].sk
+		if sk == nil {
+			continue
+		}
+		buf, _ = sk.AppendBinary(buf[:0])
+		if len(buf) >= 1<<r.p {
+			n += int64(len(buf)) + 96 // dense: registers plus the struct
+		} else {
+			// sparse: the varint list plus an open-addressing tmp set of 8-byte
+			// slots at 70% fill, plus the structs.
+			n += 2*int64(len(buf)) + 256
+		}
+	}
+	return n, buf
+}
+
+func inWindow(epoch, cur int64, n int) bool { return epoch <= cur && epoch > cur-int64(n) }
+
+func mod(e int64, n int) int {
+	m := e % int64(n)
+	if m < 0 {
+		m += int64(n)
+	}
+	return int(m)
+}
+
+func estimate(sk *hyperloglog.Sketch) int64 {
+	if sk == nil {
+		return 0
+	}
+	return int64(sk.Estimate())
+}
+
+type sketch = hyperloglog.Sketch
