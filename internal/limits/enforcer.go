@@ -1,0 +1,354 @@
+package limits
+
+import (
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// EnforcerOptions configure an Enforcer. Zero values take the documented defaults.
+type EnforcerOptions struct {
+	// Registerer receives the enforcer's metrics; nil registers nothing.
+	Registerer prometheus.Registerer
+	// Logger receives the sampled discard lines; nil discards them.
+	Logger *slog.Logger
+	// Now is the clock (default time.Now). Window rotation and log sampling use it;
+	// AllowSamples takes its time as an argument.
+	Now func() time.Time
+	// Window is how long a series stays active without samples: membership keeps two
+	// generations of Window each, so a series expires between one and two windows
+	// after its last sample. Default 1h.
+	Window time.Duration
+	// MaxTenants caps the tenants with their own state (default 10,000). Tenants
+	// beyond it share one overflow state: their rate and series limits then apply to
+	// all of them together, and cardguard_limits_tenant_overflow_total counts it.
+	MaxTenants int
+	// MaxMetricsPerTenant caps the metric names tracked per tenant (default 50,000).
+	// New series of metrics beyond it are still counted against max_series but not
+	// against max_series_per_metric; cardguard_limits_metric_overflow_total counts them.
+	MaxMetricsPerTenant int
+	// MaxTenantLabels caps distinct tenant label values on cardguard's own metrics
+	// (default 1,000); later tenants are labelled "other".
+	MaxTenantLabels int
+	// LogInterval is the least time between two discard log lines for one tenant and
+	// reason (default 10s); the line carries the samples discarded since the last one.
+	LogInterval time.Duration
+}
+
+// OverflowTenantLabel is the tenant label value of tenants beyond
+// EnforcerOptions.MaxTenantLabels.
+const OverflowTenantLabel = "other"
+
+// Enforcer keeps the per-tenant state behind the rate and series limits and accounts
+// discarded samples. It is safe for concurrent use. It retains nothing passed to it
+// beyond a call except clones of metric names.
+type Enforcer struct {
+	now         func() time.Time
+	window      int64 // nanoseconds
+	logInterval int64 // nanoseconds
+	maxTenants  int
+	maxMetrics  int
+	maxLabels   int
+	logger      *slog.Logger
+
+	tenants  atomic.Pointer[map[tenant.ID]*tenantState] // copy on write
+	mu       sync.Mutex                                 // serialises tenant creation
+	labelled int                                        // tenants with their own label; guarded by mu
+	overflow *tenantState
+
+	discarded       *prometheus.CounterVec
+	dryRunDiscarded *prometheus.CounterVec
+	tenantOverflow  prometheus.Counter
+	metricOverflow  prometheus.Counter
+}
+
+// NewEnforcer returns an Enforcer with no tenant state yet.
+func NewEnforcer(o EnforcerOptions) *Enforcer {
+	e := &Enforcer{
+		now:         o.Now,
+		window:      int64(o.Window),
+		logInterval: int64(o.LogInterval),
+		maxTenants:  o.MaxTenants,
+		maxMetrics:  o.MaxMetricsPerTenant,
+		maxLabels:   o.MaxTenantLabels,
+		logger:      o.Logger,
+	}
+	if e.now == nil {
+		e.now = time.Now
+	}
+	if e.window <= 0 {
+		e.window = int64(time.Hour)
+	}
+	if e.logInterval <= 0 {
+		e.logInterval = int64(10 * time.Second)
+	}
+	if e.maxTenants <= 0 {
+		e.maxTenants = 10_000
+	}
+	if e.maxMetrics <= 0 {
+		e.maxMetrics = 50_000
+	}
+	if e.maxLabels <= 0 {
+		e.maxLabels = 1_000
+	}
+	if e.logger == nil {
+		e.logger = slog.New(slog.DiscardHandler)
+	}
+	f := promauto.With(o.Registerer)
+	e.discarded = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardguard_discarded_samples_total",
+		Help: "Samples dropped before reaching VictoriaMetrics, by tenant and reason.",
+	}, []string{"tenant", "reason"})
+	e.dryRunDiscarded = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "cardguard_dry_run_discarded_samples_total",
+		Help: "Samples a limit in dry_run mode would have dropped; they were forwarded.",
+	}, []string{"tenant", "reason"})
+	e.tenantOverflow = f.NewCounter(prometheus.CounterOpts{
+		Name: "cardguard_limits_tenant_overflow_total",
+		Help: "Calls for tenants beyond the tenant cap, handled in one shared overflow state.",
+	})
+	e.metricOverflow = f.NewCounter(prometheus.CounterOpts{
+		Name: "cardguard_limits_metric_overflow_total",
+		Help: "New series of metric names beyond the per-tenant metric cap, not checked against max_series_per_metric.",
+	})
+	if o.Registerer != nil {
+		o.Registerer.MustRegister(newCollector(e))
+	}
+	e.overflow = e.newTenantState(tenant.ID{}, OverflowTenantLabel)
+	m := make(map[tenant.ID]*tenantState)
+	e.tenants.Store(&m)
+	return e
+}
+
+// tenantState is everything the enforcer keeps for one tenant.
+type tenantState struct {
+	id     tenant.ID
+	label  string
+	rate   rateState
+	series seriesSet
+
+	discards   [numReasons][2]atomic.Int64 // [reason][dryRun]
+	counters   [numReasons][2]atomic.Pointer[counterRef]
+	lastLog    [numReasons][2]atomic.Int64 // unix nanoseconds
+	suppressed [numReasons][2]atomic.Int64 // samples since the last log line
+}
+
+type counterRef struct{ c prometheus.Counter }
+
+func (e *Enforcer) newTenantState(t tenant.ID, label string) *tenantState {
+	st := &tenantState{id: t, label: label}
+	st.series.init(e.maxMetrics, e.metricOverflow)
+	return st
+}
+
+// tenant returns t's state, creating it on first use.
+func (e *Enforcer) tenant(t tenant.ID) *tenantState {
+	m := *e.tenants.Load()
+	if st := m[t]; st != nil {
+		return st
+	}
+	if len(m) >= e.maxTenants {
+		e.tenantOverflow.Inc()
+		return e.overflow
+	}
+	return e.addTenant(t)
+}
+
+func (e *Enforcer) addTenant(t tenant.ID) *tenantState {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	m := *e.tenants.Load()
+	if st := m[t]; st != nil {
+		return st
+	}
+	if len(m) >= e.maxTenants {
+		e.tenantOverflow.Inc()
+		return e.overflow
+	}
+	label := OverflowTenantLabel
+	if e.labelled < e.maxLabels {
+		label = t.String()
+		e.labelled++
+	}
+	st := e.newTenantState(t, label)
+	nm := make(map[tenant.ID]*tenantState, len(m)+1)
+	for k, v := range m {
+		nm[k] = v
+	}
+	nm[t] = st
+	e.tenants.Store(&nm)
+	return st
+}
+
+// lookup returns t's state or nil, never creating it.
+func (e *Enforcer) lookup(t tenant.ID) *tenantState {
+	return (*e.tenants.Load())[t]
+}
+
+func (e *Enforcer) epoch() int64 { return e.now().UnixNano() / e.window }
+
+// AdmitSeries decides whether a series may be written, by its hash (computed once by
+// the caller over the full label set) and its metric name (retained only as a clone).
+// A series already admitted in the window always passes, whatever the limits now
+// say. A new series is admitted while the tenant is under max_series and its metric
+// under max_series_per_metric; otherwise the reason is returned and the series is not
+// remembered, so each later sample of it is refused again.
+//
+// The decision is the same in dry_run mode: the caller forwards the series anyway and
+// records the reason as "would drop". With neither series limit set nothing is
+// tracked and every series passes; setting a limit later starts from an empty window.
+func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash uint64) Reason {
+	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
+		return ""
+	}
+	return e.tenant(t).series.admit(e.epoch(), l, metric, seriesHash)
+}
+
+// SeriesCount returns the tenant's active series: those admitted in the current or
+// the previous window. It is exact, and 0 for tenants without a series limit.
+func (e *Enforcer) SeriesCount(t tenant.ID) int {
+	st := e.lookup(t)
+	if st == nil {
+		return 0
+	}
+	st.series.rotate(e.epoch())
+	return int(st.series.count.Load())
+}
+
+// MetricSeriesCount is SeriesCount for one metric name of the tenant.
+func (e *Enforcer) MetricSeriesCount(t tenant.ID, metric string) int {
+	st := e.lookup(t)
+	if st == nil {
+		return 0
+	}
+	st.series.rotate(e.epoch())
+	return st.series.metricCount(metric)
+}
+
+// IngestionRate returns the tenant's accepted samples per second over about the last
+// 10 seconds.
+func (e *Enforcer) IngestionRate(t tenant.ID) float64 {
+	st := e.lookup(t)
+	if st == nil {
+		return 0
+	}
+	return st.rate.perSecond(e.now().UnixNano())
+}
+
+// RecordDiscard accounts samples of tenant t discarded for reason r, or that would
+// have been in dry run: it adds to cardguard_discarded_samples_total{tenant,reason}
+// (cardguard_dry_run_discarded_samples_total in dry run) and to the totals of the
+// limits API, and logs at most one line per tenant and reason every LogInterval.
+// Reasons outside Reasons() are counted on the metric only.
+func (e *Enforcer) RecordDiscard(t tenant.ID, r Reason, samples int, dryRun bool) {
+	if samples <= 0 {
+		return
+	}
+	st := e.tenant(t)
+	d := 0
+	if dryRun {
+		d = 1
+	}
+	i := reasonIndex(r)
+	if i < 0 {
+		e.vec(d).WithLabelValues(st.label, string(r)).Add(float64(samples))
+		return
+	}
+	st.discards[i][d].Add(int64(samples))
+	ref := st.counters[i][d].Load()
+	if ref == nil {
+		ref = &counterRef{e.vec(d).WithLabelValues(st.label, string(r))}
+		st.counters[i][d].Store(ref) // a racing store holds the same counter
+	}
+	ref.c.Add(float64(samples))
+
+	st.suppressed[i][d].Add(int64(samples))
+	now := e.now().UnixNano()
+	last := st.lastLog[i][d].Load()
+	if now-last < e.logInterval || !st.lastLog[i][d].CompareAndSwap(last, now) {
+		return
+	}
+	n := st.suppressed[i][d].Swap(0)
+	msg := "samples discarded"
+	if dryRun {
+		msg = "samples would be discarded (dry run)"
+	}
+	e.logger.Warn(msg, "tenant", t.String(), "reason", string(r), "limit", r.Field(),
+		"samples", n, "since", time.Duration(now-last).Truncate(time.Second).String())
+}
+
+func (e *Enforcer) vec(dryRun int) *prometheus.CounterVec {
+	if dryRun == 1 {
+		return e.dryRunDiscarded
+	}
+	return e.discarded
+}
+
+// Discards returns the tenant's discarded samples by reason since start, enforced
+// and dry run. Reasons with no discards are left out.
+func (e *Enforcer) Discards(t tenant.ID) (enforced, dryRun map[Reason]int64) {
+	enforced, dryRun = map[Reason]int64{}, map[Reason]int64{}
+	st := e.lookup(t)
+	if st == nil {
+		return enforced, dryRun
+	}
+	for i, r := range Reasons() {
+		if n := st.discards[i][0].Load(); n > 0 {
+			enforced[r] = n
+		}
+		if n := st.discards[i][1].Load(); n > 0 {
+			dryRun[r] = n
+		}
+	}
+	return enforced, dryRun
+}
+
+// collector exports per-tenant gauges computed at scrape time, so the hot path pays
+// nothing for them.
+type collector struct {
+	e              *Enforcer
+	trackedSeries  *prometheus.Desc
+	trackedTenants *prometheus.Desc
+}
+
+func newCollector(e *Enforcer) collector {
+	return collector{
+		e: e,
+		trackedSeries: prometheus.NewDesc("cardguard_limits_tracked_series",
+			"Active series in the exact membership set, by tenant (only tenants with a series limit).",
+			[]string{"tenant"}, nil),
+		trackedTenants: prometheus.NewDesc("cardguard_limits_tracked_tenants",
+			"Tenants with their own limits state.", nil, nil),
+	}
+}
+
+func (c collector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.trackedSeries
+	ch <- c.trackedTenants
+}
+
+func (c collector) Collect(ch chan<- prometheus.Metric) {
+	m := *c.e.tenants.Load()
+	epoch := c.e.epoch()
+	byLabel := make(map[string]int64)
+	add := func(st *tenantState) {
+		st.series.rotate(epoch)
+		if n := st.series.count.Load(); n > 0 {
+			byLabel[st.label] += n
+		}
+	}
+	for _, st := range m {
+		add(st)
+	}
+	add(c.e.overflow)
+	for label, n := range byLabel {
+		ch <- prometheus.MustNewConstMetric(c.trackedSeries, prometheus.GaugeValue, float64(n), label)
+	}
+	ch <- prometheus.MustNewConstMetric(c.trackedTenants, prometheus.GaugeValue, float64(len(m)))
+}

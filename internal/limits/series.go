@@ -1,0 +1,199 @@
+package limits
+
+import (
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// seriesShards splits a tenant's membership so that concurrent requests rarely wait
+// on the same lock. 16 keeps an idle tenant around 1 KiB.
+const seriesShards = 16
+
+// seriesSet is the exact set of a tenant's active series. HyperLogLog answers "how
+// many" but never "seen before?", and invariant 4 (existing series keep flowing)
+// needs the latter.
+//
+// Two generations per shard: cur holds series seen in the current window, prev those
+// seen in the previous one and not since. A hit in prev moves the series to cur; at
+// the next window prev is forgotten and cur becomes prev. Each entry points at its
+// metric's counter so that expiry can decrement it without the name.
+//
+// count and each metricState.count are the sizes of cur ∪ prev. A new series reserves
+// a unit of both with compare-and-swap before it is inserted, so concurrent
+// admissions never overshoot a limit.
+//
+// Lock order: shard.mu, then metricsMu. Rotation takes rotMu, then each shard.mu in
+// turn, then metricsMu alone.
+type seriesSet struct {
+	epoch  atomic.Int64 // last window every shard was rotated to
+	count  atomic.Int64
+	rotMu  sync.Mutex
+	shards [seriesShards]seriesShard
+
+	metricsMu      sync.RWMutex
+	metrics        map[string]*metricState
+	maxMetrics     int
+	overflowMetric metricState // shared by metrics beyond maxMetrics; never limited
+	metricOverflow prometheus.Counter
+}
+
+type seriesShard struct {
+	mu        sync.Mutex
+	gen       int64
+	cur, prev map[uint64]*metricState
+	_         [64 - 8 - 8 - 16]byte // keep shards on separate cache lines
+}
+
+type metricState struct{ count atomic.Int64 }
+
+func (s *seriesSet) init(maxMetrics int, overflow prometheus.Counter) {
+	s.metrics = make(map[string]*metricState)
+	s.maxMetrics = maxMetrics
+	s.metricOverflow = overflow
+	for i := range s.shards {
+		s.shards[i].cur = make(map[uint64]*metricState)
+		s.shards[i].prev = make(map[uint64]*metricState)
+	}
+}
+
+func shardOf(h uint64) int { return int((h ^ h>>32) % seriesShards) }
+
+func (s *seriesSet) admit(epoch int64, l *Limits, metric string, h uint64) Reason {
+	if s.epoch.Load() < epoch {
+		s.rotate(epoch)
+	}
+	sh := &s.shards[shardOf(h)]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	sh.rotate(epoch, s) // in case a rotation raced with this call
+	if _, ok := sh.cur[h]; ok {
+		return ""
+	}
+	if ms, ok := sh.prev[h]; ok {
+		delete(sh.prev, h)
+		sh.cur[h] = ms
+		return ""
+	}
+	if !reserve(&s.count, int64(l.MaxSeries)) {
+		return ReasonMaxSeries
+	}
+	ms := s.reserveMetric(metric, int64(l.MaxSeriesPerMetric))
+	if ms == nil {
+		s.count.Add(-1)
+		return ReasonMaxSeriesPerMetric
+	}
+	sh.cur[h] = ms
+	return ""
+}
+
+// reserve adds one to c unless that would exceed max (0 = no maximum).
+func reserve(c *atomic.Int64, max int64) bool {
+	for {
+		v := c.Load()
+		if max > 0 && v >= max {
+			return false
+		}
+		if c.CompareAndSwap(v, v+1) {
+			return true
+		}
+	}
+}
+
+// reserveMetric counts one more series for metric and returns its state, or nil when
+// the metric is at max. The reservation happens under metricsMu so that the sweep in
+// rotate never removes a state that is about to be counted.
+func (s *seriesSet) reserveMetric(metric string, max int64) *metricState {
+	s.metricsMu.RLock()
+	ms := s.metrics[metric]
+	if ms != nil {
+		ok := reserve(&ms.count, max)
+		s.metricsMu.RUnlock()
+		if !ok {
+			return nil
+		}
+		return ms
+	}
+	s.metricsMu.RUnlock()
+
+	s.metricsMu.Lock()
+	defer s.metricsMu.Unlock()
+	ms = s.metrics[metric]
+	if ms == nil {
+		if len(s.metrics) >= s.maxMetrics {
+			s.metricOverflow.Inc()
+			s.overflowMetric.count.Add(1)
+			return &s.overflowMetric
+		}
+		ms = &metricState{}
+		s.metrics[strings.Clone(metric)] = ms
+	}
+	if !reserve(&ms.count, max) {
+		return nil
+	}
+	return ms
+}
+
+func (s *seriesSet) metricCount(metric string) int {
+	s.metricsMu.RLock()
+	defer s.metricsMu.RUnlock()
+	if ms := s.metrics[metric]; ms != nil {
+		return int(ms.count.Load())
+	}
+	return 0
+}
+
+// rotate brings every shard to epoch and forgets metrics without series.
+func (s *seriesSet) rotate(epoch int64) {
+	if s.epoch.Load() >= epoch {
+		return
+	}
+	s.rotMu.Lock()
+	defer s.rotMu.Unlock()
+	if s.epoch.Load() >= epoch {
+		return
+	}
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		sh.rotate(epoch, s)
+		sh.mu.Unlock()
+	}
+	s.metricsMu.Lock()
+	for name, ms := range s.metrics {
+		if ms.count.Load() == 0 {
+			delete(s.metrics, name)
+		}
+	}
+	s.metricsMu.Unlock()
+	s.epoch.Store(epoch)
+}
+
+// rotate moves the shard to epoch; the caller holds sh.mu. A clock going backwards
+// rotates nothing.
+func (sh *seriesShard) rotate(epoch int64, s *seriesSet) {
+	if epoch <= sh.gen {
+		return
+	}
+	s.expire(sh.prev)
+	if epoch == sh.gen+1 {
+		sh.prev, sh.cur = sh.cur, sh.prev
+	} else {
+		s.expire(sh.cur)
+	}
+	sh.gen = epoch
+}
+
+// expire forgets every series of m (which is emptied) and decrements the counts.
+func (s *seriesSet) expire(m map[uint64]*metricState) {
+	if len(m) == 0 {
+		return
+	}
+	for _, ms := range m {
+		ms.count.Add(-1)
+	}
+	s.count.Add(-int64(len(m)))
+	clear(m)
+}
