@@ -38,5 +38,10 @@ test: tools vet
 test-short:
 	$(GO) test -short ./...
 
+# The embedded default: a local VictoriaMetrics started by cardguard itself, state
+# in memory with snapshots under ./cardguard-data.
+run: build tools
+	./bin/cardguard -vm.binary=$(VM_BIN) -dataDir=cardguard-data
+
 clean:
 	rm -rf bin .cache

@@ -1,0 +1,86 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/cardguard/cardguard/internal/auth"
+	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/internal/upstream"
+)
+
+// Config is the policy file (-config). Process settings (addresses, paths) are
+// flags; what the operator decides about traffic lives here, validated strictly:
+// an unknown key is an error, so a typo never silently disables a limit.
+type Config struct {
+	Upstream upstream.Config `yaml:"upstream"`
+	// DefaultTenant receives the single-tenant paths (/api/v1/write, /api/v1/query,
+	// ...) when the request carries no tenant token.
+	DefaultTenant tenant.ID   `yaml:"default_tenant"`
+	Auth          auth.Config `yaml:"auth"`
+}
+
+// defaultConfig is what cardguard runs with when no -config is given.
+func defaultConfig() Config {
+	return Config{}
+}
+
+// defaultUpstreamURL is a single node on this machine, VictoriaMetrics' default port.
+const defaultUpstreamURL = "http://127.0.0.1:8428"
+
+// fillDefaults completes what the file left out; it runs after decoding so that a
+// file choosing cluster mode does not inherit the single-node URL.
+func (c *Config) fillDefaults() {
+	if c.Upstream.Mode == "" {
+		c.Upstream.Mode = upstream.ModeSingle
+	}
+	if c.Upstream.Mode == upstream.ModeSingle && c.Upstream.URL == "" {
+		c.Upstream.URL = defaultUpstreamURL
+	}
+}
+
+// loadConfig reads path on top of the defaults. An empty path gives the defaults.
+func loadConfig(path string) (Config, error) {
+	cfg := defaultConfig()
+	if path == "" {
+		cfg.fillDefaults()
+		return cfg, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return cfg, fmt.Errorf("cannot read config: %w", err)
+	}
+	if err := decodeStrict(b, &cfg); err != nil {
+		return cfg, fmt.Errorf("config %s: %w", path, err)
+	}
+	cfg.fillDefaults()
+	return cfg, nil
+}
+
+func decodeStrict(b []byte, dst any) error {
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(dst); err != nil && !errors.Is(err, io.EOF) {
+		return err
+	}
+	return nil
+}
+
+// validate checks everything that can be checked without starting.
+func (c *Config) validate() error {
+	if _, err := upstream.New(c.Upstream); err != nil {
+		return err
+	}
+	if err := c.Auth.Validate(); err != nil {
+		return err
+	}
+	if len(c.Auth.Tenants) > 0 && c.Upstream.Mode == upstream.ModeSingle && c.Upstream.TenantLabel == "" {
+		return errors.New("auth.tenants needs tenants kept apart upstream: use upstream.mode cluster, or set upstream.tenant_label in single mode")
+	}
+	return nil
+}

@@ -1,0 +1,101 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+)
+
+// forwarder posts remote-write bodies to VictoriaMetrics over pooled connections.
+type forwarder struct {
+	client  *http.Client
+	timeout time.Duration
+	bearer  string
+}
+
+func newForwarder(timeout time.Duration, bearer string, maxConns int) *forwarder {
+	tr := &http.Transport{
+		Proxy:               nil,
+		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		MaxIdleConns:        maxConns,
+		MaxIdleConnsPerHost: maxConns,
+		IdleConnTimeout:     90 * time.Second,
+		// The body is already snappy; asking for gzip answers would only cost CPU.
+		DisableCompression:    true,
+		ResponseHeaderTimeout: timeout,
+	}
+	return &forwarder{client: &http.Client{Transport: tr}, timeout: timeout, bearer: bearer}
+}
+
+// upstreamError keeps what VictoriaMetrics said, for the client and the logs.
+type upstreamError struct {
+	status int // 0 for transport errors
+	msg    string
+}
+
+func (e *upstreamError) Error() string { return e.msg }
+
+// forward sends body to url and maps the answer to cardguard's own status:
+//   - 2xx: nil; the client gets 204.
+//   - network error, timeout, 5xx: 503, so Prometheus keeps the batch and retries.
+//   - 429, and 401/403/404/407/408 (cardguard's credentials or URL are wrong, or
+//     VictoriaMetrics is shedding load): 503 too, because the client's data is fine
+//     and dropping it would lose samples nobody can send again.
+//   - any other 4xx (VictoriaMetrics could not parse or accept the body): 400 with
+//     its message; retrying would fail the same way.
+func (f *forwarder) forward(ctx context.Context, url string, body []byte, userAgent string) error {
+	ctx, cancel := context.WithTimeout(ctx, f.timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(body))
+	if err != nil {
+		return errorf(http.StatusInternalServerError, "cannot build upstream request: %v", err)
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	if userAgent != "" {
+		req.Header.Set("User-Agent", userAgent)
+	}
+	if f.bearer != "" {
+		req.Header.Set("Authorization", "Bearer "+f.bearer)
+	}
+	resp, err := f.client.Do(req)
+	if err != nil {
+		if errors.Is(err, context.Canceled) && ctx.Err() != nil && !errors.Is(context.Cause(ctx), context.DeadlineExceeded) {
+			// The client went away; there is nobody to answer.
+			return &statusError{status: 499, msg: "client closed the request before upstream answered"}
+		}
+		return &statusError{status: http.StatusServiceUnavailable, msg: "upstream unavailable: " + sanitize(err.Error())}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+		return nil
+	}
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
+	text := strings.TrimSpace(string(msg))
+	switch code := resp.StatusCode; {
+	case code >= 500, code == 429, code == 401, code == 403, code == 404, code == 407, code == 408:
+		return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("upstream answered %d: %s", code, truncate(text, 512))}
+	default:
+		return &statusError{status: http.StatusBadRequest, msg: fmt.Sprintf("upstream rejected the request with %d: %s", code, truncate(text, 512))}
+	}
+}
+
+// sanitize removes the URL's user info from transport errors before they reach a
+// client or a log.
+func sanitize(s string) string {
+	if i := strings.Index(s, "://"); i >= 0 {
+		if at := strings.IndexByte(s[i+3:], '@'); at >= 0 && !strings.ContainsAny(s[i+3:i+3+at], "/ ") {
+			return s[:i+3] + "***@" + s[i+3+at+1:]
+		}
+	}
+	return s
+}

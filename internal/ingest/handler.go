@@ -1,0 +1,200 @@
+// Package ingest is cardguard's remote-write handler.
+//
+// A request goes through: bounded read → snappy (declared size checked first) →
+// protobuf decode (VictoriaMetrics lib/prompb) → validation → per-series stages
+// (relabel, cardinality observation, label guard, limits) → forward to
+// VictoriaMetrics → answer. The answer is never 2xx before VictoriaMetrics answered
+// 2xx for what was forwarded; upstream trouble is a 503 so that Prometheus keeps the
+// batch in its WAL and retries.
+//
+// When no stage changed any series, the original compressed bytes are forwarded as
+// they came: lib/prompb skips exemplars and expands native histograms, so re-encoding
+// would lose data the client sent. Only a request in which a series was dropped or
+// rewritten is re-encoded.
+package ingest
+
+import (
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/internal/upstream"
+)
+
+// Config holds process-wide ingest settings (per-tenant ones come from limits).
+type Config struct {
+	// MaxRequestBytes bounds the compressed body when a tenant has no own limit.
+	MaxRequestBytes int64
+	// MaxDecodedBytes bounds the decompressed protobuf.
+	MaxDecodedBytes int64
+	// MaxUpstreamConns bounds idle connections kept to VictoriaMetrics.
+	MaxUpstreamConns int
+}
+
+// Defaults for Config, matching VictoriaMetrics' own -maxInsertRequestSize.
+const (
+	DefaultMaxRequestBytes = 32 << 20
+	DefaultMaxDecodedBytes = 64 << 20
+)
+
+// Handler serves remote write. It is safe for concurrent use.
+type Handler struct {
+	cfg     Config
+	scheme  *upstream.Scheme
+	fwd     *forwarder
+	stages  Stages
+	metrics *metrics
+	logger  *slog.Logger
+	now     func() time.Time
+
+	ctxPool sync.Pool // *writeCtx
+}
+
+// New builds a Handler. stages may have nil members: a nil stage is skipped.
+func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Registerer, logger *slog.Logger) *Handler {
+	if cfg.MaxRequestBytes <= 0 {
+		cfg.MaxRequestBytes = DefaultMaxRequestBytes
+	}
+	if cfg.MaxDecodedBytes <= 0 {
+		cfg.MaxDecodedBytes = DefaultMaxDecodedBytes
+	}
+	if cfg.MaxUpstreamConns <= 0 {
+		cfg.MaxUpstreamConns = 256
+	}
+	return &Handler{
+		cfg:     cfg,
+		scheme:  scheme,
+		fwd:     newForwarder(scheme.Timeout(), scheme.BearerToken(), cfg.MaxUpstreamConns),
+		stages:  stages,
+		metrics: newMetrics(reg),
+		logger:  logger,
+		now:     time.Now,
+	}
+}
+
+// writeCtx is the per-request scratch space, pooled so that a steady stream of
+// requests allocates nothing per series.
+type writeCtx struct {
+	body    []byte
+	decoded []byte
+	encoded []byte
+	out     []byte
+	wru     prompb.WriteRequestUnmarshaler
+	series  seriesScratch
+}
+
+func (h *Handler) getCtx() *writeCtx {
+	if v := h.ctxPool.Get(); v != nil {
+		return v.(*writeCtx)
+	}
+	return &writeCtx{}
+}
+
+func (h *Handler) putCtx(wc *writeCtx) {
+	wc.wru.Reset()
+	wc.series.reset()
+	// Do not let one huge request pin its buffers forever.
+	const keep = 8 << 20
+	if cap(wc.body) > keep {
+		wc.body = nil
+	}
+	if cap(wc.decoded) > 4*keep {
+		wc.decoded = nil
+	}
+	if cap(wc.encoded) > 4*keep {
+		wc.encoded = nil
+	}
+	if cap(wc.out) > keep {
+		wc.out = nil
+	}
+	h.ctxPool.Put(wc)
+}
+
+// ServeWrite handles one remote-write request for tenant t.
+func (h *Handler) ServeWrite(w http.ResponseWriter, r *http.Request, t tenant.ID) {
+	start := h.now()
+	tl := h.metrics.tenants.Label(t)
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		h.finish(w, tl, start, errorf(http.StatusMethodNotAllowed, "remote write needs POST, not %s", r.Method))
+		return
+	}
+	wc := h.getCtx()
+	defer h.putCtx(wc)
+	err := h.serve(w, r, t, tl, wc)
+	h.finish(w, tl, start, err)
+}
+
+func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err error) {
+	code := http.StatusNoContent
+	if err != nil {
+		var se *statusError
+		if asStatus(err, &se) && se.status == 499 {
+			code = 499
+		} else {
+			code = writeError(w, err)
+		}
+		if code >= 500 && code != 499 {
+			h.logger.Warn("remote write failed", "tenant", tl, "status", code, "err", err)
+		}
+	} else {
+		w.WriteHeader(http.StatusNoContent)
+	}
+	h.metrics.requests.WithLabelValues(tl, statusClass(code)).Inc()
+	h.metrics.duration.WithLabelValues(tl).Observe(h.now().Sub(start).Seconds())
+}
+
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx) error {
+	proto, err := contentProtocol(r)
+	if err != nil {
+		return err
+	}
+	if proto == protoV2 {
+		// VictoriaMetrics would read a 2.0 body as an empty 1.0 request and answer
+		// 204: passing it through would silently lose every sample.
+		return errorf(http.StatusUnsupportedMediaType, "remote write 2.0 (io.prometheus.write.v2.Request) is not supported: configure protobuf_message: prometheus.WriteRequest")
+	}
+	maxBytes := h.cfg.MaxRequestBytes
+	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
+		maxBytes = lim
+	}
+	wc.body, err = readBody(w, r, wc.body, maxBytes)
+	if err != nil {
+		return err
+	}
+	h.metrics.receivedBytes.WithLabelValues(tl).Add(float64(len(wc.body)))
+	wc.decoded, err = decompress(wc.decoded, wc.body, h.cfg.MaxDecodedBytes)
+	if err != nil {
+		return err
+	}
+	wr, err := wc.wru.UnmarshalProtobuf(wc.decoded)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
+	}
+	res, err := h.process(t, tl, wr, &wc.series)
+	if err != nil {
+		return err
+	}
+	h.metrics.samplesReceived.WithLabelValues(tl).Add(float64(res.received))
+	if res.forwardSeries == 0 && len(wr.Metadata) == 0 {
+		return res.verdict
+	}
+	body := wc.body
+	if res.modified {
+		wc.encoded = wr.MarshalProtobuf(wc.encoded[:0])
+		wc.out = snappy.Encode(wc.out[:cap(wc.out)], wc.encoded)
+		body = wc.out
+	}
+	if err := h.fwd.forward(r.Context(), h.scheme.WriteURL(t), body, r.Header.Get("User-Agent")); err != nil {
+		h.metrics.upstreamErrors.Inc()
+		return err
+	}
+	h.metrics.samplesForwarded.WithLabelValues(tl).Add(float64(res.forwardSamples))
+	return res.verdict
+}

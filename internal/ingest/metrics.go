@@ -1,0 +1,57 @@
+package ingest
+
+import (
+	"errors"
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+type metrics struct {
+	tenants          *tenant.Labeler
+	requests         *prometheus.CounterVec
+	duration         *prometheus.HistogramVec
+	receivedBytes    *prometheus.CounterVec
+	samplesReceived  *prometheus.CounterVec
+	samplesForwarded *prometheus.CounterVec
+	upstreamErrors   prometheus.Counter
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	f := promauto.With(reg)
+	return &metrics{
+		tenants: tenant.NewLabeler(tenant.DefaultLabelCap),
+		requests: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_requests_total",
+			Help: "Remote-write requests by tenant and status code.",
+		}, []string{"tenant", "code"}),
+		duration: f.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "cardguard_ingest_request_duration_seconds",
+			Help:    "Time to answer a remote-write request, upstream included.",
+			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 25},
+		}, []string{"tenant"}),
+		receivedBytes: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_received_bytes_total",
+			Help: "Compressed remote-write bytes received.",
+		}, []string{"tenant"}),
+		samplesReceived: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_samples_received_total",
+			Help: "Samples in remote-write requests that decoded successfully.",
+		}, []string{"tenant"}),
+		samplesForwarded: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_samples_forwarded_total",
+			Help: "Samples VictoriaMetrics accepted through cardguard.",
+		}, []string{"tenant"}),
+		upstreamErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardguard_ingest_upstream_errors_total",
+			Help: "Forwarded writes that VictoriaMetrics did not accept, or that failed to reach it.",
+		}),
+	}
+}
+
+func statusClass(code int) string { return strconv.Itoa(code) }
+
+func asStatus(err error, target **statusError) bool { return errors.As(err, target) }

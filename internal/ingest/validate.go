@@ -1,0 +1,92 @@
+package ingest
+
+import (
+	"net/http"
+	"unicode/utf8"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/cespare/xxhash/v2"
+)
+
+// validateSeries checks what the remote-write spec requires of one series and sorts
+// its labels by name in place when a client sent them unsorted (VictoriaMetrics
+// accepts that, so cardguard does too). It returns the metric name.
+//
+// Only the decoded copy is touched: when nothing else changes the request, the
+// original bytes are forwarded as they came.
+func validateSeries(labels []prompb.Label) (string, error) {
+	if len(labels) == 0 {
+		return "", errorf(http.StatusBadRequest, "invalid series: no labels")
+	}
+	sorted := true
+	for i := range labels {
+		l := &labels[i]
+		if l.Name == "" {
+			return "", errorf(http.StatusBadRequest, "invalid series %s: empty label name", seriesString(labels))
+		}
+		if !utf8.ValidString(l.Name) || !utf8.ValidString(l.Value) {
+			return "", errorf(http.StatusBadRequest, "invalid series %s: label %q is not valid UTF-8", seriesString(labels), truncate(l.Name, 64))
+		}
+		if i > 0 && labels[i-1].Name >= l.Name {
+			sorted = false
+		}
+	}
+	if !sorted {
+		sortLabels(labels)
+		for i := 1; i < len(labels); i++ {
+			if labels[i-1].Name == labels[i].Name {
+				return "", errorf(http.StatusBadRequest, "invalid series %s: duplicate label name %q", seriesString(labels), truncate(labels[i].Name, 64))
+			}
+		}
+	}
+	name := metricName(labels)
+	if name == "" {
+		return "", errorf(http.StatusBadRequest, "invalid series %s: no __name__ label", seriesString(labels))
+	}
+	return name, nil
+}
+
+// sortLabels is an insertion sort: label sets are short and it does not allocate.
+func sortLabels(ls []prompb.Label) {
+	for i := 1; i < len(ls); i++ {
+		for j := i; j > 0 && ls[j].Name < ls[j-1].Name; j-- {
+			ls[j], ls[j-1] = ls[j-1], ls[j]
+		}
+	}
+}
+
+func metricName(labels []prompb.Label) string {
+	for i := range labels {
+		if labels[i].Name == "__name__" {
+			return labels[i].Value
+		}
+	}
+	return ""
+}
+
+// hashLabels is the series identity every stage shares: xxhash over the sorted
+// non-empty labels. A label with an empty value is the same as no label, as in
+// Prometheus and VictoriaMetrics.
+func hashLabels(labels []prompb.Label) uint64 {
+	var d xxhash.Digest
+	d.Reset()
+	for i := range labels {
+		l := &labels[i]
+		if l.Value == "" {
+			continue
+		}
+		_, _ = d.WriteString(l.Name)
+		_, _ = d.Write(sep[:])
+		_, _ = d.WriteString(l.Value)
+		_, _ = d.Write(sep[:])
+	}
+	return d.Sum64()
+}
+
+var sep = [1]byte{0xff}
+
+// seriesString renders a series for an error message, bounded in length.
+func seriesString(labels []prompb.Label) string {
+	s := prompb.LabelsToString(labels)
+	return truncate(s, 256)
+}
