@@ -19,11 +19,12 @@ type view struct {
 }
 
 type tenantView struct {
-	summary TenantSummary
-	metrics []*metricView // series descending, then name
-	byName  map[string]*metricView
-	labels  []LabelSummary // values descending, then name
-	pairs   int64          // sum of series per label name
+	summary  TenantSummary
+	metrics  []*metricView // series descending, then name
+	byName   map[string]*metricView
+	labels   []LabelSummary // values descending, then name
+	bySeries []LabelSummary // series descending, then name
+	pairs    int64          // sum of series per label name
 }
 
 type metricView struct {
@@ -194,6 +195,13 @@ func (t *Tracker) refreshTenant(ts *tenantState, cur, labelCur, dayCur int64, mo
 		tv.pairs += ls.estSeries
 	}
 	v.tracked[levelTenantLabel] += len(labels)
+	tv.bySeries = slices.Clone(tv.labels)
+	slices.SortFunc(tv.bySeries, func(a, b LabelSummary) int {
+		if c := cmp.Compare(b.Series, a.Series); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.Name, b.Name)
+	})
 	sortLabels(tv.labels)
 
 	tv.byName = make(map[string]*metricView, len(metrics))

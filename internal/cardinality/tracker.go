@@ -70,7 +70,18 @@ const (
 	numLevels
 )
 
-var levelNames = [numLevels]string{"tenant", "metric", "metric_label", "tenant_label"}
+func (l level) String() string {
+	switch l {
+	case levelTenant:
+		return "tenant"
+	case levelMetric:
+		return "metric"
+	case levelMetricLabel:
+		return "metric_label"
+	default:
+		return "tenant_label"
+	}
+}
 
 type tenantState struct {
 	id       tenant.ID
@@ -78,8 +89,8 @@ type tenantState struct {
 
 	mu             sync.Mutex // guards everything below except the est fields
 	evicted        bool
-	series         ring       // series, series buckets
-	daily          ring       // series, churn buckets
+	series         ring // series, series buckets
+	daily          ring // series, churn buckets
 	metrics        map[string]*metricState
 	overflowMetric *metricState
 	labels         map[string]*labelState // values and series, label buckets

@@ -1,0 +1,438 @@
+package cardinality
+
+import (
+	"bufio"
+	"encoding/gob"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Level says which sketches a Bucket carries and how wide it is.
+type Level string
+
+// Bucket levels.
+const (
+	// LevelSeries buckets (Window/Buckets wide) carry the tenant and metric series
+	// sketches.
+	LevelSeries Level = "series"
+	// LevelLabels buckets (Window/LabelBuckets wide) carry the label sketches of the
+	// tenant and of its metrics.
+	LevelLabels Level = "labels"
+	// LevelChurn buckets (ChurnWindow/ChurnBuckets wide) carry the tenant's long-window
+	// series sketch.
+	LevelChurn Level = "churn"
+)
+
+// Bucket is one bucket of one tenant at one level, with its sketches in the axiomhq
+// binary encoding. It is the unit replicas exchange and snapshots store: merging a
+// Bucket into a tracker is idempotent and commutative, as HLL merges are.
+type Bucket struct {
+	Tenant tenant.ID `json:"tenant"`
+	// Overflow marks the shared entry of the tenants over the cap; Tenant is then zero.
+	Overflow bool          `json:"overflow,omitempty"`
+	Level    Level         `json:"level"`
+	Start    time.Time     `json:"start"`
+	Width    time.Duration `json:"width"`
+	// Series is the tenant's series sketch (series and churn levels).
+	Series  []byte         `json:"series,omitempty"`
+	Metrics []MetricBucket `json:"metrics,omitempty"`
+	// Labels are the tenant-level label sketches (labels level).
+	Labels []LabelBucket `json:"labels,omitempty"`
+}
+
+// MetricBucket is one metric's part of a Bucket: Series at the series level, Labels
+// at the labels level.
+type MetricBucket struct {
+	Name     string        `json:"name"`
+	Overflow bool          `json:"overflow,omitempty"`
+	Series   []byte        `json:"series,omitempty"`
+	Labels   []LabelBucket `json:"labels,omitempty"`
+}
+
+// LabelBucket is one label name's sketches: distinct values, and for tenant-level
+// labels the series carrying it.
+type LabelBucket struct {
+	Name     string `json:"name"`
+	Overflow bool   `json:"overflow,omitempty"`
+	Values   []byte `json:"values,omitempty"`
+	Series   []byte `json:"series,omitempty"`
+}
+
+func (t *Tracker) levelWidth(l Level) (time.Duration, error) {
+	switch l {
+	case LevelSeries:
+		return t.width, nil
+	case LevelLabels:
+		return t.width * time.Duration(t.labelDiv), nil
+	case LevelChurn:
+		return t.width * time.Duration(t.dayDiv), nil
+	}
+	return 0, fmt.Errorf("unknown bucket level %q", truncate(string(l)))
+}
+
+// ExportBuckets returns every bucket of tn that is still in its window. The
+// overflow tenant is exported with ExportOverflowBuckets.
+func (t *Tracker) ExportBuckets(tn tenant.ID) []Bucket {
+	t.mu.RLock()
+	ts := t.tenants[tn]
+	t.mu.RUnlock()
+	return t.export(ts)
+}
+
+// ExportOverflowBuckets returns the buckets of the shared overflow tenant.
+func (t *Tracker) ExportOverflowBuckets() []Bucket {
+	t.mu.RLock()
+	ts := t.overflow
+	t.mu.RUnlock()
+	return t.export(ts)
+}
+
+func (t *Tracker) export(ts *tenantState) []Bucket {
+	if ts == nil {
+		return nil
+	}
+	cur := t.epoch.Load()
+	labelCur, dayCur := floorDiv(cur, t.labelDiv), floorDiv(cur, t.dayDiv)
+	out := map[[2]int64]*Bucket{} // (level, epoch)
+	bucket := func(l Level, li, epoch int64) *Bucket {
+		b := out[[2]int64{li, epoch}]
+		if b == nil {
+			w, _ := t.levelWidth(l)
+			b = &Bucket{Tenant: ts.id, Overflow: ts.overflow, Level: l, Width: w, Start: time.Unix(0, epoch*int64(w)).UTC()}
+			out[[2]int64{li, epoch}] = b
+		}
+		return b
+	}
+	each := func(r *ring, cur int64, fn func(epoch int64, data []byte)) {
+		for i := range r.slots {
+			s := &r.slots[i]
+			if s.sk == nil || s.inserts == 0 || !inWindow(s.epoch, cur, len(r.slots)) {
+				continue
+			}
+			if data, err := s.sk.MarshalBinary(); err == nil {
+				fn(s.epoch, data)
+			}
+		}
+	}
+	exportLabel := func(ls *labelState, withSeries bool) map[int64]*LabelBucket {
+		m := map[int64]*LabelBucket{}
+		get := func(e int64) *LabelBucket {
+			if m[e] == nil {
+				m[e] = &LabelBucket{Name: ls.name, Overflow: ls.overflow}
+			}
+			return m[e]
+		}
+		each(&ls.values, labelCur, func(e int64, d []byte) { get(e).Values = d })
+		if withSeries {
+			each(&ls.series, labelCur, func(e int64, d []byte) { get(e).Series = d })
+		}
+		return m
+	}
+
+	ts.mu.Lock()
+	each(&ts.series, cur, func(e int64, d []byte) { bucket(LevelSeries, 0, e).Series = d })
+	each(&ts.daily, dayCur, func(e int64, d []byte) { bucket(LevelChurn, 2, e).Series = d })
+	tenantLabels := make([]*labelState, 0, len(ts.labels)+1)
+	for _, ls := range ts.labels {
+		tenantLabels = append(tenantLabels, ls)
+	}
+	if ts.overflowLabel != nil {
+		tenantLabels = append(tenantLabels, ts.overflowLabel)
+	}
+	for _, ls := range tenantLabels {
+		for e, lb := range exportLabel(ls, true) {
+			b := bucket(LevelLabels, 1, e)
+			b.Labels = append(b.Labels, *lb)
+		}
+	}
+	metrics := make([]*metricState, 0, len(ts.metrics)+1)
+	for _, ms := range ts.metrics {
+		metrics = append(metrics, ms)
+	}
+	if ts.overflowMetric != nil {
+		metrics = append(metrics, ts.overflowMetric)
+	}
+	ts.mu.Unlock()
+
+	for _, ms := range metrics {
+		ms.mu.Lock()
+		each(&ms.series, cur, func(e int64, d []byte) {
+			b := bucket(LevelSeries, 0, e)
+			b.Metrics = append(b.Metrics, MetricBucket{Name: ms.name, Overflow: ms.overflow, Series: d})
+		})
+		labels := map[int64][]LabelBucket{}
+		add := func(ls *labelState) {
+			for e, lb := range exportLabel(ls, false) {
+				labels[e] = append(labels[e], *lb)
+			}
+		}
+		for _, ls := range ms.labels {
+			add(ls)
+		}
+		if ms.overflowLabel != nil {
+			add(ms.overflowLabel)
+		}
+		ms.mu.Unlock()
+		for e, lbs := range labels {
+			b := bucket(LevelLabels, 1, e)
+			b.Metrics = append(b.Metrics, MetricBucket{Name: ms.name, Overflow: ms.overflow, Labels: lbs})
+		}
+	}
+
+	res := make([]Bucket, 0, len(out))
+	for _, b := range out {
+		res = append(res, *b)
+	}
+	return res
+}
+
+// MergeBuckets merges buckets into the tracker: sketches are unioned with what the
+// tracker holds for the same bucket; buckets already out of their window are skipped.
+// New tenants, metrics and labels count against the caps like observed ones. It stops
+// at the first bucket that does not fit this tracker's configuration.
+func (t *Tracker) MergeBuckets(bs []Bucket) error {
+	for i := range bs {
+		if err := t.mergeBucket(&bs[i]); err != nil {
+			return fmt.Errorf("bucket %d (tenant %s, %s at %s): %w", i, bs[i].Tenant, bs[i].Level, bs[i].Start.Format(time.RFC3339), err)
+		}
+	}
+	return nil
+}
+
+func (t *Tracker) mergeBucket(b *Bucket) error {
+	w, err := t.levelWidth(b.Level)
+	if err != nil {
+		return err
+	}
+	if b.Width != w {
+		return fmt.Errorf("bucket width %s, this tracker uses %s", b.Width, w)
+	}
+	epoch := floorDiv(b.Start.UnixNano(), int64(w))
+	cur := t.epoch.Load()
+	var curL, n int64
+	switch b.Level {
+	case LevelSeries:
+		curL, n = cur, int64(t.cfg.Buckets)
+	case LevelLabels:
+		curL, n = floorDiv(cur, t.labelDiv), int64(t.cfg.LabelBuckets)
+	case LevelChurn:
+		curL, n = floorDiv(cur, t.dayDiv), int64(t.cfg.ChurnBuckets)
+	}
+	if epoch <= curL-n || epoch > curL {
+		return nil // out of window: nothing to keep
+	}
+
+	var ts *tenantState
+	for {
+		if b.Overflow {
+			t.mu.Lock()
+			if t.overflow == nil {
+				t.overflow = t.newTenant(tenant.ID{}, true)
+			}
+			ts = t.overflow
+			t.mu.Unlock()
+		} else {
+			ts = t.tenant(b.Tenant)
+		}
+		ts.mu.Lock()
+		if !ts.evicted {
+			break
+		}
+		ts.mu.Unlock()
+	}
+	sk := new(sketch)
+	mergeInto := func(r *ring, data []byte) error {
+		if len(data) == 0 {
+			return nil
+		}
+		if err := sk.UnmarshalBinary(data); err != nil {
+			return err
+		}
+		return r.merge(epoch, sk)
+	}
+	ts.dirty = true
+	var metrics []MetricBucket
+	switch b.Level {
+	case LevelSeries:
+		err = mergeInto(&ts.series, b.Series)
+		metrics = b.Metrics
+	case LevelChurn:
+		err = mergeInto(&ts.daily, b.Series)
+	case LevelLabels:
+		for i := 0; i < len(b.Labels) && err == nil; i++ {
+			lb := &b.Labels[i]
+			var ls *labelState
+			if lb.Overflow {
+				if ts.overflowLabel == nil {
+					ts.overflowLabel = t.newLabel(OverflowName, true, true)
+				}
+				ls = ts.overflowLabel
+			} else {
+				ls, _ = t.tenantLabel(ts, &prompb.Label{Name: lb.Name})
+			}
+			ls.dirty = true
+			if err = mergeInto(&ls.values, lb.Values); err == nil {
+				err = mergeInto(&ls.series, lb.Series)
+			}
+		}
+		metrics = b.Metrics
+	}
+	mss := make([]*metricState, len(metrics))
+	for i := range metrics {
+		if metrics[i].Overflow {
+			if ts.overflowMetric == nil {
+				ts.overflowMetric = t.newMetric(OverflowName, true)
+			}
+			mss[i] = ts.overflowMetric
+		} else {
+			mss[i] = t.metric(ts, metrics[i].Name)
+		}
+	}
+	ts.mu.Unlock()
+	if err != nil {
+		return err
+	}
+
+	for i := range metrics {
+		mb, ms := &metrics[i], mss[i]
+		ms.mu.Lock()
+		if ms.evicted {
+			ms.mu.Unlock()
+			continue // no data in its window until this very merge: rare, and harmless to skip
+		}
+		ms.dirty = true
+		if b.Level == LevelSeries {
+			err = mergeInto(&ms.series, mb.Series)
+		}
+		for j := 0; j < len(mb.Labels) && err == nil && b.Level == LevelLabels; j++ {
+			lb := &mb.Labels[j]
+			var ls *labelState
+			if lb.Overflow {
+				if ms.overflowLabel == nil {
+					ms.overflowLabel = t.newLabel(OverflowName, true, false)
+				}
+				ls = ms.overflowLabel
+			} else {
+				ls, _ = t.metricLabel(ms, &prompb.Label{Name: lb.Name})
+			}
+			ls.dirty = true
+			err = mergeInto(&ls.values, lb.Values)
+		}
+		ms.mu.Unlock()
+		if err != nil {
+			return fmt.Errorf("metric %q: %w", truncate(mb.Name), err)
+		}
+	}
+	return nil
+}
+
+// Merge merges every in-window bucket of other into t. Both must use the same
+// windows and precisions.
+func (t *Tracker) Merge(other *Tracker) error {
+	other.mu.RLock()
+	ids := make([]tenant.ID, 0, len(other.tenants))
+	for id := range other.tenants {
+		ids = append(ids, id)
+	}
+	other.mu.RUnlock()
+	for _, id := range ids {
+		if err := t.MergeBuckets(other.ExportBuckets(id)); err != nil {
+			return err
+		}
+	}
+	return t.MergeBuckets(other.ExportOverflowBuckets())
+}
+
+const snapshotVersion = 1
+
+type snapshot struct {
+	Version int
+	SavedAt time.Time
+	Buckets []Bucket
+}
+
+// WriteSnapshot writes every in-window bucket of every tenant to w (gob encoding).
+func (t *Tracker) WriteSnapshot(w io.Writer) error {
+	s := snapshot{Version: snapshotVersion, SavedAt: t.cfg.Now()}
+	t.mu.RLock()
+	ids := make([]tenant.ID, 0, len(t.tenants))
+	for id := range t.tenants {
+		ids = append(ids, id)
+	}
+	t.mu.RUnlock()
+	for _, id := range ids {
+		s.Buckets = append(s.Buckets, t.ExportBuckets(id)...)
+	}
+	s.Buckets = append(s.Buckets, t.ExportOverflowBuckets()...)
+	bw := bufio.NewWriter(w)
+	if err := gob.NewEncoder(bw).Encode(&s); err != nil {
+		return fmt.Errorf("write cardinality snapshot: %w", err)
+	}
+	return bw.Flush()
+}
+
+// ReadSnapshot merges a snapshot written by WriteSnapshot into t. Buckets that have
+// left their window since are skipped. Call Refresh afterwards to see the estimates.
+func (t *Tracker) ReadSnapshot(r io.Reader) error {
+	var s snapshot
+	if err := gob.NewDecoder(bufio.NewReader(r)).Decode(&s); err != nil {
+		return fmt.Errorf("read cardinality snapshot: %w", err)
+	}
+	if s.Version != snapshotVersion {
+		return fmt.Errorf("read cardinality snapshot: version %d, want %d", s.Version, snapshotVersion)
+	}
+	if err := t.MergeBuckets(s.Buckets); err != nil {
+		return fmt.Errorf("read cardinality snapshot: %w", err)
+	}
+	return nil
+}
+
+// SaveFile writes a snapshot to path atomically: a temporary file in the same
+// directory, synced, then renamed over path.
+func (t *Tracker) SaveFile(path string) (err error) {
+	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
+	if err != nil {
+		return fmt.Errorf("save cardinality snapshot: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = f.Close()
+			_ = os.Remove(f.Name())
+		}
+	}()
+	if err = t.WriteSnapshot(f); err != nil {
+		return err
+	}
+	if err = f.Sync(); err != nil {
+		return fmt.Errorf("save cardinality snapshot: %w", err)
+	}
+	if err = f.Close(); err != nil {
+		return fmt.Errorf("save cardinality snapshot: %w", err)
+	}
+	if err = os.Rename(f.Name(), path); err != nil {
+		return fmt.Errorf("save cardinality snapshot: %w", err)
+	}
+	return nil
+}
+
+// LoadFile merges the snapshot at path into t. A missing file is not an error: the
+// first start has none.
+func (t *Tracker) LoadFile(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("load cardinality snapshot: %w", err)
+	}
+	defer f.Close()
+	return t.ReadSnapshot(f)
+}
