@@ -203,11 +203,39 @@ func (e *Enforcer) epoch() int64 { return e.now().UnixNano() / e.window }
 // The decision is the same in dry_run mode: the caller forwards the series anyway and
 // records the reason as "would drop". With neither series limit set nothing is
 // tracked and every series passes; setting a limit later starts from an empty window.
+//
+// AdmitSeries reads the clock and looks the tenant up on every call; a request's
+// series are cheaper through Admitter.
 func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash uint64) Reason {
 	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
 		return ""
 	}
 	return e.tenant(t).series.admit(e.epoch(), l, metric, seriesHash)
+}
+
+// Admitter is AdmitSeries bound to one tenant, one *Limits and one point in time:
+// what a remote-write request needs for its series. It is a small value, safe for
+// concurrent use, and valid as long as the Enforcer.
+type Admitter struct {
+	set   *seriesSet // nil: no series limit, everything passes
+	l     *Limits
+	epoch int64
+}
+
+// Admitter returns the Admitter of tenant t with limits l at now.
+func (e *Enforcer) Admitter(t tenant.ID, l *Limits, now time.Time) Admitter {
+	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
+		return Admitter{}
+	}
+	return Admitter{set: &e.tenant(t).series, l: l, epoch: now.UnixNano() / e.window}
+}
+
+// Admit is AdmitSeries for the Admitter's tenant, limits and time.
+func (a Admitter) Admit(metric string, seriesHash uint64) Reason {
+	if a.set == nil {
+		return ""
+	}
+	return a.set.admit(a.epoch, a.l, metric, seriesHash)
 }
 
 // SeriesCount returns the tenant's active series: those admitted in the current or

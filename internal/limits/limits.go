@@ -313,8 +313,8 @@ type Config struct {
 // UnmarshalYAML implements yaml.Unmarshaler.
 func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	var raw struct {
-		Defaults  yaml.Node                `yaml:"defaults"`
-		Overrides map[tenant.ID]*yaml.Node `yaml:"overrides"`
+		Defaults  yaml.Node               `yaml:"defaults"`
+		Overrides map[tenant.ID]yaml.Node `yaml:"overrides"`
 	}
 	if err := strictNode(n, &raw); err != nil {
 		return fmt.Errorf("limits: %w", err)
@@ -332,8 +332,8 @@ func (c *Config) UnmarshalYAML(n *yaml.Node) error {
 	c.Overrides = make(map[tenant.ID]Limits, len(raw.Overrides))
 	for t, node := range raw.Overrides {
 		l := def.Clone()
-		if node != nil {
-			if err := strictNode(node, &l); err != nil {
+		if node.Kind != 0 {
+			if err := strictNode(&node, &l); err != nil {
 				return fmt.Errorf("limits.overrides[%s]: %w", t, err)
 			}
 		}
