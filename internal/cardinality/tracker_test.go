@@ -374,12 +374,18 @@ func TestSnapshotErrors(t *testing.T) {
 	if err := tr.ReadSnapshot(strings.NewReader("garbage")); err == nil {
 		t.Error("garbage snapshot was accepted")
 	}
-	bad := tr.ExportBuckets(tenant.ID{})
-	bad[0].Series = []byte{2, 14, 0, 9}
-	bad[0].Metrics = nil
-	bad[0].Labels = nil
-	if err := tr.MergeBuckets(bad[:1]); err == nil {
-		t.Error("corrupt sketch was accepted")
+	for _, b := range tr.ExportBuckets(tenant.ID{}) {
+		if b.Level != LevelSeries {
+			continue
+		}
+		b.Series = []byte{2, 14, 0, 9}
+		if err := tr.MergeBuckets([]Bucket{b}); err == nil {
+			t.Error("corrupt sketch was accepted")
+		}
+		b.Series, b.Level = nil, "weekly"
+		if err := tr.MergeBuckets([]Bucket{b}); err == nil {
+			t.Error("unknown level was accepted")
+		}
 	}
 }
 
@@ -483,5 +489,19 @@ func TestObserveDoesNotRetain(t *testing.T) {
 	}
 	if got := tr.LabelValues(tenant.ID{}, "metric_name"); got["label_name"] != 1 {
 		t.Errorf("LabelValues = %v", got)
+	}
+}
+
+// Not parallel: AllocsPerRun refuses to run beside parallel tests.
+func TestObserveSteadyStateAllocs(t *testing.T) {
+	w := newWorkload(3, 100)
+	tr, _ := newTracker(t, Config{})
+	tn := tenant.ID{AccountID: 1}
+	for i := range w.labels {
+		w.observe(tr, tn, i)
+	}
+	i := 0
+	if n := testing.AllocsPerRun(1000, func() { w.observe(tr, tn, i); i++ }); n != 0 {
+		t.Errorf("Observe of a known series allocates %v times", n)
 	}
 }
