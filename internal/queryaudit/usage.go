@@ -300,7 +300,9 @@ func (r *Recorder) Record(t tenant.ID, endpoint string, form url.Values, header 
 		}
 	case endpoint == "series" || endpoint == "export" || endpoint == "federate" || strings.HasPrefix(endpoint, "export/"):
 		ev.kind = readSeries
-	case endpoint == "labels":
+	case endpoint == "labels" || endpoint == "label_values":
+		// "label_values" is the proxy's metric name for label/<name>/values: the
+		// label name is not known then, only the selectors are credited.
 		ev.kind = readLabels
 	case strings.HasPrefix(endpoint, "label/") && strings.HasSuffix(endpoint, "/values") && len(endpoint) > len("label//values"):
 		ev.kind = readLabelValues
@@ -381,6 +383,9 @@ func (r *Recorder) process(ev usageEvent) {
 	day := dayOf(ev.at)
 	ms := ev.at.UnixMilli()
 	tu.queries.add(day, 1)
+	if ev.at.Before(r.since) {
+		r.since = ev.at
+	}
 	if err != nil {
 		tu.unparsed.add(day, 1)
 		r.m.unparsed.Inc()

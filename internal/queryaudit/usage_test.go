@@ -24,7 +24,7 @@ type testClock struct {
 	t  time.Time
 }
 
-func (c *testClock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *testClock) Now() time.Time  { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
 func (c *testClock) Set(t time.Time) { c.mu.Lock(); c.t = t; c.mu.Unlock() }
 
 // namesFunc adapts a function to MetricNamer.
@@ -104,6 +104,7 @@ func TestRecordAttribution(t *testing.T) {
 	r.Record(t1, "query", query(`up`), hdr("User-Agent", "curl/8"), epoch.Add(2*time.Minute))
 	r.Record(t1, "series", match(`{__name__=~"node_load.*"}`), nil, epoch)
 	r.Record(t1, "label/device/values", match(`go_goroutines`), nil, epoch)
+	r.Record(t1, "label_values", match(`go_goroutines{instance="x"}`), nil, epoch)
 	r.Record(t1, "query", query(`sum(x) default 0`), nil, epoch) // MetricsQL: unparsed
 	r.Record(t1, "query", query(`1+1`), nil, epoch)              // no metrics
 	r.Record(t2, "export", match(`up{job="b"}`), nil, epoch)
@@ -114,8 +115,8 @@ func TestRecordAttribution(t *testing.T) {
 	if ts == nil {
 		t.Fatal("tenant 1 missing")
 	}
-	if got := total(ts.Queries); got != 7 {
-		t.Errorf("tenant queries = %d, want 7", got)
+	if got := total(ts.Queries); got != 8 {
+		t.Errorf("tenant queries = %d, want 8", got)
 	}
 	if got := total(ts.Unparsed); got != 1 {
 		t.Errorf("tenant unparsed = %d, want 1", got)
@@ -163,15 +164,16 @@ func TestRecordAttribution(t *testing.T) {
 	}
 
 	gor := findMetric(ts, "go_goroutines")
-	if gor == nil || len(gor.Labels) != 1 || gor.Labels[0].Name != "device" || gor.Labels[0].LastUsed["values"] == 0 {
+	if gor == nil || len(gor.Labels) != 2 || gor.Labels[0].Name != "device" || gor.Labels[0].LastUsed["values"] == 0 ||
+		gor.Labels[1].Name != "instance" || gor.Labels[1].LastUsed["matcher"] == 0 {
 		t.Errorf("go_goroutines usage %+v", gor)
 	}
 
 	if m := findMetric(findTenant(snap, t2), "up"); m == nil || total(m.AllLabels) != 1 {
 		t.Errorf("tenant 2 export of up not recorded as all labels: %+v", m)
 	}
-	if got := counterValue(t, r.m.recorded); got != 7 {
-		t.Errorf("recorded events = %v, want 7", got)
+	if got := counterValue(t, r.m.recorded); got != 8 {
+		t.Errorf("recorded events = %v, want 8", got)
 	}
 	if got := counterValue(t, r.m.unparsed); got != 1 {
 		t.Errorf("unparsed events = %v, want 1", got)
