@@ -6,10 +6,14 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"gopkg.in/yaml.v3"
 
 	"github.com/cardguard/cardguard/internal/auth"
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -23,11 +27,40 @@ type Config struct {
 	// ...) when the request carries no tenant token.
 	DefaultTenant tenant.ID   `yaml:"default_tenant"`
 	Auth          auth.Config `yaml:"auth"`
+	// Limits are the per-tenant limits: defaults and file overrides. Overrides set
+	// through the limits API are stored in the data directory and win over these.
+	Limits limits.Config `yaml:"limits"`
+	// Relabel rules run on every series before anything else looks at it.
+	Relabel RelabelConfig `yaml:"relabel"`
+	// Cardinality sizes the estimation windows and caps. Its window is also the
+	// window of the series limits and the label guard: "active series" means the
+	// same everywhere.
+	Cardinality cardinality.Config `yaml:"cardinality"`
+	// QueryAudit bounds the query usage records.
+	QueryAudit QueryAuditConfig `yaml:"query_audit"`
+}
+
+// RelabelConfig holds Prometheus-compatible relabel rules: Global apply to every
+// tenant, then a tenant's own rules apply.
+type RelabelConfig struct {
+	Global  []relabel.Config               `yaml:"global"`
+	Tenants map[tenant.ID][]relabel.Config `yaml:"tenants"`
+}
+
+// QueryAuditConfig is the query_audit section.
+type QueryAuditConfig struct {
+	// Retention is how long query usage is remembered (default 30 days).
+	Retention time.Duration `yaml:"retention"`
+	// RarelyQueriedBelow marks metrics queried fewer times than this in the
+	// retention as "rarely queried" (default 10).
+	RarelyQueriedBelow uint64 `yaml:"rarely_queried_below"`
+	// MaxMetricsPerTenant caps tracked metric names per tenant (default 20000).
+	MaxMetricsPerTenant int `yaml:"max_metrics_per_tenant"`
 }
 
 // defaultConfig is what cardguard runs with when no -config is given.
 func defaultConfig() Config {
-	return Config{}
+	return Config{Limits: limits.Config{Defaults: limits.Default()}}
 }
 
 // defaultUpstreamURL is a single node on this machine, VictoriaMetrics' default port.
@@ -78,6 +111,15 @@ func (c *Config) validate() error {
 	}
 	if err := c.Auth.Validate(); err != nil {
 		return err
+	}
+	if _, err := newRuleSet(c.Relabel); err != nil {
+		return err
+	}
+	if _, err := cardinality.New(c.Cardinality); err != nil {
+		return fmt.Errorf("cardinality: %w", err)
+	}
+	if c.QueryAudit.Retention < 0 {
+		return fmt.Errorf("query_audit.retention %s: must not be negative", c.QueryAudit.Retention)
 	}
 	if len(c.Auth.Tenants) > 0 && c.Upstream.Mode == upstream.ModeSingle && c.Upstream.TenantLabel == "" {
 		return errors.New("auth.tenants needs tenants kept apart upstream: use upstream.mode cluster, or set upstream.tenant_label in single mode")

@@ -1,9 +1,87 @@
 package main
 
-import "context"
+import (
+	"context"
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+)
 
-// start restores state and starts background loops.
-func (a *app) start(ctx context.Context) error { return nil }
+// Snapshot files under -dataDir.
+const (
+	cardinalityFile = "cardinality.snapshot"
+	usageFile       = "query_usage.json"
+)
 
-// stop ends background loops and saves state.
-func (a *app) stop() {}
+// snapshotInterval is how often state is written to the data directory, so that
+// a crash loses at most this much of estimates and usage.
+const snapshotInterval = time.Minute
+
+// loops tracks the background goroutines of an app.
+type loops struct {
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (l *loops) goLoop(ctx context.Context, f func(context.Context)) {
+	l.wg.Add(1)
+	go func() { defer l.wg.Done(); f(ctx) }()
+}
+
+// start restores state from the data directory and starts background loops.
+func (a *app) start(ctx context.Context) error {
+	if err := os.MkdirAll(a.opts.dataDir, 0o755); err != nil {
+		return err
+	}
+	for name, load := range map[string]func(string) error{
+		cardinalityFile: a.tracker.LoadFile,
+		usageFile:       a.usage.LoadFile,
+	} {
+		p := filepath.Join(a.opts.dataDir, name)
+		if err := load(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			// A damaged snapshot must not keep the proxy from starting: the
+			// estimates rebuild themselves from traffic within one window.
+			a.logger.Warn("cannot restore snapshot; starting empty", "file", p, "err", err)
+		}
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	a.loops.cancel = cancel
+	a.loops.goLoop(ctx, func(ctx context.Context) { a.tracker.Run(ctx, 5*time.Second) })
+	a.loops.goLoop(ctx, a.usage.Run)
+	a.loops.goLoop(ctx, func(ctx context.Context) {
+		tick := time.NewTicker(snapshotInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				a.saveSnapshots()
+			}
+		}
+	})
+	return nil
+}
+
+// stop ends background loops and saves state; it is safe to call twice.
+func (a *app) stop() {
+	if a.loops.cancel == nil {
+		return
+	}
+	a.loops.cancel()
+	a.loops.wg.Wait()
+	a.loops.cancel = nil
+	a.saveSnapshots()
+}
+
+func (a *app) saveSnapshots() {
+	if err := a.tracker.SaveFile(filepath.Join(a.opts.dataDir, cardinalityFile)); err != nil {
+		a.logger.Warn("cannot save cardinality snapshot", "err", err)
+	}
+	if err := a.usage.SaveFile(filepath.Join(a.opts.dataDir, usageFile)); err != nil {
+		a.logger.Warn("cannot save query usage snapshot", "err", err)
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
@@ -13,8 +14,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cardguard/cardguard/internal/auth"
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/ingest"
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -30,6 +35,15 @@ type app struct {
 	ingest *ingest.Handler
 	proxy  *queryaudit.Proxy
 	ready  atomic.Bool
+
+	rules    liveRules
+	tracker  *cardinality.Tracker
+	registry *limits.Registry
+	enforcer *limits.Enforcer
+	guard    *guard.Guard
+	usage    *queryaudit.Recorder
+
+	loops loops
 }
 
 func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
@@ -50,11 +64,43 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		auth:   auth.New(cfg.Auth),
 		scheme: scheme,
 	}
+	rs, err := newRuleSet(cfg.Relabel)
+	if err != nil {
+		return nil, err
+	}
+	a.rules.p.Store(rs)
+	if a.tracker, err = cardinality.New(cfg.Cardinality); err != nil {
+		return nil, err
+	}
+	if err := a.tracker.Register(reg); err != nil {
+		return nil, err
+	}
+	window := cfg.Cardinality.Window
+	if window == 0 {
+		window = time.Hour
+	}
+	a.enforcer = limits.NewEnforcer(limits.EnforcerOptions{Registerer: reg, Logger: logger, Window: window})
+	a.registry, err = limits.NewRegistry(cfg.Limits.Defaults, cfg.Limits.Overrides, limits.NewFileStore(opts.dataDir), logger)
+	if err != nil {
+		return nil, err
+	}
+	a.guard = guard.New(guard.Options{Window: window, Registerer: reg})
+	a.usage = queryaudit.NewRecorder(queryaudit.RecorderConfig{
+		Retention:           cfg.QueryAudit.Retention,
+		RarelyQueriedBelow:  cfg.QueryAudit.RarelyQueriedBelow,
+		MaxMetricsPerTenant: cfg.QueryAudit.MaxMetricsPerTenant,
+	}, a.tracker, reg, logger)
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
-	}, scheme, ingest.Stages{}, reg, logger)
-	a.proxy = queryaudit.NewProxy(queryaudit.ProxyConfig{}, scheme, nil, reg, logger)
+	}, scheme, ingest.Stages{
+		Rules:    &a.rules,
+		Observer: a.tracker,
+		Guard:    a.guard,
+		Limits:   a.registry,
+		Enforcer: a.enforcer,
+	}, reg, logger)
+	a.proxy = queryaudit.NewProxy(queryaudit.ProxyConfig{}, scheme, a.usage, reg, logger)
 	return a, nil
 }
 
@@ -97,6 +143,15 @@ func (a *app) routes() http.Handler {
 	r.HandleFunc("/select/{tenant}/prometheus/*", read(""))
 	r.HandleFunc("/api/v1/*", read("api/v1/"))
 	r.HandleFunc("/prometheus/api/v1/*", read("api/v1/"))
+	r.Route("/api/cardguard/v1", func(r chi.Router) {
+		r.Use(a.scopeTenantTokens)
+		requireTenant := a.auth.RequireTenant("tenant")
+		a.tracker.Routes(r, requireTenant)
+		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).Routes(r, a.auth.RequireAdmin, requireTenant)
+		a.guard.Routes(r, requireTenant)
+		a.usage.Routes(r, usageEstimates{a.tracker}, requireTenant)
+		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
+	})
 	r.HandleFunc("/federate", func(w http.ResponseWriter, r *http.Request) {
 		t, ok := a.requestTenant(w, r)
 		if !ok {
@@ -137,6 +192,35 @@ func (a *app) requestTenant(w http.ResponseWriter, r *http.Request) (tenant.ID, 
 		t = role.Tenant
 	}
 	return t, true
+}
+
+// scopeTenantTokens keeps tenant tokens on their own tenant's API paths
+// (…/tenants/<tenant>/… and /limits/<tenant>); everything else in the cardguard API
+// (lists of all tenants, the relabel debugger) needs the admin token. The routes'
+// own middleware then checks that the tenant in the path is the token's.
+func (a *app) scopeTenantTokens(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		role, err := a.auth.Resolve(r)
+		if err != nil {
+			auth.Unauthorized(w, err)
+			return
+		}
+		if role.HasTenant && !tenantScopedPath(r.URL.Path) {
+			http.Error(w, "forbidden: this endpoint needs the admin token", http.StatusForbidden)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+func tenantScopedPath(p string) bool {
+	segs := strings.Split(strings.TrimPrefix(p, "/api/cardguard/v1/"), "/")
+	for i := 0; i+1 < len(segs); i++ {
+		if (segs[i] == "tenants" || (i == 0 && segs[i] == "limits")) && segs[i+1] != "" {
+			return true
+		}
+	}
+	return false
 }
 
 func (a *app) readyz(w http.ResponseWriter, _ *http.Request) {

@@ -48,8 +48,9 @@ type Handler struct {
 	cfg     Config
 	scheme  *upstream.Scheme
 	fwd     *forwarder
-	stages  Stages
-	metrics *metrics
+	stages   Stages
+	policies policyCache
+	metrics  *metrics
 	logger  *slog.Logger
 	now     func() time.Time
 

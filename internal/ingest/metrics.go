@@ -18,6 +18,18 @@ type metrics struct {
 	samplesReceived  *prometheus.CounterVec
 	samplesForwarded *prometheus.CounterVec
 	upstreamErrors   prometheus.Counter
+	relabeledSeries  *prometheus.CounterVec
+	dryRunRelabeled  *prometheus.CounterVec
+}
+
+// relabeled counts a series that a rule or the guard dropped or rewrote (or, in
+// dry run, would have).
+func (m *metrics) relabeled(tenantLabel, action string, dryRun bool) {
+	if dryRun {
+		m.dryRunRelabeled.WithLabelValues(tenantLabel, action).Inc()
+		return
+	}
+	m.relabeledSeries.WithLabelValues(tenantLabel, action).Inc()
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -49,6 +61,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cardguard_ingest_upstream_errors_total",
 			Help: "Forwarded writes that VictoriaMetrics did not accept, or that failed to reach it.",
 		}),
+		relabeledSeries: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_relabeled_series_total",
+			Help: "Series changed by relabel rules or the label guard, by action (drop, rewrite, overflow_value, drop_label).",
+		}, []string{"tenant", "action"}),
+		dryRunRelabeled: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_dry_run_relabeled_series_total",
+			Help: "Series that relabel rules or the label guard would have changed, for tenants in dry_run mode.",
+		}, []string{"tenant", "action"}),
 	}
 }
 

@@ -1,8 +1,16 @@
 package ingest
 
 import (
+	"fmt"
+	"net/http"
+	"sync"
+	"time"
+
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 
+	"github.com/cardguard/cardguard/internal/guard"
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -12,21 +20,84 @@ type Observer interface {
 	Observe(t tenant.ID, metric string, labels []prompb.Label, seriesHash uint64)
 }
 
-// Stages are the per-series steps of the pipeline. A nil member is skipped.
-type Stages struct {
-	Observer Observer
+// RuleSource gives the compiled relabel rules of a tenant (global rules first,
+// then the tenant's own), or nil for none.
+type RuleSource interface {
+	RulesFor(t tenant.ID) *relabel.Rules
 }
 
-func (s *Stages) requestLimit(tenant.ID) int64 { return 0 }
+// LimitSource gives a tenant's effective limits; the result is shared and
+// read-only.
+type LimitSource interface {
+	For(t tenant.ID) *limits.Limits
+}
+
+// Enforcer keeps the state behind rate and series limits and counts discards.
+type Enforcer interface {
+	AllowSamples(t tenant.ID, l *limits.Limits, n int, now time.Time) (ok bool, retryAfter time.Duration)
+	AdmitSeries(t tenant.ID, l *limits.Limits, metric string, seriesHash uint64) limits.Reason
+	RecordDiscard(t tenant.ID, r limits.Reason, samples int, dryRun bool)
+}
+
+// Guard is the automatic high-cardinality label guard.
+type Guard interface {
+	Check(t tenant.ID, p *guard.Policy, metric string, labels, buf []prompb.Label, dryRun bool) ([]prompb.Label, guard.Result)
+}
+
+// Stages are the per-series steps of the pipeline, in the order they run:
+// relabel → label limits → observe → guard → series limits. A nil member is
+// skipped; without Limits no limit applies.
+//
+// Cardinality is observed after relabeling and before the guard and the series
+// limits: the estimates show what clients try to write, which is what an operator
+// needs to see while a guard or a limit is holding an explosion back.
+type Stages struct {
+	Rules    RuleSource
+	Observer Observer
+	Guard    Guard
+	Limits   LimitSource
+	Enforcer Enforcer
+}
+
+func (s *Stages) requestLimit(t tenant.ID) int64 {
+	if s.Limits == nil {
+		return 0
+	}
+	return s.Limits.For(t).MaxRequestBytes
+}
 
 // seriesScratch holds per-request working memory for the series loop.
 type seriesScratch struct {
-	labels []prompb.Label
+	buf      []prompb.Label // output of the stage that ran last
+	buf2     []prompb.Label
+	arena    []prompb.Label // rewritten label sets that will be forwarded
+	discards []discard
+}
+
+type discard struct {
+	reason  limits.Reason
+	dryRun  bool
+	samples int
+	series  int
 }
 
 func (s *seriesScratch) reset() {
-	clear(s.labels)
-	s.labels = s.labels[:0]
+	clear(s.buf)
+	clear(s.buf2)
+	clear(s.arena)
+	s.buf, s.buf2, s.arena = s.buf[:0], s.buf2[:0], s.arena[:0]
+	s.discards = s.discards[:0]
+}
+
+func (s *seriesScratch) addDiscard(r limits.Reason, dryRun bool, samples int) {
+	for i := range s.discards {
+		if d := &s.discards[i]; d.reason == r && d.dryRun == dryRun {
+			d.samples += samples
+			d.series++
+			return
+		}
+	}
+	s.discards = append(s.discards, discard{reason: r, dryRun: dryRun, samples: samples, series: 1})
 }
 
 // result is what the series loop decided for one request.
@@ -39,22 +110,181 @@ type result struct {
 }
 
 // process runs the stages over every series, filtering wr.Timeseries in place.
+// Validation errors reject the whole request before anything is forwarded; limit
+// decisions drop single series and let the rest through.
 func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *seriesScratch) (result, error) {
 	var res result
 	tss := wr.Timeseries
+	// Validate everything first: a request with one bad series is refused whole and
+	// leaves no trace in estimates or limits.
 	for i := range tss {
-		ts := &tss[i]
-		res.received += len(ts.Samples)
-		metric, err := validateSeries(ts.Labels)
-		if err != nil {
+		if _, err := validateSeries(tss[i].Labels); err != nil {
 			return res, err
 		}
-		hash := hashLabels(ts.Labels)
-		if h.stages.Observer != nil {
-			h.stages.Observer.Observe(t, metric, ts.Labels, hash)
+		res.received += len(tss[i].Samples)
+	}
+	st := &h.stages
+	var lim *limits.Limits
+	dry := false
+	if st.Limits != nil {
+		lim = st.Limits.For(t)
+		dry = lim.DryRun()
+	}
+	if lim != nil && st.Enforcer != nil {
+		if ok, retry := st.Enforcer.AllowSamples(t, lim, res.received, h.now()); !ok {
+			st.Enforcer.RecordDiscard(t, limits.ReasonRateLimited, res.received, dry)
+			if !dry {
+				return res, &statusError{
+					status:     http.StatusTooManyRequests,
+					msg:        limits.ReasonRateLimited.Message(lim),
+					retryAfter: retry,
+				}
+			}
 		}
+	}
+	var policy *guard.Policy
+	if lim != nil && st.Guard != nil && lim.LabelGuard.MaxValuesPerLabel > 0 {
+		policy = h.policies.get(t, lim)
+	}
+	var rules *relabel.Rules
+	if st.Rules != nil {
+		rules = st.Rules.RulesFor(t)
+	}
+
+	kept := 0
+	var firstEnforced limits.Reason
+	for i := range tss {
+		ts := &tss[i]
+		labels := ts.Labels
+		metric := metricName(labels)
+		rewritten := false
+		drop := limits.Reason("")
+
+		if rules != nil {
+			out, keep, changed := rules.Apply(labels, sc.buf[:0])
+			sc.buf = out[:0]
+			switch {
+			case !keep:
+				drop = limits.ReasonRelabelDrop
+				h.metrics.relabeled(tl, "drop", dry)
+			case changed:
+				h.metrics.relabeled(tl, "rewrite", dry)
+				if !dry {
+					labels, rewritten = out, true
+					if metric = metricName(labels); metric == "" {
+						drop = limits.ReasonInvalidSeries
+					}
+				}
+			}
+		}
+		if drop == "" && lim != nil {
+			drop = limits.CheckLabels(lim, labels)
+		}
+		var hash uint64
+		if drop == "" {
+			hash = hashLabels(labels)
+			if st.Observer != nil {
+				st.Observer.Observe(t, metric, labels, hash)
+			}
+			if policy != nil {
+				out, gr := st.Guard.Check(t, policy, metric, labels, sc.buf2[:0], dry)
+				switch gr.Outcome {
+				case guard.Drop:
+					drop = limits.ReasonLabelGuard
+				case guard.Rewritten:
+					h.metrics.relabeled(tl, string(gr.Action), dry)
+					if !dry {
+						sc.buf2 = out[:0]
+						labels, rewritten = out, true
+						hash = hashLabels(labels)
+					}
+				}
+			}
+		}
+		if drop == "" && lim != nil && st.Enforcer != nil {
+			drop = st.Enforcer.AdmitSeries(t, lim, metric, hash)
+		}
+		if drop != "" {
+			sc.addDiscard(drop, dry, len(ts.Samples))
+			if !dry {
+				res.modified = true
+				if firstEnforced == "" {
+					firstEnforced = drop
+				}
+				continue
+			}
+		}
+		if rewritten {
+			// The stage buffers are reused for the next series: keep a copy.
+			start := len(sc.arena)
+			sc.arena = append(sc.arena, labels...)
+			labels = sc.arena[start:len(sc.arena):len(sc.arena)]
+			res.modified = true
+		}
+		tss[kept] = *ts
+		tss[kept].Labels = labels
+		kept++
 		res.forwardSeries++
 		res.forwardSamples += len(ts.Samples)
 	}
+	if res.modified {
+		clear(tss[kept:])
+		wr.Timeseries = tss[:kept]
+	}
+	for _, d := range sc.discards {
+		if st.Enforcer != nil {
+			st.Enforcer.RecordDiscard(t, d.reason, d.samples, d.dryRun)
+		}
+	}
+	if firstEnforced != "" && lim != nil && lim.OnLimit == limits.OnLimitReject {
+		res.verdict = errorf(http.StatusBadRequest, "%s; %s", dropSummary(sc.discards), firstEnforced.Message(lim))
+	}
 	return res, nil
+}
+
+func dropSummary(ds []discard) string {
+	series, samples := 0, 0
+	for _, d := range ds {
+		if !d.dryRun {
+			series += d.series
+			samples += d.samples
+		}
+	}
+	return fmt.Sprintf("%d series (%d samples) of this request were not written", series, samples)
+}
+
+// policyCache converts a tenant's label_guard limits into a guard.Policy once per
+// limits snapshot, so the hot path does not rebuild it for every request.
+type policyCache struct {
+	mu sync.RWMutex
+	m  map[tenant.ID]cachedPolicy
+}
+
+type cachedPolicy struct {
+	src *limits.Limits
+	pol *guard.Policy
+}
+
+func (c *policyCache) get(t tenant.ID, l *limits.Limits) *guard.Policy {
+	c.mu.RLock()
+	cp, ok := c.m[t]
+	c.mu.RUnlock()
+	if ok && cp.src == l {
+		return cp.pol
+	}
+	lg := &l.LabelGuard
+	pol := &guard.Policy{
+		MaxValuesPerLabel: lg.MaxValuesPerLabel,
+		Action:            guard.Action(lg.Action),
+		OverflowValue:     lg.OverflowValue,
+		ExemptLabels:      lg.ExemptLabels,
+		ExemptMetrics:     lg.ExemptMetrics,
+	}
+	c.mu.Lock()
+	if c.m == nil {
+		c.m = make(map[tenant.ID]cachedPolicy)
+	}
+	c.m[t] = cachedPolicy{src: l, pol: pol}
+	c.mu.Unlock()
+	return pol
 }
