@@ -1,6 +1,7 @@
 package queryaudit
 
 import (
+	"context"
 	"errors"
 	"io/fs"
 	"net/http"
@@ -382,5 +383,40 @@ func TestSourceClipping(t *testing.T) {
 	s := sourceFromHeader(hdr("User-Agent", "ua-"+long)).keep()
 	if len(s.UserAgent) > maxSourceField+3 {
 		t.Errorf("user agent kept %d bytes", len(s.UserAgent))
+	}
+}
+
+// TestRunConcurrent exercises Record from many goroutines while Run processes and
+// reports read; run it with -race.
+func TestRunConcurrent(t *testing.T) {
+	t.Parallel()
+	r, _, _ := newTestRecorder(t, RecorderConfig{QueueSize: 64}, namesFunc(func(tenant.ID) []string { return []string{"up"} }))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); r.Run(ctx) }()
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 200 {
+				r.Record(t1, "query", query(`sum by (job) (up)`), hdr("User-Agent", "g"), epoch)
+				if i%50 == 0 && g == 0 {
+					_ = r.MetricsReport(t1, nil, "all", "series", "desc", 0, 10, 0)
+					_ = r.Export()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	cancel()
+	<-done
+	r.Flush()
+	ts := findTenant(r.Export(), t1)
+	if ts == nil {
+		t.Fatal("nothing recorded")
+	}
+	if got := total(ts.Queries) + total(ts.Dropped); got != 800 {
+		t.Errorf("recorded %d + dropped %d, want 800 in all", total(ts.Queries), total(ts.Dropped))
 	}
 }
