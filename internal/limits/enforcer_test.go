@@ -486,6 +486,7 @@ func BenchmarkAdmitSeriesExistingParallel(b *testing.B) {
 		e.AdmitSeries(tenantA, l, "http_requests_total", uint64(i)*0x9e3779b97f4a7c15)
 	}
 	b.ReportAllocs()
+	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
 		i := 0
 		for pb.Next() {

@@ -10,7 +10,10 @@
 //   - Registry answers For(tenant) without locks and takes changes from the config file
 //     (Reload), the API (Set, Replace, Delete) and other replicas (Apply).
 //   - Enforcer keeps the per-tenant state the decisions need: a token bucket for the
-//     ingestion rate and an exact membership set of the series seen in the window.
+//     ingestion rate (AllowSamples, once per request) and an exact membership set of
+//     the series seen in the window (Admitter.Admit, once per series), and accounts
+//     every discarded sample (RecordDiscard).
+//   - CheckLabels checks the label limits of one series; it keeps no state.
 //   - API serves /limits and /limits/{tenant}.
 package limits
 
@@ -130,8 +133,8 @@ func Default() Limits {
 }
 
 // Clone returns a deep copy: decoding into the copy never changes l.
-func (l *Limits) Clone() Limits {
-	c := *l
+func (l Limits) Clone() Limits {
+	c := l
 	c.LabelGuard.ExemptLabels = slices.Clone(l.LabelGuard.ExemptLabels)
 	c.LabelGuard.ExemptMetrics = slices.Clone(l.LabelGuard.ExemptMetrics)
 	return c

@@ -216,8 +216,7 @@ func (r *Registry) Delete(t tenant.ID) (Limits, error) {
 	}
 	delete(r.api, t)
 	r.publish()
-	base := r.baseLocked(t)
-	return base.Clone(), nil
+	return r.baseLocked(t).Clone(), nil
 }
 
 // Reload replaces the defaults and the file overrides, as on SIGHUP; API overrides stay
