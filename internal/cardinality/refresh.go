@@ -190,7 +190,7 @@ func (t *Tracker) refreshTenant(ts *tenantState, cur, labelCur, dayCur int64, mo
 	}
 	v.memory += ts.mem
 	for _, ls := range labels {
-		v.memory += ls.mem
+		v.memory += ls.mem + stateBytes
 		tv.labels = append(tv.labels, LabelSummary{Name: ls.name, Overflow: ls.overflow, Values: ls.est, Series: ls.estSeries})
 		tv.pairs += ls.estSeries
 	}
@@ -294,9 +294,9 @@ func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool
 		work[i].ls.est = estimate(work[i].values)
 	}
 	mv := &metricView{name: ms.name, overflow: ms.overflow, series: ms.est, labels: make([]LabelCount, 0, len(labels))}
-	v.memory += ms.mem
+	v.memory += ms.mem + stateBytes
 	for _, ls := range labels {
-		v.memory += ls.mem
+		v.memory += ls.mem + stateBytes
 		mv.labels = append(mv.labels, LabelCount{Name: ls.name, Overflow: ls.overflow, Values: ls.est, Share: share(ls.est, ms.est)})
 	}
 	v.tracked[levelMetricLabel] += len(labels)
@@ -308,6 +308,10 @@ func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool
 	})
 	return mv, true
 }
+
+// stateBytes is the bookkeeping of one tracked tenant, metric or label besides its
+// sketches: the state struct, its ring slots, its name and its map entry.
+const stateBytes = 320
 
 func share(values, series int64) float64 {
 	if series <= 0 {
