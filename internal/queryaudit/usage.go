@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
@@ -394,7 +395,9 @@ func (r *Recorder) process(ev usageEvent) {
 	}
 	r.m.recorded.Inc()
 	src := ev.src.clipped()
-	for name, mr := range uses {
+	// Sorted, so that which metrics a cap keeps out does not depend on map order.
+	for _, name := range slices.Sorted(maps.Keys(uses)) {
+		mr := uses[name]
 		mu := r.metric(tu, name)
 		if mu == nil {
 			continue
@@ -404,7 +407,8 @@ func (r *Recorder) process(ev usageEvent) {
 		if mr.all {
 			mu.allLabels.add(day, 1)
 		}
-		for l, how := range mr.labels {
+		for _, l := range slices.Sorted(maps.Keys(mr.labels)) {
+			how := mr.labels[l]
 			lu := r.label(mu, l)
 			if lu == nil {
 				continue
