@@ -87,6 +87,7 @@ type writeCtx struct {
 	encoded []byte
 	out     []byte
 	wru     prompb.WriteRequestUnmarshaler
+	v2      v2Decoder
 	series  seriesScratch
 }
 
@@ -99,6 +100,7 @@ func (h *Handler) getCtx() *writeCtx {
 
 func (h *Handler) putCtx(wc *writeCtx) {
 	wc.wru.Reset()
+	wc.v2.reset()
 	wc.series.reset()
 	// Do not let one huge request pin its buffers forever.
 	const keep = 8 << 20
@@ -156,11 +158,6 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if err != nil {
 		return err
 	}
-	if proto == protoV2 {
-		// VictoriaMetrics would read a 2.0 body as an empty 1.0 request and answer
-		// 204: passing it through would silently lose every sample.
-		return errorf(http.StatusUnsupportedMediaType, "remote write 2.0 (io.prometheus.write.v2.Request) is not supported: configure protobuf_message: prometheus.WriteRequest")
-	}
 	maxBytes := h.cfg.MaxRequestBytes
 	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
 		maxBytes = lim
@@ -174,8 +171,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if err != nil {
 		return err
 	}
-	wr, err := wc.wru.UnmarshalProtobuf(wc.decoded)
-	if err != nil {
+	var wr *prompb.WriteRequest
+	if proto == protoV2 {
+		// Converted to 1.0 (rw2.go): VictoriaMetrics would read a 2.0 body as an
+		// empty 1.0 request and answer 204, silently losing every sample.
+		if wr, err = wc.v2.decode(wc.decoded); err != nil {
+			return err
+		}
+		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
+	} else if wr, err = wc.wru.UnmarshalProtobuf(wc.decoded); err != nil {
 		return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
 	}
 	res, err := h.process(t, tl, wr, &wc.series)
@@ -187,7 +191,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 		return res.verdict
 	}
 	body := wc.body
-	if res.modified {
+	if res.modified || proto == protoV2 {
 		wc.encoded = wr.MarshalProtobuf(wc.encoded[:0])
 		wc.out = snappy.Encode(wc.out[:cap(wc.out)], wc.encoded)
 		body = wc.out
@@ -197,5 +201,8 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 		return err
 	}
 	h.metrics.samplesForwarded.WithLabelValues(tl).Add(float64(res.forwardSamples))
+	if proto == protoV2 {
+		setWritten(w.Header(), res.forwardSamples)
+	}
 	return res.verdict
 }

@@ -162,7 +162,7 @@ func TestStatuses(t *testing.T) {
 		{name: "truncated protobuf", body: snappy.Encode(nil, mustDecode(good)[:37]), want: 400, wantInBody: "cannot parse"},
 		{name: "gzip encoding", body: good, hdr: map[string]string{"Content-Encoding": "gzip"}, want: 415},
 		{name: "json content type", body: good, hdr: map[string]string{"Content-Type": "application/json"}, want: 415},
-		{name: "remote write 2.0", body: good, hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v2.Request", "X-Prometheus-Remote-Write-Version": "2.0.0"}, want: 415, wantInBody: "2.0"},
+		{name: "unknown remote write proto", body: good, hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, want: 415, wantInBody: "v3"},
 		{name: "no __name__", body: series(prompb.Label{Name: "job", Value: "x"}), want: 400, wantInBody: "no __name__"},
 		{name: "empty label name", body: series(prompb.Label{Name: "", Value: "x"}, prompb.Label{Name: "__name__", Value: "up"}), want: 400, wantInBody: "empty label name"},
 		{name: "duplicate label", body: series(prompb.Label{Name: "__name__", Value: "up"}, prompb.Label{Name: "a", Value: "1"}, prompb.Label{Name: "a", Value: "2"}), want: 400, wantInBody: "duplicate label name"},
