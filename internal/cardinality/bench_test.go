@@ -88,7 +88,7 @@ func BenchmarkObserveFirstSight(b *testing.B) {
 // 1000 series.
 func BenchmarkRefresh(b *testing.B) {
 	w := newWorkload(100, 1000)
-	tr, c := newTracker(b, Config{})
+	tr, _ := newTracker(b, Config{})
 	tn := tenant.ID{AccountID: 1}
 	for i := range w.labels {
 		w.observe(tr, tn, i)
@@ -99,7 +99,23 @@ func BenchmarkRefresh(b *testing.B) {
 		tr.lastRefresh = -1 // force a full recompute
 		tr.Refresh()
 	}
-	_ = c
+}
+
+// BenchmarkRefreshIdle is the common case between rotations: nothing changed since
+// the last Refresh, so only the view is rebuilt.
+func BenchmarkRefreshIdle(b *testing.B) {
+	w := newWorkload(100, 1000)
+	tr, _ := newTracker(b, Config{})
+	tn := tenant.ID{AccountID: 1}
+	for i := range w.labels {
+		w.observe(tr, tn, i)
+	}
+	tr.Refresh()
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		tr.Refresh()
+	}
 }
 
 // BenchmarkMemory1MSeries reports the heap held for 1M active series across 1000
