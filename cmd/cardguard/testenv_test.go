@@ -61,7 +61,7 @@ func testOptions(t *testing.T) options {
 // push sends a remote-write request through cardguard and returns the status and body.
 func (e *env) push(path string, wr *prompb.WriteRequest, hdr ...string) (int, string) {
 	e.t.Helper()
-	body := snappy.Encode(nil, wr.MarshalProtobuf(nil))
+	body := encodeWR(wr)
 	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+path, bytes.NewReader(body))
 	req.Header.Set("Content-Encoding", "snappy")
 	req.Header.Set("Content-Type", "application/x-protobuf")
@@ -123,3 +123,5 @@ func genSeries(metric string, n int, ts int64, extra ...prompb.Label) []prompb.T
 }
 
 func bytesReader(b []byte) *bytes.Reader { return bytes.NewReader(b) }
+
+func encodeWR(wr *prompb.WriteRequest) []byte { return snappy.Encode(nil, wr.MarshalProtobuf(nil)) }

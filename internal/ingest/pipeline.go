@@ -35,7 +35,7 @@ type LimitSource interface {
 // Enforcer keeps the state behind rate and series limits and counts discards.
 type Enforcer interface {
 	AllowSamples(t tenant.ID, l *limits.Limits, n int, now time.Time) (ok bool, retryAfter time.Duration)
-	AdmitSeries(t tenant.ID, l *limits.Limits, metric string, seriesHash uint64) limits.Reason
+	Admitter(t tenant.ID, l *limits.Limits, now time.Time) limits.Admitter
 	RecordDiscard(t tenant.ID, r limits.Reason, samples int, dryRun bool)
 }
 
@@ -130,8 +130,11 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		lim = st.Limits.For(t)
 		dry = lim.DryRun()
 	}
+	now := h.now()
+	var admit limits.Admitter
 	if lim != nil && st.Enforcer != nil {
-		if ok, retry := st.Enforcer.AllowSamples(t, lim, res.received, h.now()); !ok {
+		admit = st.Enforcer.Admitter(t, lim, now)
+		if ok, retry := st.Enforcer.AllowSamples(t, lim, res.received, now); !ok {
 			st.Enforcer.RecordDiscard(t, limits.ReasonRateLimited, res.received, dry)
 			if !dry {
 				return res, &statusError{
@@ -202,7 +205,7 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 			}
 		}
 		if drop == "" && lim != nil && st.Enforcer != nil {
-			drop = st.Enforcer.AdmitSeries(t, lim, metric, hash)
+			drop = admit.Admit(metric, hash)
 		}
 		if drop != "" {
 			sc.addDiscard(drop, dry, len(ts.Samples))

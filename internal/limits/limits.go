@@ -116,7 +116,7 @@ type Limits struct {
 // (40 labels, 256-byte names, 4096-byte values), VictoriaMetrics' default
 // -maxInsertRequestSize of 32 MiB, no series or rate limit, mode enforce, on_limit drop,
 // and the label guard off with action overflow_value and overflow value
-// "cardguard_overflow".
+// "__cardguard_overflow__".
 func Default() Limits {
 	return Limits{
 		MaxLabelsPerSeries:  40,
@@ -127,7 +127,7 @@ func Default() Limits {
 		OnLimit:             OnLimitDrop,
 		LabelGuard: LabelGuard{
 			Action:        GuardOverflowValue,
-			OverflowValue: "cardguard_overflow",
+			OverflowValue: "__cardguard_overflow__",
 		},
 	}
 }

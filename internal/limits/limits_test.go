@@ -120,7 +120,7 @@ func TestDecodeJSON(t *testing.T) {
 		check      func(l Limits) bool
 	}{
 		{"partial", `{"max_series": 10, "label_guard": {"action": "drop_series"}}`, "-", func(l Limits) bool {
-			return l.MaxSeries == 10 && l.LabelGuard.Action == GuardDropSeries && l.LabelGuard.OverflowValue == "cardguard_overflow" && l.MaxLabelsPerSeries == 40
+			return l.MaxSeries == 10 && l.LabelGuard.Action == GuardDropSeries && l.LabelGuard.OverflowValue == "__cardguard_overflow__" && l.MaxLabelsPerSeries == 40
 		}},
 		{"slices replace", `{"label_guard": {"exempt_metrics": ["a","b"]}}`, "-", func(l Limits) bool {
 			return reflect.DeepEqual(l.LabelGuard.ExemptMetrics, []string{"a", "b"})

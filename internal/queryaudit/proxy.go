@@ -161,7 +161,12 @@ func (p *Proxy) ServeTenant(w http.ResponseWriter, r *http.Request, t tenant.ID,
 	}
 	tg.url = p.scheme.ReadURL(t, apiPath, query)
 	if p.recorder != nil && selectsSeries(endpoint) {
-		p.recorder.Record(t, endpoint, form, r.Header, start)
+		rec := endpoint
+		if endpoint == "label_values" {
+			// The recorder needs the label name: "label/<name>/values".
+			rec = strings.TrimPrefix(apiPath, "api/v1/")
+		}
+		p.recorder.Record(t, rec, form, r.Header, start)
 	}
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), targetKey{}, &tg)))

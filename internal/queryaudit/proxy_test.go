@@ -94,7 +94,7 @@ func TestProxyForwardsFaithfully(t *testing.T) {
 	// Non-series endpoints are not usage.
 	p.ServeTenant(httptest.NewRecorder(), httptest.NewRequest("GET", "/x", nil), t1, "api/v1/status/buildinfo")
 	p.ServeTenant(httptest.NewRecorder(), httptest.NewRequest("GET", "/x?match[]=up", nil), t1, "api/v1/label/job/values")
-	want := []string{"7:1 query up", "7:1 query_range rate(x[5m])", "7:1 label_values up"}
+	want := []string{"7:1 query up", "7:1 query_range rate(x[5m])", "7:1 label/job/values up"}
 	if strings.Join(rec.events, "|") != strings.Join(want, "|") {
 		t.Errorf("recorded %q, want %q", rec.events, want)
 	}
