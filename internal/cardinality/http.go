@@ -173,6 +173,7 @@ func (t *Tracker) handleTSDBStatus(w http.ResponseWriter, r *http.Request) {
 
 // TSDBStatus builds the /api/v1/status/tsdb answer for tn from the cached estimates.
 func (t *Tracker) TSDBStatus(tn tenant.ID, topN int) TSDBStatusResponse {
+	topN = max(topN, 0)
 	st := TSDBStatus{
 		SeriesCountByMetricName:      []TSDBEntry{},
 		SeriesCountByLabelName:       []TSDBEntry{},

@@ -83,7 +83,7 @@ func (t *Tracker) TopMetrics(tn tenant.ID, n, k int) []MetricSummary {
 	if tv == nil {
 		return nil
 	}
-	ms := tv.metrics[:min(n, len(tv.metrics))]
+	ms := tv.metrics[:min(max(n, 0), len(tv.metrics))]
 	out := make([]MetricSummary, len(ms))
 	for i, mv := range ms {
 		out[i] = mv.summary(k)
@@ -135,7 +135,7 @@ func (t *Tracker) TopLabels(tn tenant.ID, n int) []LabelSummary {
 	if tv == nil {
 		return nil
 	}
-	return slices.Clone(tv.labels[:min(n, len(tv.labels))])
+	return slices.Clone(tv.labels[:min(max(n, 0), len(tv.labels))])
 }
 
 // MetricNames returns every tracked metric name of tn, sorted, without the overflow

@@ -505,3 +505,19 @@ func TestObserveSteadyStateAllocs(t *testing.T) {
 		t.Errorf("Observe of a known series allocates %v times", n)
 	}
 }
+
+func TestReadNegativeLimits(t *testing.T) {
+	t.Parallel()
+	tr, _ := newTracker(t, Config{})
+	observe(tr, tenant.ID{}, series("m", "a", "b"))
+	tr.Refresh()
+	if got := tr.TopMetrics(tenant.ID{}, -1, -1); len(got) != 0 {
+		t.Errorf("TopMetrics(-1) = %v", got)
+	}
+	if got := tr.TopLabels(tenant.ID{}, -1); len(got) != 0 {
+		t.Errorf("TopLabels(-1) = %v", got)
+	}
+	if got := tr.TSDBStatus(tenant.ID{}, -1); len(got.Data.SeriesCountByMetricName) != 0 || got.Data.TotalSeries != 1 {
+		t.Errorf("TSDBStatus(-1) = %+v", got)
+	}
+}
