@@ -15,6 +15,8 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
+
+	"github.com/cardguard/cardguard/internal/ingest"
 )
 
 // options are the process settings, from flags.
@@ -30,6 +32,8 @@ type options struct {
 	logFormat       string
 	maxRequestBytes int64
 	maxDecodedBytes int64
+	maxConcurrent   int
+	maxQueueWait    time.Duration
 	readTimeout     time.Duration
 	shutdownTimeout time.Duration
 }
@@ -49,6 +53,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.logFormat, "loggerFormat", "text", "log format: text or json")
 	fs.Int64Var(&o.maxRequestBytes, "ingest.maxRequestBytes", 32<<20, "largest compressed remote-write body accepted, unless a tenant's max_request_bytes is lower")
 	fs.Int64Var(&o.maxDecodedBytes, "ingest.maxDecodedBytes", 64<<20, "largest decompressed remote-write body accepted")
+	fs.IntVar(&o.maxConcurrent, "ingest.maxConcurrentRequests", ingest.DefaultMaxConcurrent(), "remote-write requests processed at once; more wait up to -ingest.maxQueueDuration, then get 503")
+	fs.DurationVar(&o.maxQueueWait, "ingest.maxQueueDuration", ingest.DefaultQueueWait, "how long a remote-write request may wait for a processing slot before it gets 503")
 	fs.DurationVar(&o.readTimeout, "http.readTimeout", time.Minute, "time allowed to read a whole request, body included (guards against slow clients)")
 	fs.DurationVar(&o.shutdownTimeout, "http.shutdownTimeout", 30*time.Second, "time in-flight requests get to finish on SIGTERM")
 	if err := fs.Parse(args); err != nil {

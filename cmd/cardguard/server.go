@@ -93,6 +93,8 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
+		MaxConcurrent:   opts.maxConcurrent,
+		QueueWait:       opts.maxQueueWait,
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
 		Observer: a.tracker,

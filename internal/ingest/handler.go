@@ -14,8 +14,10 @@
 package ingest
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -35,6 +37,12 @@ type Config struct {
 	MaxDecodedBytes int64
 	// MaxUpstreamConns bounds idle connections kept to VictoriaMetrics.
 	MaxUpstreamConns int
+	// MaxConcurrent bounds the requests processed at once, and with them memory:
+	// at most MaxConcurrent × (MaxRequestBytes + a few × MaxDecodedBytes). Requests
+	// beyond it wait up to QueueWait for a slot, then get 503 with Retry-After, so a
+	// slow upstream makes clients back off instead of piling up in cardguard.
+	MaxConcurrent int
+	QueueWait     time.Duration
 }
 
 // Defaults for Config, matching VictoriaMetrics' own -maxInsertRequestSize.
@@ -45,16 +53,51 @@ const (
 
 // Handler serves remote write. It is safe for concurrent use.
 type Handler struct {
-	cfg     Config
-	scheme  *upstream.Scheme
-	fwd     *forwarder
+	cfg      Config
+	scheme   *upstream.Scheme
+	fwd      *forwarder
 	stages   Stages
 	policies policyCache
 	metrics  *metrics
-	logger  *slog.Logger
-	now     func() time.Time
+	logger   *slog.Logger
+	now      func() time.Time
 
-	ctxPool sync.Pool // *writeCtx
+	ctxPool sync.Pool     // *writeCtx
+	slots   chan struct{} // one per request being processed
+}
+
+// DefaultQueueWait is how long a request may wait for a processing slot.
+const DefaultQueueWait = 10 * time.Second
+
+// DefaultMaxConcurrent is 4 requests per CPU, at least 16: a typical remote-write
+// request takes a few milliseconds, so this serves thousands of requests per
+// second while keeping memory proportional to the machine.
+func DefaultMaxConcurrent() int { return max(16, 4*runtime.GOMAXPROCS(0)) }
+
+// acquire waits for a processing slot.
+func (h *Handler) acquire(r *http.Request) error {
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	default:
+	}
+	h.metrics.queued.Inc()
+	defer h.metrics.queued.Dec()
+	timer := time.NewTimer(h.cfg.QueueWait)
+	defer timer.Stop()
+	select {
+	case h.slots <- struct{}{}:
+		return nil
+	case <-timer.C:
+		h.metrics.overloaded.Inc()
+		return &statusError{
+			status:     http.StatusServiceUnavailable,
+			msg:        fmt.Sprintf("too many concurrent remote-write requests: all %d slots busy for %s (upstream slow?); retry later or raise -ingest.maxConcurrentRequests", cap(h.slots), h.cfg.QueueWait),
+			retryAfter: 5 * time.Second,
+		}
+	case <-r.Context().Done():
+		return &statusError{status: 499, msg: "client closed the request while it waited for a slot"}
+	}
 }
 
 // New builds a Handler. stages may have nil members: a nil stage is skipped.
@@ -68,12 +111,19 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 	if cfg.MaxUpstreamConns <= 0 {
 		cfg.MaxUpstreamConns = 256
 	}
+	if cfg.MaxConcurrent <= 0 {
+		cfg.MaxConcurrent = DefaultMaxConcurrent()
+	}
+	if cfg.QueueWait <= 0 {
+		cfg.QueueWait = DefaultQueueWait
+	}
 	return &Handler{
 		cfg:     cfg,
 		scheme:  scheme,
 		fwd:     newForwarder(scheme.Timeout(), scheme.BearerToken(), cfg.MaxUpstreamConns),
 		stages:  stages,
 		metrics: newMetrics(reg),
+		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		logger:  logger,
 		now:     time.Now,
 	}
@@ -128,6 +178,11 @@ func (h *Handler) ServeWrite(w http.ResponseWriter, r *http.Request, t tenant.ID
 		h.finish(w, tl, start, errorf(http.StatusMethodNotAllowed, "remote write needs POST, not %s", r.Method))
 		return
 	}
+	if err := h.acquire(r); err != nil {
+		h.finish(w, tl, start, err)
+		return
+	}
+	defer func() { <-h.slots }()
 	wc := h.getCtx()
 	defer h.putCtx(wc)
 	err := h.serve(w, r, t, tl, wc)

@@ -18,6 +18,8 @@ type metrics struct {
 	samplesReceived  *prometheus.CounterVec
 	samplesForwarded *prometheus.CounterVec
 	upstreamErrors   prometheus.Counter
+	queued           prometheus.Gauge
+	overloaded       prometheus.Counter
 	relabeledSeries  *prometheus.CounterVec
 	dryRunRelabeled  *prometheus.CounterVec
 }
@@ -60,6 +62,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		upstreamErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardguard_ingest_upstream_errors_total",
 			Help: "Forwarded writes that VictoriaMetrics did not accept, or that failed to reach it.",
+		}),
+		queued: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cardguard_ingest_queued_requests",
+			Help: "Remote-write requests waiting for a processing slot.",
+		}),
+		overloaded: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardguard_ingest_overload_rejections_total",
+			Help: "Remote-write requests answered 503 because no processing slot freed up in time.",
 		}),
 		relabeledSeries: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_relabeled_series_total",
