@@ -154,13 +154,15 @@ func (a *app) routes() http.Handler {
 		a.usage.Routes(r, usageEstimates{a.tracker}, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 	})
-	r.HandleFunc("/federate", func(w http.ResponseWriter, r *http.Request) {
+	federate := func(w http.ResponseWriter, r *http.Request) {
 		t, ok := a.requestTenant(w, r)
 		if !ok {
 			return
 		}
 		a.proxy.ServeTenant(w, r, t, "federate")
-	})
+	}
+	r.HandleFunc("/federate", federate)
+	r.HandleFunc("/prometheus/federate", federate)
 	return r
 }
 

@@ -29,6 +29,12 @@ type env struct {
 
 func newEnv(t *testing.T, mutate func(*Config)) *env {
 	t.Helper()
+	return newEnvWithLog(t, mutate, io.Discard)
+}
+
+// newEnvWithLog is newEnv with cardguard's log written to logw.
+func newEnvWithLog(t *testing.T, mutate func(*Config), logw io.Writer) *env {
+	t.Helper()
 	vm := vmtest.StartVM(t)
 	cfg := defaultConfig()
 	cfg.Upstream = upstream.Config{Mode: upstream.ModeSingle, URL: vm.URL, Timeout: 5 * time.Second}
@@ -36,7 +42,7 @@ func newEnv(t *testing.T, mutate func(*Config)) *env {
 		mutate(&cfg)
 	}
 	o := testOptions(t)
-	a, err := newApp(cfg, o, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	a, err := newApp(cfg, o, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
 		t.Fatal(err)
 	}
