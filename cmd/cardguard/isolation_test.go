@@ -188,7 +188,7 @@ func TestTenantIsolation(t *testing.T) {
 	api := e.srv.URL + "/api/cardguard/v1"
 	for _, c := range []struct {
 		method, path, token string
-		want               int
+		want                int
 	}{
 		{"GET", "/limits", tokA, 403},
 		{"GET", "/limits", "", 401},
