@@ -48,7 +48,7 @@ type Config struct {
 // Defaults for Config, matching VictoriaMetrics' own -maxInsertRequestSize.
 const (
 	DefaultMaxRequestBytes = 32 << 20
-	DefaultMaxDecodedBytes = 64 << 20
+	DefaultMaxDecodedBytes = 32 << 20
 )
 
 // Handler serves remote write. It is safe for concurrent use.
