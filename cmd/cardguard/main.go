@@ -168,6 +168,7 @@ func serve(ctx context.Context, cfg Config, o options, logger *slog.Logger, stdo
 	printBanner(stdout, ln.Addr().String(), a)
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
+	go a.reloadOnHUP(ctx, o)
 	a.ready.Store(true)
 	select {
 	case err := <-errc:
