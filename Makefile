@@ -43,5 +43,19 @@ test-short:
 run: build tools
 	./bin/cardguard -vm.binary=$(VM_BIN) -dataDir=cardguard-data
 
+# Remote write direct / through vmagent / through cardguard on identical payloads,
+# then the query path; rewrites its section of BENCHMARKS.md (about 5 minutes, not
+# part of test or CI). Extra flags: make bench BENCH_FLAGS='-note="quiet machine"'
+bench: build $(VM_BIN) $(VMAGENT)
+	$(GO) build -o $(BIN)/loadgen ./e2e/loadgen
+	$(GO) run ./e2e/bench $(BENCH_FLAGS)
+
+# cardguard's memory with 1M active series; separate because creating a million
+# series in VictoriaMetrics takes minutes on a small machine.
+.PHONY: bench-memory
+bench-memory: build $(VM_BIN) $(VMAGENT)
+	$(GO) build -o $(BIN)/loadgen ./e2e/loadgen
+	$(GO) run ./e2e/bench -memory $(BENCH_FLAGS)
+
 clean:
 	rm -rf bin .cache

@@ -1,0 +1,175 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"strconv"
+	"time"
+)
+
+// scenarioResult is one target of the remote-write benchmark.
+type scenarioResult struct {
+	Name     string   `json:"name"`
+	Warmup   lgResult `json:"warmup"`
+	Measured lgResult `json:"measured"`
+	// CPU seconds over the measured window, until VictoriaMetrics had every
+	// accepted sample (vmagent answers before it forwards).
+	ProxyCPUSeconds float64 `json:"proxy_cpu_s"`
+	VMCPUSeconds    float64 `json:"vm_cpu_s"`
+	// Samples VictoriaMetrics counted as inserted over that window.
+	Delivered    float64 `json:"delivered"`
+	DrainSeconds float64 `json:"drain_s"`
+	ProxyPeakKiB int64   `json:"proxy_peak_rss_kib"`
+	VMPeakKiB    int64   `json:"vm_peak_rss_kib"`
+	// Dropped is what the proxy says it discarded (cardguard: discarded samples,
+	// vmagent: rows over the hourly series limit).
+	Dropped float64  `json:"dropped"`
+	Notes   []string `json:"notes,omitempty"`
+	proxy   bool
+}
+
+// MSamples is the accepted samples of the measured window, in millions.
+func (r scenarioResult) MSamples() float64 { return float64(r.Measured.SamplesOK) / 1e6 }
+
+// DeliveredRate is samples per second reaching VictoriaMetrics, drain included.
+func (r scenarioResult) DeliveredRate() float64 {
+	t := r.Measured.ElapsedSeconds + r.DrainSeconds
+	if t <= 0 {
+		return 0
+	}
+	return r.Delivered / t
+}
+
+func (e *env) vmRows() (float64, error) {
+	return scrapeSum(e.vmURL+"/metrics", "vm_rows_inserted_total{")
+}
+
+// waitDelivered waits until VictoriaMetrics has inserted want rows in total, or
+// until the count stops moving for 3 s (something was dropped), or timeout.
+func (e *env) waitDelivered(ctx context.Context, want float64, timeout time.Duration) (float64, error) {
+	deadline := time.Now().Add(timeout)
+	last, lastMove := -1.0, time.Now()
+	for {
+		n, err := e.vmRows()
+		if err != nil {
+			return n, err
+		}
+		if n >= want {
+			return n, nil
+		}
+		if n != last {
+			last, lastMove = n, time.Now()
+		}
+		if time.Since(lastMove) > 3*time.Second || time.Now().After(deadline) || ctx.Err() != nil {
+			return n, fmt.Errorf("VictoriaMetrics inserted %.0f rows, want %.0f", n, want)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// measure warms a target up, then measures it: proxy is the process whose CPU and
+// memory are attributed to the target (VictoriaMetrics itself for direct writes).
+func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process) (scenarioResult, error) {
+	r := scenarioResult{Name: name, proxy: proxy != e.vm}
+	conc := "-concurrency=" + strconv.Itoa(e.cfg.concurrency)
+	if err := resetPeakRSS(e.vm.pid()); err != nil {
+		r.Notes = append(r.Notes, "cannot reset VictoriaMetrics peak RSS: "+err.Error())
+	}
+
+	base, err := e.vmRows()
+	if err != nil {
+		return r, err
+	}
+	e.logf("%s: warm-up, %d passes", name, e.cfg.warmupPasses)
+	r.Warmup, err = e.loadgen(ctx, name+"-warmup", writeURL, conc, "-passes="+strconv.Itoa(e.cfg.warmupPasses), "-duration=3m")
+	if err != nil {
+		return r, err
+	}
+	if _, err := e.waitDelivered(ctx, base+float64(r.Warmup.SamplesOK), 2*time.Minute); err != nil {
+		r.Notes = append(r.Notes, "warm-up: "+err.Error())
+	}
+
+	rows0, err := e.vmRows()
+	if err != nil {
+		return r, err
+	}
+	p0, err1 := cpuSeconds(proxy.pid(), e.ticks)
+	v0, err2 := cpuSeconds(e.vm.pid(), e.ticks)
+	if err1 != nil || err2 != nil {
+		return r, fmt.Errorf("read cpu: %v %v", err1, err2)
+	}
+	e.logf("%s: measuring for %s at concurrency %d", name, e.cfg.duration, e.cfg.concurrency)
+	r.Measured, err = e.loadgen(ctx, name, writeURL, conc, "-duration="+e.cfg.duration.String())
+	if err != nil {
+		return r, err
+	}
+	sent := time.Now()
+	rows1, err := e.waitDelivered(ctx, rows0+float64(r.Measured.SamplesOK), 5*time.Minute)
+	if err != nil {
+		r.Notes = append(r.Notes, "measured window: "+err.Error())
+	}
+	r.DrainSeconds = time.Since(sent).Seconds()
+	if r.DrainSeconds < 0.2 {
+		r.DrainSeconds = 0 // the poll interval, not a backlog
+	}
+	r.Delivered = rows1 - rows0
+	p1, err1 := cpuSeconds(proxy.pid(), e.ticks)
+	v1, err2 := cpuSeconds(e.vm.pid(), e.ticks)
+	if err1 != nil || err2 != nil {
+		return r, fmt.Errorf("read cpu: %v %v", err1, err2)
+	}
+	r.ProxyCPUSeconds, r.VMCPUSeconds = p1-p0, v1-v0
+	r.ProxyPeakKiB, _ = memKiB(proxy.pid(), "VmHWM")
+	r.VMPeakKiB, _ = memKiB(e.vm.pid(), "VmHWM")
+	if r.Measured.SamplesOK != r.Measured.SamplesSent {
+		r.Notes = append(r.Notes, fmt.Sprintf("%d of %d samples not accepted (status %v, first error %q)",
+			r.Measured.SamplesSent-r.Measured.SamplesOK, r.Measured.SamplesSent, r.Measured.Status, r.Measured.FirstError))
+	}
+	if r.Warmup.PayloadDigest != r.Measured.PayloadDigest {
+		r.Notes = append(r.Notes, "warm-up and measured payloads differ")
+	}
+	e.digest[name] = r.Measured.PayloadDigest
+	e.logf("%s: %.0f samples/s, proxy %.3f CPU s/Msample, VM %.3f CPU s/Msample, drain %.1fs",
+		name, r.Measured.SamplesPerSecond, r.ProxyCPUSeconds/r.MSamples(), r.VMCPUSeconds/r.MSamples(), r.DrainSeconds)
+	return r, nil
+}
+
+func (e *env) runDirect(ctx context.Context) (scenarioResult, error) {
+	return e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm)
+}
+
+// runVMAgent measures a fresh vmagent forwarding to the VictoriaMetrics with the
+// same relabel rule as cardguard and an hourly series limit high enough to drop
+// nothing, so that its bloom-filter limiter is on the path as cardguard's limits are.
+func (e *env) runVMAgent(ctx context.Context) (scenarioResult, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	maxHourly := 4 * e.cfg.wl.metrics * e.cfg.wl.seriesPerMetric
+	p, err := startProcess("vmagent", filepath.Join(e.cfg.binDir, "vmagent"), []string{
+		"-httpListenAddr=" + addr,
+		"-remoteWrite.url=" + e.vmURL + "/api/v1/write",
+		"-remoteWrite.tmpDataPath=" + filepath.Join(e.work, "vmagent-data"),
+		"-remoteWrite.relabelConfig=" + e.cfg.vmagentRelabel,
+		"-remoteWrite.maxHourlySeries=" + strconv.Itoa(maxHourly),
+		"-loggerLevel=ERROR",
+	}, filepath.Join(e.work, "vmagent.log"))
+	if err != nil {
+		return scenarioResult{}, err
+	}
+	e.procs = append(e.procs, p)
+	defer p.stop(15 * time.Second)
+	base := "http://" + addr
+	if err := waitReady(ctx, p, base+"/health", 30*time.Second); err != nil {
+		return scenarioResult{}, err
+	}
+	r, err := e.measure(ctx, "vmagent", base+"/api/v1/write", p)
+	if err != nil {
+		return r, err
+	}
+	r.Dropped, _ = scrapeSum(base+"/metrics", "vmagent_hourly_series_limit_rows_dropped_total")
+	r.Notes = append(r.Notes, fmt.Sprintf("-remoteWrite.maxHourlySeries=%d", maxHourly))
+	return r, nil
+}

@@ -1,0 +1,341 @@
+// Command bench measures cardguard's remote-write path against VictoriaMetrics
+// directly and against vmagent, on identical payloads from e2e/loadgen, plus the
+// latency cardguard adds to typical Grafana queries, and (with -memory) its memory
+// with a million active series. It writes the results into BENCHMARKS.md.
+//
+// Run it with `make bench` (or `make bench-memory`), which builds the binaries it
+// needs first. Everything listens on loopback ports chosen at start, lives under a
+// temporary directory, and is stopped before the command returns.
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type config struct {
+	binDir          string
+	cardguardBin    string
+	out             string
+	cardguardConfig string
+	vmagentRelabel  string
+	resultsDir      string
+	note            string
+	only            string
+	keep            bool
+
+	duration     time.Duration
+	concurrency  int
+	warmupPasses int
+	wl           workloadFlags
+	queryIters   int
+
+	memory       bool
+	memMetrics   int
+	memSeries    int
+	memLabels    int
+	memTargetMiB int
+}
+
+// workloadFlags are passed to every loadgen run of a benchmark, so that all
+// targets get the same bytes.
+type workloadFlags struct {
+	metrics, seriesPerMetric, labels, rounds, batch int
+	churn                                           float64
+	seed                                            uint64
+	interval                                        time.Duration
+	start                                           int64
+}
+
+func (w workloadFlags) args() []string {
+	return []string{
+		"-metrics=" + strconv.Itoa(w.metrics),
+		"-series-per-metric=" + strconv.Itoa(w.seriesPerMetric),
+		"-labels=" + strconv.Itoa(w.labels),
+		"-rounds=" + strconv.Itoa(w.rounds),
+		"-batch=" + strconv.Itoa(w.batch),
+		"-churn=" + strconv.FormatFloat(w.churn, 'g', -1, 64),
+		"-seed=" + strconv.FormatUint(w.seed, 10),
+		"-interval=" + w.interval.String(),
+		"-start=" + strconv.FormatInt(w.start, 10),
+	}
+}
+
+// dataEnd is the timestamp of the last round.
+func (w workloadFlags) dataEnd() time.Time {
+	return time.UnixMilli(w.start).Add(time.Duration(w.rounds-1) * w.interval)
+}
+
+func parseFlags(args []string) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.StringVar(&c.binDir, "bin", ".cache/bin", "directory holding victoria-metrics, vmagent and loadgen")
+	fs.StringVar(&c.cardguardBin, "cardguard", "bin/cardguard", "cardguard binary")
+	fs.StringVar(&c.out, "out", "BENCHMARKS.md", "markdown file whose benchmark section is rewritten")
+	fs.StringVar(&c.cardguardConfig, "cardguard.config", "e2e/bench/cardguard.yml", "cardguard policy file for the benchmark")
+	fs.StringVar(&c.vmagentRelabel, "vmagent.relabel", "e2e/bench/vmagent-relabel.yml", "vmagent -remoteWrite.relabelConfig, the same rule as in the cardguard config")
+	fs.StringVar(&c.resultsDir, "results", ".cache/bench", "directory for the raw JSON results")
+	fs.StringVar(&c.note, "note", "", "conditions of this run, written next to the numbers (e.g. 'shared machine, other builds running')")
+	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,query", "comma-separated parts to run")
+	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (data and logs)")
+	fs.DurationVar(&c.duration, "duration", 60*time.Second, "measured window per target")
+	fs.IntVar(&c.concurrency, "concurrency", 4, "requests in flight from the load generator")
+	fs.IntVar(&c.warmupPasses, "warmup-passes", 2, "passes over the pre-encoded rounds before measuring (creates every series first)")
+	fs.IntVar(&c.wl.metrics, "metrics", 100, "metric names")
+	fs.IntVar(&c.wl.seriesPerMetric, "series-per-metric", 500, "series per metric")
+	fs.IntVar(&c.wl.labels, "labels", 10, "labels per series besides __name__")
+	fs.IntVar(&c.wl.rounds, "rounds", 8, "rounds pre-encoded by the load generator")
+	fs.IntVar(&c.wl.batch, "batch", 2000, "series per request")
+	fs.Float64Var(&c.wl.churn, "churn", 0.05, "fraction of series replaced at each round")
+	fs.Uint64Var(&c.wl.seed, "seed", 1, "load generator seed")
+	fs.DurationVar(&c.wl.interval, "interval", 15*time.Second, "timestamp step between rounds")
+	fs.IntVar(&c.queryIters, "query-iterations", 300, "measured requests per query and target")
+	fs.BoolVar(&c.memory, "memory", false, "run only the memory measurement (1M active series through cardguard)")
+	fs.IntVar(&c.memMetrics, "memory.metrics", 1000, "metric names for -memory")
+	fs.IntVar(&c.memSeries, "memory.series-per-metric", 1000, "series per metric for -memory")
+	fs.IntVar(&c.memLabels, "memory.labels", 10, "labels per series for -memory")
+	fs.IntVar(&c.memTargetMiB, "memory.target-mib", 512, "RSS target for -memory")
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.duration <= 0 || c.duration > 10*time.Minute {
+		return c, fmt.Errorf("-duration %s out of range (0, 10m]", c.duration)
+	}
+	return c, nil
+}
+
+func main() {
+	os.Exit(run(os.Args[1:]))
+}
+
+func run(args []string) int {
+	c, err := parseFlags(args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if err := bench(ctx, c, append([]string{"bench"}, args...)); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// env is what every part of a benchmark shares: one VictoriaMetrics, a work dir.
+type env struct {
+	cfg    config
+	work   string
+	ticks  float64
+	vm     *process
+	vmURL  string
+	procs  []*process // stopped at the end, in reverse
+	logw   io.Writer
+	argv   []string
+	digest map[string]string // loadgen payload digest per target, to prove identical traffic
+}
+
+func (e *env) logf(format string, args ...any) {
+	fmt.Fprintf(e.logw, "bench: "+format+"\n", args...)
+}
+
+func bench(ctx context.Context, c config, argv []string) error {
+	for _, b := range []string{filepath.Join(c.binDir, "victoria-metrics"), filepath.Join(c.binDir, "vmagent"), filepath.Join(c.binDir, "loadgen"), c.cardguardBin} {
+		if _, err := os.Stat(b); err != nil {
+			return fmt.Errorf("%s missing: run through `make bench`, which builds it", b)
+		}
+	}
+	work, err := os.MkdirTemp("", "cardguard-bench-")
+	if err != nil {
+		return err
+	}
+	e := &env{cfg: c, work: work, ticks: clockTicks(), logw: os.Stderr, argv: argv, digest: map[string]string{}}
+	defer func() {
+		for i := len(e.procs) - 1; i >= 0; i-- {
+			e.procs[i].stop(15 * time.Second)
+		}
+		if c.keep {
+			e.logf("kept %s", work)
+			return
+		}
+		_ = os.RemoveAll(work)
+	}()
+	if err := os.MkdirAll(c.resultsDir, 0o755); err != nil {
+		return err
+	}
+	info := collectRunInfo(c)
+	e.logf("work dir %s; %s", work, info.machine())
+
+	if err := e.startVM(); err != nil {
+		return err
+	}
+	if c.memory {
+		res, err := e.memory(ctx)
+		if err != nil {
+			return err
+		}
+		info.finish()
+		e.saveJSON("memory.json", map[string]any{"info": info, "memory": res})
+		return updateSection(c.out, "memory", renderMemory(info, res, c))
+	}
+
+	// Timestamps in the recent past, the same for every target.
+	c.wl.start = time.Now().Truncate(time.Minute).Add(-time.Duration(c.wl.rounds)*c.wl.interval - time.Minute).UnixMilli()
+	e.cfg = c
+	parts := map[string]bool{}
+	for _, p := range strings.Split(c.only, ",") {
+		parts[strings.TrimSpace(p)] = true
+	}
+	var results []scenarioResult
+	if parts["direct"] {
+		r, err := e.runDirect(ctx)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	if parts["vmagent"] {
+		r, err := e.runVMAgent(ctx)
+		if err != nil {
+			return err
+		}
+		results = append(results, r)
+	}
+	var queries []queryResult
+	if parts["cardguard"] || parts["query"] {
+		cg, base, err := e.startCardguard(ctx, "cardguard")
+		if err != nil {
+			return err
+		}
+		if parts["cardguard"] {
+			r, err := e.measure(ctx, "cardguard", base+"/api/v1/write", cg)
+			if err != nil {
+				return err
+			}
+			r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
+			results = append(results, r)
+		}
+		if parts["query"] {
+			if !parts["cardguard"] && !parts["direct"] && !parts["vmagent"] {
+				// Nothing pushed yet: give the queries some data.
+				if _, err := e.loadgen(ctx, "query-data", e.vmURL+"/api/v1/write", "-passes=1", "-concurrency="+strconv.Itoa(c.concurrency)); err != nil {
+					return err
+				}
+			}
+			queries, err = e.queryBench(ctx, base)
+			if err != nil {
+				return err
+			}
+		}
+		cg.stop(15 * time.Second)
+	}
+	info.finish()
+	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "queries": queries})
+	return updateSection(c.out, "ingest", renderIngest(info, results, queries, e))
+}
+
+func (e *env) saveJSON(name string, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err == nil {
+		err = os.WriteFile(filepath.Join(e.cfg.resultsDir, name), b, 0o644)
+	}
+	if err != nil {
+		e.logf("cannot save %s: %v", name, err)
+	}
+}
+
+func (e *env) startVM() error {
+	addr, err := freeAddr()
+	if err != nil {
+		return err
+	}
+	vm, err := startProcess("victoria-metrics", filepath.Join(e.cfg.binDir, "victoria-metrics"), []string{
+		"-httpListenAddr=" + addr,
+		"-storageDataPath=" + filepath.Join(e.work, "vm-data"),
+		"-retentionPeriod=1y",
+		"-loggerLevel=ERROR",
+	}, filepath.Join(e.work, "victoria-metrics.log"))
+	if err != nil {
+		return err
+	}
+	e.procs = append(e.procs, vm)
+	e.vm, e.vmURL = vm, "http://"+addr
+	return waitReady(context.Background(), vm, e.vmURL+"/health", 30*time.Second)
+}
+
+// startCardguard starts a fresh cardguard in front of the VictoriaMetrics.
+func (e *env) startCardguard(ctx context.Context, name string) (*process, string, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	p, err := startProcess(name, e.cfg.cardguardBin, []string{
+		"-httpListenAddr=" + addr,
+		"-upstream.url=" + e.vmURL,
+		"-config=" + e.cfg.cardguardConfig,
+		"-dataDir=" + filepath.Join(e.work, name+"-data"),
+		"-loggerLevel=warn",
+	}, filepath.Join(e.work, name+".log"))
+	if err != nil {
+		return nil, "", err
+	}
+	e.procs = append(e.procs, p)
+	base := "http://" + addr
+	return p, base, waitReady(ctx, p, base+"/readyz", 30*time.Second)
+}
+
+// loadgen runs one load generator and returns its JSON result.
+func (e *env) loadgen(ctx context.Context, label, url string, extra ...string) (lgResult, error) {
+	args := append([]string{"-url=" + url, "-label=" + label}, e.cfg.wl.args()...)
+	args = append(args, extra...)
+	cmd := exec.CommandContext(ctx, filepath.Join(e.cfg.binDir, "loadgen"), args...)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, e.logw
+	if err := cmd.Run(); err != nil {
+		return lgResult{}, fmt.Errorf("loadgen %s: %w", label, err)
+	}
+	var r lgResult
+	if err := json.Unmarshal(out.Bytes(), &r); err != nil {
+		return r, fmt.Errorf("loadgen %s output %q: %w", label, out.String(), err)
+	}
+	return r, nil
+}
+
+// lgResult mirrors the loadgen JSON line (the fields the report uses).
+type lgResult struct {
+	PayloadDigest    string             `json:"payload_digest"`
+	RingRequests     int                `json:"ring_requests"`
+	RingSamples      int64              `json:"ring_samples"`
+	RingBytes        int64              `json:"ring_bytes"`
+	RingRawBytes     int64              `json:"ring_raw_bytes"`
+	UniqueSeries     int                `json:"unique_series"`
+	Concurrency      int                `json:"concurrency"`
+	ElapsedSeconds   float64            `json:"elapsed_s"`
+	Requests         int64              `json:"requests"`
+	SamplesSent      int64              `json:"samples_sent"`
+	SamplesOK        int64              `json:"samples_ok"`
+	SamplesPerSecond float64            `json:"samples_per_s"`
+	LatencyMS        map[string]float64 `json:"latency_ms"`
+	Status           map[string]int64   `json:"status"`
+	FirstError       string             `json:"first_error"`
+}

@@ -1,0 +1,68 @@
+package main
+
+import (
+	"context"
+	"strconv"
+	"time"
+)
+
+// memoryResult is cardguard's memory after a million distinct series went through.
+type memoryResult struct {
+	Series     int      `json:"series"`
+	Metrics    int      `json:"metrics"`
+	Labels     int      `json:"labels"`
+	Passes     int      `json:"passes"`
+	Load       lgResult `json:"load"`
+	Seconds    float64  `json:"seconds"`
+	RSSKiB     int64    `json:"rss_kib"`
+	PeakKiB    int64    `json:"peak_rss_kib"`
+	HeapInuse  float64  `json:"heap_inuse_bytes"`
+	CPUSeconds float64  `json:"cpu_s"`
+	Dropped    float64  `json:"dropped"`
+	Notes      []string `json:"notes,omitempty"`
+}
+
+// memory pushes memory.metrics x memory.series-per-metric distinct series through
+// a fresh cardguard twice (the second pass sees only known series, as a steady
+// scrape does) and reads its memory.
+func (e *env) memory(ctx context.Context) (memoryResult, error) {
+	c := e.cfg
+	e.cfg.wl = workloadFlags{
+		metrics: c.memMetrics, seriesPerMetric: c.memSeries, labels: c.memLabels,
+		rounds: 1, batch: c.wl.batch, churn: 0, seed: c.wl.seed, interval: c.wl.interval,
+		start: time.Now().Truncate(time.Minute).Add(-2 * time.Minute).UnixMilli(),
+	}
+	r := memoryResult{Series: c.memMetrics * c.memSeries, Metrics: c.memMetrics, Labels: c.memLabels, Passes: 2}
+	cg, base, err := e.startCardguard(ctx, "cardguard-memory")
+	if err != nil {
+		return r, err
+	}
+	defer cg.stop(15 * time.Second)
+	rows0, err := e.vmRows()
+	if err != nil {
+		return r, err
+	}
+	cpu0, _ := cpuSeconds(cg.pid(), e.ticks)
+	t0 := time.Now()
+	e.logf("memory: pushing %d series, %d passes", r.Series, r.Passes)
+	r.Load, err = e.loadgen(ctx, "memory", base+"/api/v1/write",
+		"-passes="+strconv.Itoa(r.Passes), "-concurrency="+strconv.Itoa(c.concurrency), "-duration=10m")
+	if err != nil {
+		return r, err
+	}
+	if _, err := e.waitDelivered(ctx, rows0+float64(r.Load.SamplesOK), 2*time.Minute); err != nil {
+		r.Notes = append(r.Notes, err.Error())
+	}
+	r.Seconds = time.Since(t0).Seconds()
+	cpu1, _ := cpuSeconds(cg.pid(), e.ticks)
+	r.CPUSeconds = cpu1 - cpu0
+	r.RSSKiB, _ = memKiB(cg.pid(), "VmRSS")
+	r.PeakKiB, _ = memKiB(cg.pid(), "VmHWM")
+	r.HeapInuse, _ = scrapeSum(base+"/metrics", "go_memstats_heap_inuse_bytes")
+	r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
+	if r.Load.SamplesOK != r.Load.SamplesSent {
+		r.Notes = append(r.Notes, "not every sample was accepted: status "+statusString(r.Load.Status)+", first error "+strconv.Quote(r.Load.FirstError))
+	}
+	e.logf("memory: cardguard RSS %d MiB (peak %d MiB), heap in use %.0f MiB", r.RSSKiB>>10, r.PeakKiB>>10, r.HeapInuse/(1<<20))
+	return r, nil
+}

@@ -1,0 +1,353 @@
+package main
+
+import (
+	"bufio"
+	"fmt"
+	"maps"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// runInfo is where and how a run happened, printed above its numbers.
+type runInfo struct {
+	Start          time.Time `json:"start"`
+	End            time.Time `json:"end"`
+	Command        string    `json:"command"`
+	Note           string    `json:"note,omitempty"`
+	GoVersion      string    `json:"go_version"`
+	VMVersion      string    `json:"vm_version"`
+	VMAgentVersion string    `json:"vmagent_version"`
+	CardguardRev   string    `json:"cardguard_rev"`
+	NProc          int       `json:"nproc"`
+	CPUModel       string    `json:"cpu_model"`
+	MemTotalKiB    int64     `json:"mem_total_kib"`
+	LoadStart      string    `json:"loadavg_start"`
+	LoadEnd        string    `json:"loadavg_end"`
+	ConfigSections []string  `json:"cardguard_config_sections"`
+}
+
+func collectRunInfo(c config) runInfo {
+	args := strings.Join(os.Args[1:], " ")
+	info := runInfo{
+		Start:          time.Now().UTC(),
+		Command:        strings.TrimSpace("go run ./e2e/bench " + args),
+		Note:           c.note,
+		GoVersion:      runtime.Version(),
+		VMVersion:      moduleVersion(filepath.Join(c.binDir, "victoria-metrics")),
+		VMAgentVersion: moduleVersion(filepath.Join(c.binDir, "vmagent")),
+		CardguardRev:   gitRev(),
+		NProc:          runtime.NumCPU(),
+		CPUModel:       cpuModel(),
+		LoadStart:      loadAvg(),
+	}
+	info.MemTotalKiB = memTotal()
+	info.ConfigSections = configSections(c.cardguardConfig)
+	return info
+}
+
+func (i *runInfo) finish() {
+	i.End = time.Now().UTC()
+	i.LoadEnd = loadAvg()
+}
+
+func (i runInfo) machine() string {
+	return fmt.Sprintf("%d CPUs (%s), %.1f GiB memory, load average %s", i.NProc, i.CPUModel, float64(i.MemTotalKiB)/(1<<20), i.LoadStart)
+}
+
+// moduleVersion reads the VictoriaMetrics module version a binary was built from.
+func moduleVersion(bin string) string {
+	out, err := exec.Command("go", "version", "-m", bin).Output()
+	if err != nil {
+		return "unknown"
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		f := strings.Fields(line)
+		if len(f) >= 3 && (f[0] == "mod" || f[0] == "dep") && f[1] == "github.com/VictoriaMetrics/VictoriaMetrics" {
+			return f[2]
+		}
+	}
+	return "unknown"
+}
+
+func gitRev() string {
+	out, err := exec.Command("git", "rev-parse", "--short=12", "HEAD").Output()
+	if err != nil {
+		return "unknown"
+	}
+	rev := strings.TrimSpace(string(out))
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no").Output(); err == nil && len(st) > 0 {
+		rev += " (working tree with uncommitted changes)"
+	}
+	return rev
+}
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown"
+}
+
+func memTotal() int64 {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			n, _ := strconv.ParseInt(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// configSections lists the top-level keys of the cardguard config, so the report
+// says which features were on.
+func configSections(path string) []string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	var m map[string]any
+	if yaml.Unmarshal(b, &m) != nil {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(m))
+}
+
+func statusString(st map[string]int64) string {
+	keys := slices.Sorted(maps.Keys(st))
+	parts := make([]string, len(keys))
+	for i, k := range keys {
+		parts[i] = fmt.Sprintf("%s×%d", k, st[k])
+	}
+	return strings.Join(parts, " ")
+}
+
+func mib(kib int64) string { return strconv.FormatInt((kib+512)>>10, 10) }
+
+func thousands(v float64) string {
+	s := strconv.FormatInt(int64(v+0.5), 10)
+	var b strings.Builder
+	for i, r := range s {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b.WriteByte(',')
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+func (i runInfo) header(b *strings.Builder, what string) {
+	fmt.Fprintf(b, "Last run: %s to %s UTC.", i.Start.Format("2006-01-02 15:04"), i.End.Format("15:04"))
+	if i.Note != "" {
+		fmt.Fprintf(b, " Conditions: %s.", i.Note)
+	}
+	fmt.Fprintf(b, "\n\n")
+	fmt.Fprintf(b, "- command: `%s` (%s)\n", makeTarget(what), i.Command)
+	fmt.Fprintf(b, "- machine: %d CPUs, %s, %.1f GiB memory; load average %s at the start, %s at the end\n",
+		i.NProc, i.CPUModel, float64(i.MemTotalKiB)/(1<<20), i.LoadStart, i.LoadEnd)
+	fmt.Fprintf(b, "- versions: VictoriaMetrics %s, vmagent %s (built from the Go module proxy, pinned in tools/vm/go.mod), %s, cardguard %s\n",
+		i.VMVersion, i.VMAgentVersion, i.GoVersion, i.CardguardRev)
+}
+
+func makeTarget(what string) string {
+	if what == "bench-memory" {
+		return "make bench-memory"
+	}
+	return "make bench"
+}
+
+func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) string {
+	var b strings.Builder
+	c := e.cfg
+	fmt.Fprintf(&b, "## Remote write: direct, through vmagent, through cardguard\n\n")
+	info.header(&b, "bench")
+	var ringSeries int
+	var ringBytes, ringRaw int64
+	digests := map[string]bool{}
+	for _, r := range rs {
+		ringSeries, ringBytes, ringRaw = r.Measured.UniqueSeries, r.Measured.RingBytes, r.Measured.RingRawBytes
+		digests[r.Measured.PayloadDigest] = true
+	}
+	same := "identical for every target"
+	if len(digests) > 1 {
+		same = "NOT identical across targets"
+	}
+	fmt.Fprintf(&b, "- workload (`e2e/loadgen`): %d metrics × %d series, %d labels + `__name__`, %g%% of series replaced per round, %d rounds pre-encoded (%s distinct series, %.1f MiB snappy / %.1f MiB protobuf), %d series per request, one sample each; payloads %s (digest %s)\n",
+		c.wl.metrics, c.wl.seriesPerMetric, c.wl.labels, c.wl.churn*100, c.wl.rounds, thousands(float64(ringSeries)),
+		float64(ringBytes)/(1<<20), float64(ringRaw)/(1<<20), c.wl.batch, same, strings.Join(slices.Sorted(maps.Keys(digests)), ", "))
+	fmt.Fprintf(&b, "- method: each target started fresh (VictoriaMetrics once, shared), %d warm-up passes over all rounds so every series exists, then %s at concurrency %d; CPU is utime+stime from /proc over the window and until VictoriaMetrics had counted every accepted sample; peak RSS is VmHWM since the target started\n",
+		c.warmupPasses, c.duration, c.concurrency)
+	fmt.Fprintf(&b, "- vmagent: `-remoteWrite.relabelConfig=%s` (labeldrop `az`), `-remoteWrite.maxHourlySeries` at 4× the series per round, default queues\n", c.vmagentRelabel)
+	fmt.Fprintf(&b, "- cardguard: `-config=%s`, top-level sections in use: %s\n\n", c.cardguardConfig, codeList(info.ConfigSections))
+
+	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses |\n")
+	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	byName := map[string]scenarioResult{}
+	for _, r := range rs {
+		byName[r.Name] = r
+		vmCPU := fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
+		if !r.proxy {
+			vmCPU = "(same)"
+		}
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s |\n",
+			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPU,
+			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status))
+	}
+	b.WriteString("\n")
+
+	cg, okC := byName["cardguard"]
+	va, okV := byName["vmagent"]
+	di, okD := byName["direct"]
+	if okC && (okV || okD) {
+		fmt.Fprintf(&b, "| ratio | value | target | met |\n|---|---:|---:|---|\n")
+		if okV {
+			v := (cg.ProxyCPUSeconds / cg.MSamples()) / (va.ProxyCPUSeconds / va.MSamples())
+			fmt.Fprintf(&b, "| cardguard CPU per sample ÷ vmagent CPU per sample | %.2f | ≤ 0.5 | %s |\n", v, yesNo(v <= 0.5))
+		}
+		if okD {
+			v := cg.Measured.SamplesPerSecond / di.Measured.SamplesPerSecond
+			fmt.Fprintf(&b, "| cardguard throughput ÷ direct throughput | %.2f | ≥ 0.7 | %s |\n", v, yesNo(v >= 0.7))
+		}
+		b.WriteString("\n")
+	}
+	for _, r := range rs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(&b, "- %s: %s\n", r.Name, n)
+		}
+		if r.Dropped > 0 {
+			fmt.Fprintf(&b, "- %s: reported %.0f samples dropped\n", r.Name, r.Dropped)
+		}
+		if r.DrainSeconds > 0 {
+			fmt.Fprintf(&b, "- %s: VictoriaMetrics had every accepted sample %.1f s after the load stopped (answers before forwarding); delivered samples/s counts that time\n", r.Name, r.DrainSeconds)
+		}
+	}
+
+	if len(qs) > 0 {
+		fmt.Fprintf(&b, "\n## Query path: latency cardguard adds to Grafana queries\n\n")
+		fmt.Fprintf(&b, "Same run. After the writes above, each query was sent %d times to VictoriaMetrics and to cardguard in alternation (one at a time, order swapped every round, 10 unmeasured first), as Grafana's Prometheus datasource sends it (form POST for query and query_range).\n\n", c.queryIters)
+		fmt.Fprintf(&b, "| query | expression / match[] | direct p50 ms | cardguard p50 ms | added p50 ms | direct p99 ms | cardguard p99 ms | added p99 ms | items direct / cardguard |\n")
+		fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|---|\n")
+		for _, q := range qs {
+			fmt.Fprintf(&b, "| %s | `%s` | %.2f | %.2f | %+.2f | %.2f | %.2f | %+.2f | %d / %d |\n", q.Name, strings.ReplaceAll(q.Expr, "|", "\\|"),
+				q.DirectP50, q.CardguardP50, q.CardguardP50-q.DirectP50, q.DirectP99, q.CardguardP99, q.CardguardP99-q.DirectP99, q.DirectItems, q.CardguardItems)
+		}
+		for _, q := range qs {
+			for _, err := range q.Errors {
+				fmt.Fprintf(&b, "- %s: error %s\n", q.Name, err)
+			}
+		}
+	}
+	return b.String()
+}
+
+func renderMemory(info runInfo, r memoryResult, c config) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "## Memory: cardguard with a million active series\n\n")
+	info.header(&b, "bench-memory")
+	fmt.Fprintf(&b, "- workload: %s distinct series (%d metrics × %d series, %d labels + `__name__`), sent %d times through a fresh cardguard (`-config=%s`, sections %s) at concurrency %d\n\n",
+		thousands(float64(r.Series)), r.Metrics, r.Series/max(1, r.Metrics), r.Labels, r.Passes, c.cardguardConfig, codeList(info.ConfigSections), c.concurrency)
+	fmt.Fprintf(&b, "| series | RSS after MiB | peak RSS MiB | Go heap in use MiB | target | met | push time s | accepted samples/s | cardguard CPU s | statuses |\n")
+	fmt.Fprintf(&b, "|---:|---:|---:|---:|---:|---|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| %s | %s | %s | %.0f | ≤ %d MiB | %s | %.1f | %s | %.1f | %s |\n",
+		thousands(float64(r.Series)), mib(r.RSSKiB), mib(r.PeakKiB), r.HeapInuse/(1<<20), c.memTargetMiB, yesNo(r.RSSKiB>>10 <= int64(c.memTargetMiB) && r.PeakKiB>>10 <= int64(c.memTargetMiB)),
+		r.Seconds, thousands(r.Load.SamplesPerSecond), r.CPUSeconds, statusString(r.Load.Status))
+	for _, n := range r.Notes {
+		fmt.Fprintf(&b, "\n- %s", n)
+	}
+	if r.Dropped > 0 {
+		fmt.Fprintf(&b, "\n- cardguard reported %.0f samples dropped", r.Dropped)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
+func codeList(xs []string) string {
+	if len(xs) == 0 {
+		return "none"
+	}
+	return "`" + strings.Join(xs, "`, `") + "`"
+}
+
+func yesNo(ok bool) string {
+	if ok {
+		return "yes"
+	}
+	return "**no**"
+}
+
+const benchmarksIntro = `# Benchmarks
+
+How cardguard compares with writing to VictoriaMetrics directly and with vmagent, what it
+adds to query latency, and how much memory it needs. The commands below rebuild every
+binary they use (VictoriaMetrics and vmagent at the version pinned in tools/vm/go.mod) and
+rewrite their own section of this file; each section says when, where and how its numbers
+were taken. Numbers from a shared or busy machine show that the benchmark works, not how
+fast cardguard is: compare ratios from one run, never absolute figures across machines.
+
+- ` + "`make bench`" + ` (about 5 minutes): remote write direct / vmagent / cardguard on identical
+  payloads, then the query path. Targets: cardguard CPU per sample at most half of vmagent's;
+  cardguard throughput at least 0.7 of direct.
+- ` + "`make bench-memory`" + ` (separate, because creating a million series in VictoriaMetrics takes
+  a while): cardguard's RSS after 1M active series. Target: at most 512 MiB.
+
+Raw results of the last run are in ` + "`.cache/bench/*.json`" + ` (not committed).
+`
+
+// updateSection rewrites the part of path between the markers of name, creating
+// the file or the section when missing, and keeps everything else.
+func updateSection(path, name, content string) error {
+	begin, end := "<!-- bench:"+name+":begin -->", "<!-- bench:"+name+":end -->"
+	b, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		return err
+	}
+	doc := string(b)
+	if doc == "" {
+		doc = benchmarksIntro
+	}
+	block := begin + "\n" + content + end
+	i, j := strings.Index(doc, begin), strings.Index(doc, end)
+	switch {
+	case i >= 0 && j > i:
+		doc = doc[:i] + block + doc[j+len(end):]
+	case name == "ingest" && strings.Contains(doc, "<!-- bench:memory:begin -->"):
+		k := strings.Index(doc, "<!-- bench:memory:begin -->")
+		doc = doc[:k] + block + "\n\n" + doc[k:]
+	default:
+		doc = strings.TrimRight(doc, "\n") + "\n\n" + block + "\n"
+	}
+	return os.WriteFile(path, []byte(doc), 0o644)
+}

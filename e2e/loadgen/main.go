@@ -1,0 +1,256 @@
+// Command loadgen sends Prometheus remote-write 1.0 traffic to a loopback target
+// and reports throughput, latency and status codes, for benchmarking cardguard
+// against vmagent and VictoriaMetrics itself.
+//
+// Every request body is encoded before the clock starts (rounds of series, with
+// churn between rounds, cycled for as long as the run lasts), so the generator
+// costs little more than the socket writes and the same flags and seed give the
+// same bytes for every target. The run is bounded: it stops after -duration, after
+// -requests (or -passes over the pre-encoded rounds), or after -max-errors
+// transport errors, and it only talks to loopback addresses.
+//
+// The result is one JSON line on stdout; a human summary goes to stderr.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+type options struct {
+	wl          workload
+	url         string
+	tenants     int
+	concurrency int
+	duration    time.Duration
+	requests    int64
+	passes      int64
+	timeout     time.Duration
+	maxErrors   int64
+	label       string
+}
+
+// Hard bounds, whatever the flags say.
+const (
+	maxDuration    = 15 * time.Minute
+	maxRequests    = 10_000_000
+	maxConcurrency = 256
+	maxTenants     = 1000
+)
+
+func parseFlags(args []string, stderr io.Writer) (options, error) {
+	var o options
+	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&o.url, "url", "", "remote-write URL (loopback only); with -tenants, the base URL that /insert/<t>/prometheus/api/v1/write is appended to")
+	fs.IntVar(&o.tenants, "tenants", 0, "send round-robin to tenants 1..N under /insert/<t>/prometheus/api/v1/write; 0 posts to -url as given")
+	fs.IntVar(&o.wl.Metrics, "metrics", 100, "metric names")
+	fs.IntVar(&o.wl.SeriesPerMetric, "series-per-metric", 500, "series per metric in each round")
+	fs.IntVar(&o.wl.Labels, "labels", 10, "labels per series besides __name__")
+	fs.Float64Var(&o.wl.Churn, "churn", 0.05, "fraction of series replaced by new series at each round")
+	fs.IntVar(&o.wl.Rounds, "rounds", 8, "rounds (scrapes of every series) encoded up front; sending cycles through them")
+	fs.IntVar(&o.wl.Batch, "batch", 2000, "series per request, one sample each (Prometheus sends up to 2000 samples per request by default)")
+	fs.Uint64Var(&o.wl.Seed, "seed", 1, "seed for send order and churn: same seed and flags, same bytes")
+	fs.Int64Var(&o.wl.Start, "start", 0, "timestamp of round 0 in Unix milliseconds; 0: now minus rounds x interval, rounded down to the minute (give it to get identical bytes across runs)")
+	fs.DurationVar(&o.wl.Interval, "interval", 15*time.Second, "timestamp step between rounds")
+	fs.Int64Var(&o.wl.MaxRingBytes, "max-ring-bytes", 1<<30, "largest total size of the pre-encoded payloads")
+	fs.IntVar(&o.concurrency, "concurrency", 4, "requests in flight")
+	fs.DurationVar(&o.duration, "duration", 0, "stop taking new requests after this long (at most 15m)")
+	fs.Int64Var(&o.requests, "requests", 0, "stop after this many requests")
+	fs.Int64Var(&o.passes, "passes", 0, "stop after this many passes over the pre-encoded rounds (per tenant)")
+	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
+	fs.Int64Var(&o.maxErrors, "max-errors", 1000, "stop after this many transport errors")
+	fs.StringVar(&o.label, "label", "", "name of this run, copied into the JSON result")
+	if err := fs.Parse(args); err != nil {
+		return o, err
+	}
+	if fs.NArg() > 0 {
+		return o, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch {
+	case o.url == "":
+		return o, errors.New("-url is required")
+	case o.concurrency < 1 || o.concurrency > maxConcurrency:
+		return o, fmt.Errorf("-concurrency %d out of range [1, %d]", o.concurrency, maxConcurrency)
+	case o.tenants < 0 || o.tenants > maxTenants:
+		return o, fmt.Errorf("-tenants %d out of range [0, %d]", o.tenants, maxTenants)
+	case o.duration < 0 || o.duration > maxDuration:
+		return o, fmt.Errorf("-duration %s out of range (0, %s]", o.duration, maxDuration)
+	case o.requests < 0 || o.requests > maxRequests || o.passes < 0:
+		return o, fmt.Errorf("-requests %d out of range [0, %d]", o.requests, maxRequests)
+	case o.duration == 0 && o.requests == 0 && o.passes == 0:
+		return o, errors.New("give -duration, -requests or -passes: the generator must stop by itself")
+	case o.maxErrors < 1:
+		return o, fmt.Errorf("-max-errors %d must be positive", o.maxErrors)
+	}
+	if o.duration == 0 {
+		o.duration = maxDuration
+	}
+	if err := checkLoopback(o.url); err != nil {
+		return o, err
+	}
+	if o.wl.Start == 0 {
+		back := time.Duration(o.wl.Rounds) * o.wl.Interval
+		o.wl.Start = time.Now().Add(-back).Truncate(time.Minute).UnixMilli()
+	}
+	return o, o.wl.validate()
+}
+
+// targets lists the URLs requests go to, round-robin.
+func (o options) targets() []string {
+	if o.tenants == 0 {
+		return []string{o.url}
+	}
+	base := strings.TrimRight(o.url, "/")
+	urls := make([]string, o.tenants)
+	for t := range urls {
+		urls[t] = base + "/insert/" + strconv.Itoa(t+1) + "/prometheus/api/v1/write"
+	}
+	return urls
+}
+
+// result is the JSON line the bench driver reads.
+type result struct {
+	Label            string           `json:"label,omitempty"`
+	Targets          []string         `json:"targets"`
+	Seed             uint64           `json:"seed"`
+	Start            int64            `json:"start_ms"`
+	PayloadDigest    string           `json:"payload_digest"`
+	RingRequests     int              `json:"ring_requests"`
+	RingSamples      int64            `json:"ring_samples"`
+	RingRawBytes     int64            `json:"ring_raw_bytes"`
+	RingBytes        int64            `json:"ring_bytes"`
+	UniqueSeries     int              `json:"unique_series"`
+	Concurrency      int              `json:"concurrency"`
+	ElapsedSeconds   float64          `json:"elapsed_s"`
+	Requests         int64            `json:"requests"`
+	SamplesSent      int64            `json:"samples_sent"`
+	SamplesOK        int64            `json:"samples_ok"`
+	BytesSent        int64            `json:"bytes_sent"`
+	SamplesPerSecond float64          `json:"samples_per_s"` // accepted (2xx) samples per second
+	LatencyMS        latency          `json:"latency_ms"`
+	Status           map[string]int64 `json:"status"` // HTTP code, or "error" for transport errors
+	FirstError       string           `json:"first_error,omitempty"`
+}
+
+type latency struct {
+	P50  float64 `json:"p50"`
+	P90  float64 `json:"p90"`
+	P99  float64 `json:"p99"`
+	Max  float64 `json:"max"`
+	Mean float64 `json:"mean"`
+}
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	o, err := parseFlags(args, stderr)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 2
+	}
+	t0 := time.Now()
+	rg, err := buildRing(o.wl)
+	if err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 1
+	}
+	var ringSamples int64
+	for _, n := range rg.samples {
+		ringSamples += int64(n)
+	}
+	fmt.Fprintf(stderr, "loadgen: encoded %d requests, %d samples, %d unique series, %.1f MiB (%.1f MiB raw) in %s, digest %s\n",
+		len(rg.payloads), ringSamples, rg.uniqueSeries, float64(rg.encBytes)/(1<<20), float64(rg.rawBytes)/(1<<20),
+		time.Since(t0).Round(time.Millisecond), rg.digest)
+
+	urls := o.targets()
+	cfg := sendConfig{
+		URLs:        urls,
+		Concurrency: o.concurrency,
+		Duration:    o.duration,
+		Requests:    o.requests,
+		Timeout:     o.timeout,
+		MaxErrors:   o.maxErrors,
+	}
+	if o.passes > 0 {
+		n := o.passes * int64(len(rg.payloads)) * int64(len(urls))
+		if cfg.Requests == 0 || n < cfg.Requests {
+			cfg.Requests = n
+		}
+	}
+	if cfg.Requests > maxRequests {
+		cfg.Requests = maxRequests
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	st, elapsed := send(ctx, cfg, rg)
+
+	res := result{
+		Label:          o.label,
+		Targets:        urls,
+		Seed:           o.wl.Seed,
+		Start:          o.wl.Start,
+		PayloadDigest:  rg.digest,
+		RingRequests:   len(rg.payloads),
+		RingSamples:    ringSamples,
+		RingRawBytes:   rg.rawBytes,
+		RingBytes:      rg.encBytes,
+		UniqueSeries:   rg.uniqueSeries,
+		Concurrency:    o.concurrency,
+		ElapsedSeconds: elapsed.Seconds(),
+		Requests:       int64(len(st.latencies)) + st.errors,
+		SamplesSent:    st.samplesSent,
+		SamplesOK:      st.samplesOK,
+		BytesSent:      st.bytesSent,
+		Status:         map[string]int64{},
+		FirstError:     st.firstErr,
+	}
+	if elapsed > 0 {
+		res.SamplesPerSecond = float64(st.samplesOK) / elapsed.Seconds()
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+	var sum time.Duration
+	for _, d := range st.latencies {
+		sum += d
+	}
+	res.LatencyMS = latency{
+		P50: ms(percentile(st.latencies, 0.50)),
+		P90: ms(percentile(st.latencies, 0.90)),
+		P99: ms(percentile(st.latencies, 0.99)),
+	}
+	if n := len(st.latencies); n > 0 {
+		res.LatencyMS.Max = ms(st.latencies[n-1])
+		res.LatencyMS.Mean = ms(sum / time.Duration(n))
+	}
+	for c, n := range st.codes {
+		res.Status[strconv.Itoa(c)] = n
+	}
+	if st.errors > 0 {
+		res.Status["error"] = st.errors
+	}
+	fmt.Fprintf(stderr, "loadgen: %d requests in %s: %.0f samples/s accepted, latency p50 %.1fms p90 %.1fms p99 %.1fms, status %v\n",
+		res.Requests, elapsed.Round(time.Millisecond), res.SamplesPerSecond, res.LatencyMS.P50, res.LatencyMS.P90, res.LatencyMS.P99, res.Status)
+	if res.FirstError != "" {
+		fmt.Fprintln(stderr, "loadgen: first error:", res.FirstError)
+	}
+	if err := json.NewEncoder(stdout).Encode(res); err != nil {
+		fmt.Fprintln(stderr, "loadgen:", err)
+		return 1
+	}
+	return 0
+}

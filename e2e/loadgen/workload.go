@@ -1,0 +1,263 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/cespare/xxhash/v2"
+	"github.com/golang/snappy"
+)
+
+// workload describes the series a run sends. The same workload and seed give
+// byte-identical payloads, so several targets can be measured on the same bytes.
+type workload struct {
+	Metrics         int           // metric names
+	SeriesPerMetric int           // series of each metric in one round
+	Labels          int           // labels per series besides __name__
+	Churn           float64       // fraction of series replaced by new ones each round
+	Rounds          int           // rounds pre-encoded; sending cycles through them
+	Batch           int           // series (one sample each) per request
+	Seed            uint64        // chooses send order and which series churn
+	Start           int64         // timestamp of round 0, Unix milliseconds
+	Interval        time.Duration // timestamp step between rounds (the scrape interval)
+	MaxRingBytes    int64         // bound on the memory the encoded payloads may take
+}
+
+// Bounds keep a mistyped flag from eating the machine.
+const (
+	maxSeries       = 10_000_000
+	maxSeriesRounds = 100_000_000
+	maxLabels       = 60
+	maxRounds       = 1000
+)
+
+func (w workload) validate() error {
+	switch {
+	case w.Metrics <= 0 || w.SeriesPerMetric <= 0:
+		return fmt.Errorf("metrics (%d) and series per metric (%d) must be positive", w.Metrics, w.SeriesPerMetric)
+	case w.Metrics*w.SeriesPerMetric > maxSeries:
+		return fmt.Errorf("%d series per round is over the limit %d", w.Metrics*w.SeriesPerMetric, maxSeries)
+	case w.Labels < 1 || w.Labels > maxLabels:
+		return fmt.Errorf("labels %d out of range [1, %d]", w.Labels, maxLabels)
+	case w.Churn < 0 || w.Churn > 1:
+		return fmt.Errorf("churn %g out of range [0, 1]", w.Churn)
+	case w.Rounds < 1 || w.Rounds > maxRounds:
+		return fmt.Errorf("rounds %d out of range [1, %d]", w.Rounds, maxRounds)
+	case w.Metrics*w.SeriesPerMetric*w.Rounds > maxSeriesRounds:
+		return fmt.Errorf("series x rounds %d is over the limit %d", w.Metrics*w.SeriesPerMetric*w.Rounds, maxSeriesRounds)
+	case w.Batch < 1:
+		return fmt.Errorf("batch %d must be positive", w.Batch)
+	case w.Interval <= 0:
+		return fmt.Errorf("interval %s must be positive", w.Interval)
+	}
+	return nil
+}
+
+// ring is the pre-encoded traffic: request i of a run sends payloads[i%len].
+// It is read-only once built and safe for concurrent use.
+type ring struct {
+	payloads     [][]byte // snappy-compressed WriteRequests
+	samples      []int    // samples in each payload
+	uniqueSeries int      // distinct series over all rounds
+	rawBytes     int64    // protobuf bytes before compression
+	encBytes     int64    // compressed bytes
+	digest       string   // xxhash of every payload in order: equal digests, equal traffic
+}
+
+// buildRing encodes every round up front, in parallel, so that sending costs no
+// more than writing bytes to a socket.
+func buildRing(w workload) (*ring, error) {
+	if err := w.validate(); err != nil {
+		return nil, err
+	}
+	total := w.Metrics * w.SeriesPerMetric
+	rng := rand.New(rand.NewPCG(w.Seed, 0x9e3779b97f4a7c15))
+
+	// Prometheus shards by series hash, so a request mixes metrics: send in a
+	// shuffled, fixed order.
+	order := rng.Perm(total)
+
+	// gens[r][i] is the generation of series i in round r; churn bumps it, which
+	// changes the pod label and so makes a new series.
+	gens := make([][]uint32, w.Rounds)
+	gens[0] = make([]uint32, total)
+	churned := int(w.Churn*float64(total) + 0.5)
+	unique := total
+	for r := 1; r < w.Rounds; r++ {
+		g := slices.Clone(gens[r-1])
+		for _, i := range rng.Perm(total)[:churned] {
+			g[i]++
+		}
+		gens[r] = g
+		unique += churned
+	}
+
+	type job struct{ round, lo, hi int }
+	var jobs []job
+	for r := 0; r < w.Rounds; r++ {
+		for lo := 0; lo < total; lo += w.Batch {
+			jobs = append(jobs, job{r, lo, min(lo+w.Batch, total)})
+		}
+	}
+	rg := &ring{
+		payloads:     make([][]byte, len(jobs)),
+		samples:      make([]int, len(jobs)),
+		uniqueSeries: unique,
+	}
+	names := metricNames(w.Metrics)
+
+	var (
+		next     atomic.Int64
+		raw, enc atomic.Int64
+		tooBig   atomic.Bool
+		wg       sync.WaitGroup
+	)
+	for range runtime.GOMAXPROCS(0) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var (
+				wr  prompb.WriteRequest
+				pb  []byte
+				lbs []prompb.Label
+			)
+			for {
+				j := int(next.Add(1) - 1)
+				if j >= len(jobs) || tooBig.Load() {
+					return
+				}
+				jb := jobs[j]
+				wr.Reset()
+				lbs = lbs[:0]
+				samples := make([]prompb.Sample, jb.hi-jb.lo)
+				ts := w.Start + int64(jb.round)*w.Interval.Milliseconds()
+				for k, i := range order[jb.lo:jb.hi] {
+					start := len(lbs)
+					lbs = appendSeriesLabels(lbs, names, w, i, gens[jb.round][i])
+					samples[k] = prompb.Sample{
+						Value:     float64(uint64(jb.round+1) * uint64(1+i%97)),
+						Timestamp: ts,
+					}
+					wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+						Labels:  lbs[start:len(lbs):len(lbs)],
+						Samples: samples[k : k+1 : k+1],
+					})
+				}
+				pb = wr.MarshalProtobuf(pb[:0])
+				rg.payloads[j] = snappy.Encode(nil, pb)
+				rg.samples[j] = jb.hi - jb.lo
+				raw.Add(int64(len(pb)))
+				if enc.Add(int64(len(rg.payloads[j]))) > w.MaxRingBytes {
+					tooBig.Store(true)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if tooBig.Load() {
+		return nil, fmt.Errorf("encoded payloads exceed %d bytes: lower rounds, series or labels, or raise -max-ring-bytes", w.MaxRingBytes)
+	}
+	rg.rawBytes, rg.encBytes = raw.Load(), enc.Load()
+	d := xxhash.New()
+	for _, p := range rg.payloads {
+		_, _ = d.Write(p)
+	}
+	rg.digest = strconv.FormatUint(d.Sum64(), 16)
+	if len(rg.payloads) == 0 {
+		return nil, errors.New("workload has no requests")
+	}
+	return rg, nil
+}
+
+func metricNames(n int) []string {
+	names := make([]string, n)
+	for m := range names {
+		names[m] = fmt.Sprintf("loadgen_m%04d_total", m)
+	}
+	return names
+}
+
+// Value sets of the labels that look like a Kubernetes scrape; every series of a
+// metric differs in pod and instance, the rest are low-cardinality dimensions.
+var (
+	deployments = []string{"api", "checkout", "cart", "search", "payments", "auth", "catalog", "frontend", "shipping", "email", "ads", "recommend", "gateway", "inventory", "billing", "notify", "profile", "reviews", "pricing", "worker"}
+	namespaces  = []string{"default", "shop", "platform", "data", "edge", "internal", "batch"}
+	zones       = []string{"eu-west-1a", "eu-west-1b", "eu-west-1c"}
+	containers  = []string{"app", "sidecar"}
+	envs        = []string{"prod", "prod", "prod", "staging", "dev"}
+	regions     = []string{"eu-west-1", "us-east-1", "ap-south-1"}
+	teams       = []string{"core", "growth", "infra", "data", "mobile", "search"}
+	methods     = []string{"GET", "GET", "GET", "POST", "PUT", "DELETE"}
+	codes       = []string{"200", "200", "200", "200", "201", "204", "400", "404", "500", "503"}
+	handlers    = []string{"/", "/api/v1/items", "/api/v1/items/:id", "/api/v1/cart", "/api/v1/checkout", "/healthz", "/login", "/search"}
+)
+
+// labelNames in the order they are added as -labels grows; az is fifth so the
+// benchmark's labeldrop rule has something to drop with -labels >= 5.
+var labelNames = []string{"pod", "instance", "job", "namespace", "az", "container", "env", "region", "node", "team", "version", "service", "method", "handler", "code"}
+
+// appendSeriesLabels appends the sorted labels of series i (of generation gen) to dst.
+func appendSeriesLabels(dst []prompb.Label, names []string, w workload, i int, gen uint32) []prompb.Label {
+	m, s := i/w.SeriesPerMetric, i%w.SeriesPerMetric
+	start := len(dst)
+	dst = append(dst, prompb.Label{Name: "__name__", Value: names[m]})
+	for k := range w.Labels {
+		var name, value string
+		if k < len(labelNames) {
+			name = labelNames[k]
+			value = labelValue(name, s, gen)
+		} else {
+			name = fmt.Sprintf("label_%02d", k)
+			value = "value_" + strconv.Itoa((s*31+k)%50)
+		}
+		dst = append(dst, prompb.Label{Name: name, Value: value})
+	}
+	slices.SortFunc(dst[start:], func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
+	return dst
+}
+
+func labelValue(name string, s int, gen uint32) string {
+	pick := func(vs []string, n int) string { return vs[n%len(vs)] }
+	switch name {
+	case "pod":
+		return fmt.Sprintf("%s-%06x-%d", pick(deployments, s), s, gen)
+	case "instance":
+		return fmt.Sprintf("10.%d.%d.%d:9100", (s>>16)&255, (s>>8)&255, s&255)
+	case "job":
+		return pick(deployments, s)
+	case "namespace":
+		return pick(namespaces, s/7)
+	case "az":
+		return pick(zones, s)
+	case "container":
+		return pick(containers, s/3)
+	case "env":
+		return pick(envs, s/11)
+	case "region":
+		return pick(regions, s/13)
+	case "node":
+		return fmt.Sprintf("node-%03d", s%64)
+	case "team":
+		return pick(teams, s/5)
+	case "version":
+		return fmt.Sprintf("v1.%d.0", (s/100)%8)
+	case "service":
+		return pick(deployments, s/3)
+	case "method":
+		return pick(methods, s/2)
+	case "handler":
+		return pick(handlers, s/17)
+	case "code":
+		return pick(codes, s/19)
+	}
+	return "x"
+}
