@@ -92,6 +92,46 @@ type tenantState struct {
 	lastGen   atomic.Int64  // last generation a Check saw
 	sweptGen  atomic.Int64
 	shards    [numShards]shard
+	passed    [numShards]passedShard
+}
+
+// passedShard remembers the series that passed in generation gen. All their
+// values were admitted in that generation, and admitted sets only grow until the
+// generation ends, so such a series passes again without a look at its labels:
+// one lookup instead of one per label for the series every scrape repeats.
+type passedShard struct {
+	mu  sync.Mutex
+	gen int64
+	m   map[uint64]struct{}
+}
+
+// maxPassedPerShard bounds the fast-path memory of a tenant (numShards × this
+// many series hashes); series beyond it are checked label by label.
+const maxPassedPerShard = 1 << 18
+
+func (ps *passedShard) has(h uint64, gen int64) bool {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.gen != gen {
+		return false
+	}
+	_, ok := ps.m[h]
+	return ok
+}
+
+func (ps *passedShard) add(h uint64, gen int64) {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	if ps.gen != gen {
+		clear(ps.m)
+		ps.gen = gen
+	}
+	if ps.m == nil {
+		ps.m = make(map[uint64]struct{})
+	}
+	if len(ps.m) < maxPassedPerShard {
+		ps.m[h] = struct{}{}
+	}
 }
 
 type shard struct {
@@ -211,9 +251,19 @@ func (g *Guard) Check(tn tenant.ID, p *Policy, metric string, labels []prompb.La
 	}
 	now := g.now()
 	gen := g.gen(now)
-	ts := g.tenant(tn, gen)
+	ts := g.enter(tn, gen)
 	if ts == nil {
 		return labels, Result{}
+	}
+	return ts.check(p, gen, now, metric, labels, buf, dryRun)
+}
+
+// enter returns the state of tn for generation gen, sweeping it once per
+// generation; nil beyond the tenant cap.
+func (g *Guard) enter(tn tenant.ID, gen int64) *tenantState {
+	ts := g.tenant(tn, gen)
+	if ts == nil {
+		return nil
 	}
 	if ts.lastGen.Load() != gen {
 		ts.lastGen.Store(gen)
@@ -221,6 +271,49 @@ func (g *Guard) Check(tn tenant.ID, p *Policy, metric string, labels []prompb.La
 	if sg := ts.sweptGen.Load(); sg != gen && ts.sweptGen.CompareAndSwap(sg, gen) {
 		ts.sweep(gen)
 	}
+	return ts
+}
+
+// Checker is Check bound to one tenant, policy and moment: what one
+// remote-write request needs, so that the tenant lookup and the clock are paid
+// once per request instead of once per series. It is a small value, valid while
+// the Guard is.
+type Checker struct {
+	ts     *tenantState
+	p      *Policy
+	gen    int64
+	now    time.Time
+	dryRun bool
+}
+
+// Checker binds Check to tn, p and now.
+func (g *Guard) Checker(tn tenant.ID, p *Policy, now time.Time, dryRun bool) Checker {
+	if p == nil || p.MaxValuesPerLabel <= 0 {
+		return Checker{}
+	}
+	gen := g.gen(now)
+	return Checker{ts: g.enter(tn, gen), p: p, gen: gen, now: now, dryRun: dryRun}
+}
+
+// Check is Guard.Check for the bound tenant; seriesHash identifies the series
+// (the same hash for the same label set) so that a series that already passed in
+// this window passes again at the cost of one lookup.
+func (c Checker) Check(metric string, labels, buf []prompb.Label, seriesHash uint64) ([]prompb.Label, Result) {
+	if c.ts == nil || c.p.exemptMetric(metric) {
+		return labels, Result{}
+	}
+	ps := &c.ts.passed[seriesHash%numShards]
+	if ps.has(seriesHash, c.gen) {
+		return labels, Result{}
+	}
+	out, res := c.ts.check(c.p, c.gen, c.now, metric, labels, buf, c.dryRun)
+	if res.Outcome == Pass {
+		ps.add(seriesHash, c.gen)
+	}
+	return out, res
+}
+
+func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {
 	act := p.action()
 	max := p.MaxValuesPerLabel
 	sh := &ts.shards[xxhash.Sum64String(metric)%numShards]

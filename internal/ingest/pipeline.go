@@ -39,9 +39,9 @@ type Enforcer interface {
 	RecordDiscard(t tenant.ID, r limits.Reason, samples int, dryRun bool)
 }
 
-// Guard is the automatic high-cardinality label guard.
+// Guard is the automatic high-cardinality label guard, bound once per request.
 type Guard interface {
-	Check(t tenant.ID, p *guard.Policy, metric string, labels, buf []prompb.Label, dryRun bool) ([]prompb.Label, guard.Result)
+	Checker(t tenant.ID, p *guard.Policy, now time.Time, dryRun bool) guard.Checker
 }
 
 // Stages are the per-series steps of the pipeline, in the order they run:
@@ -71,6 +71,7 @@ type seriesScratch struct {
 	buf      []prompb.Label // output of the stage that ran last
 	buf2     []prompb.Label
 	arena    []prompb.Label // rewritten label sets that will be forwarded
+	hashBuf  []byte
 	discards []discard
 }
 
@@ -145,9 +146,13 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 			}
 		}
 	}
-	var policy *guard.Policy
+	var (
+		guarded bool
+		checker guard.Checker
+	)
 	if lim != nil && st.Guard != nil && lim.LabelGuard.MaxValuesPerLabel > 0 {
-		policy = h.policies.get(t, lim)
+		guarded = true
+		checker = st.Guard.Checker(t, h.policies.get(t, lim), now, dry)
 	}
 	var rules *relabel.Rules
 	if st.Rules != nil {
@@ -185,12 +190,12 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		}
 		var hash uint64
 		if drop == "" {
-			hash = hashLabels(labels)
+			hash = hashLabels(labels, &sc.hashBuf)
 			if st.Observer != nil {
 				st.Observer.Observe(t, metric, labels, hash)
 			}
-			if policy != nil {
-				out, gr := st.Guard.Check(t, policy, metric, labels, sc.buf2[:0], dry)
+			if guarded {
+				out, gr := checker.Check(metric, labels, sc.buf2[:0], hash)
 				switch gr.Outcome {
 				case guard.Drop:
 					drop = limits.ReasonLabelGuard
@@ -199,7 +204,7 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 					if !dry {
 						sc.buf2 = out[:0]
 						labels, rewritten = out, true
-						hash = hashLabels(labels)
+						hash = hashLabels(labels, &sc.hashBuf)
 					}
 				}
 			}

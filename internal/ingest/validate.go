@@ -66,24 +66,24 @@ func metricName(labels []prompb.Label) string {
 
 // hashLabels is the series identity every stage shares: xxhash over the sorted
 // non-empty labels. A label with an empty value is the same as no label, as in
-// Prometheus and VictoriaMetrics.
-func hashLabels(labels []prompb.Label) uint64 {
-	var d xxhash.Digest
-	d.Reset()
+// Prometheus and VictoriaMetrics. The labels are copied into buf (reused across
+// series) and hashed in one call, which is about twice as fast as feeding a
+// digest four short writes per label.
+func hashLabels(labels []prompb.Label, buf *[]byte) uint64 {
+	b := (*buf)[:0]
 	for i := range labels {
 		l := &labels[i]
 		if l.Value == "" {
 			continue
 		}
-		_, _ = d.WriteString(l.Name)
-		_, _ = d.Write(sep[:])
-		_, _ = d.WriteString(l.Value)
-		_, _ = d.Write(sep[:])
+		b = append(b, l.Name...)
+		b = append(b, 0xff)
+		b = append(b, l.Value...)
+		b = append(b, 0xff)
 	}
-	return d.Sum64()
+	*buf = b
+	return xxhash.Sum64(b)
 }
-
-var sep = [1]byte{0xff}
 
 // seriesString renders a series for an error message, bounded in length.
 func seriesString(labels []prompb.Label) string {
