@@ -57,6 +57,7 @@ type Enforcer struct {
 	maxLabels   int
 	logger      *slog.Logger
 
+	share    SeriesSharing                              // nil: this replica alone; set by ShareSeries before use
 	tenants  atomic.Pointer[map[tenant.ID]*tenantState] // copy on write
 	mu       sync.Mutex                                 // serialises tenant creation
 	labelled int                                        // tenants with their own label; guarded by mu
@@ -210,7 +211,7 @@ func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash
 	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
 		return ""
 	}
-	return e.tenant(t).series.admit(e.epoch(), l, metric, seriesHash)
+	return e.tenant(t).series.admit(e.epoch(), l, metric, seriesHash, e.share, e.now())
 }
 
 // Admitter is AdmitSeries bound to one tenant, one *Limits and one point in time:
@@ -220,6 +221,8 @@ type Admitter struct {
 	set   *seriesSet // nil: no series limit, everything passes
 	l     *Limits
 	epoch int64
+	share SeriesSharing
+	now   time.Time
 }
 
 // Admitter returns the Admitter of tenant t with limits l at now.
@@ -227,7 +230,7 @@ func (e *Enforcer) Admitter(t tenant.ID, l *Limits, now time.Time) Admitter {
 	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
 		return Admitter{}
 	}
-	return Admitter{set: &e.tenant(t).series, l: l, epoch: now.UnixNano() / e.window}
+	return Admitter{set: &e.tenant(t).series, l: l, epoch: now.UnixNano() / e.window, share: e.share, now: now}
 }
 
 // Admit is AdmitSeries for the Admitter's tenant, limits and time.
@@ -235,7 +238,84 @@ func (a Admitter) Admit(metric string, seriesHash uint64) Reason {
 	if a.set == nil {
 		return ""
 	}
-	return a.set.admit(a.epoch, a.l, metric, seriesHash)
+	return a.set.admit(a.epoch, a.l, metric, seriesHash, a.share, a.now)
+}
+
+// SeriesSharing connects the series membership of replicas that enforce the same
+// limits, so that a series admitted by one replica is never refused by another
+// (invariant 4) and max_series holds across them. The Enforcer calls it only for
+// series it does not know yet; the implementation publishes what DrainAdmissions
+// returns and feeds the other replicas' series back through AddRemoteSeries.
+// Implementations must be safe for concurrent use.
+type SeriesSharing interface {
+	// Sync returns once every series another replica published before since has
+	// been added through AddRemoteSeries, or with an error when that could not be
+	// done within a short, bounded time. A sync that started after since serves
+	// every caller with that since.
+	Sync(since time.Time) error
+	// Pending says that admissions are waiting in DrainAdmissions. It must not block.
+	Pending()
+	// Replicas is how many replicas share the limits (at least 1). While Sync
+	// fails, a series that would be refused as new is admitted as long as the
+	// tenant is under Replicas times its limit: it may have been admitted by any of
+	// them, and a series is never refused because the others could not be asked.
+	Replicas() int
+}
+
+// Admission is one series admitted or refreshed in generation Gen (the window
+// number, Unix time divided by the window), as the sharing side publishes it.
+// Metric is "" for series counted in the tenant's metric overflow.
+type Admission struct {
+	Tenant tenant.ID
+	Gen    int64
+	Hash   uint64
+	Metric string
+}
+
+// ShareSeries makes the Enforcer share its series membership through s. Call it
+// once, before the Enforcer is used.
+func (e *Enforcer) ShareSeries(s SeriesSharing) { e.share = s }
+
+// Window returns the length of a membership generation.
+func (e *Enforcer) Window() time.Duration { return time.Duration(e.window) }
+
+// Generation returns the membership generation at now.
+func (e *Enforcer) Generation(now time.Time) int64 { return now.UnixNano() / e.window }
+
+// DrainAdmissions appends to dst the admissions and refreshes made since the last
+// call (only recorded while sharing) and forgets them. complete is false when some
+// were dropped because too many waited: the caller should then publish every
+// series again (EachSeries). The Metric strings are shared and immutable.
+func (e *Enforcer) DrainAdmissions(dst []Admission) (out []Admission, complete bool) {
+	complete = true
+	drain := func(st *tenantState) {
+		dst = st.series.drain(st.id, dst)
+		if st.series.pendingLost.Swap(false) {
+			complete = false
+		}
+	}
+	for _, st := range *e.tenants.Load() {
+		drain(st)
+	}
+	drain(e.overflow)
+	return dst, complete
+}
+
+// EachSeries calls fn for every active series of every tenant, with the generation
+// it was last seen in. fn runs under a shard lock: it must not call the Enforcer.
+func (e *Enforcer) EachSeries(fn func(Admission)) {
+	epoch := e.epoch()
+	for _, st := range *e.tenants.Load() {
+		st.series.rotate(epoch)
+		st.series.each(st.id, fn)
+	}
+}
+
+// AddRemoteSeries records a series another replica admitted or refreshed in
+// generation gen: it counts against t's limits from now on and always passes here.
+// Generations before the previous one are ignored. metric is cloned when kept.
+func (e *Enforcer) AddRemoteSeries(t tenant.ID, gen int64, metric string, seriesHash uint64) {
+	e.tenant(t).series.addRemote(e.epoch(), gen, metric, seriesHash)
 }
 
 // SeriesCount returns the tenant's active series: those admitted in the current or

@@ -4,8 +4,11 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // seriesShards splits a tenant's membership so that concurrent requests rarely wait
@@ -28,10 +31,12 @@ const seriesShards = 16
 // Lock order: shard.mu, then metricsMu. Rotation takes rotMu, then each shard.mu in
 // turn, then metricsMu alone.
 type seriesSet struct {
-	epoch  atomic.Int64 // last window every shard was rotated to
-	count  atomic.Int64
-	rotMu  sync.Mutex
-	shards [seriesShards]seriesShard
+	epoch atomic.Int64 // last window every shard was rotated to
+	count atomic.Int64
+	// pendingLost is set when an admission could not be queued for sharing.
+	pendingLost atomic.Bool
+	rotMu       sync.Mutex
+	shards      [seriesShards]seriesShard
 
 	metricsMu      sync.RWMutex
 	metrics        map[string]*metricState
@@ -44,10 +49,27 @@ type seriesShard struct {
 	mu        sync.Mutex
 	gen       int64
 	cur, prev map[uint64]*metricState
-	_         [64 - 8 - 8 - 16]byte // keep shards on separate cache lines
+	// pending holds the admissions and refreshes not yet taken by DrainAdmissions;
+	// only filled while the enforcer shares its series (see SeriesSharing).
+	pending []pendingSeries
+	_       [64 - 8 - 8 - 16 - 24]byte // keep shards on separate cache lines
 }
 
-type metricState struct{ count atomic.Int64 }
+type pendingSeries struct {
+	gen int64
+	h   uint64
+	ms  *metricState
+}
+
+// maxPendingPerShard bounds the admissions waiting to be shared, per tenant shard.
+// Beyond it they are dropped and DrainAdmissions reports the loss, so that the
+// sharing side republishes everything instead.
+const maxPendingPerShard = 1 << 14
+
+type metricState struct {
+	count atomic.Int64
+	name  string // "" for the overflow metric
+}
 
 func (s *seriesSet) init(maxMetrics int, overflow prometheus.Counter) {
 	s.metrics = make(map[string]*metricState)
@@ -61,32 +83,142 @@ func (s *seriesSet) init(maxMetrics int, overflow prometheus.Counter) {
 
 func shardOf(h uint64) int { return int((h ^ h>>32) % seriesShards) }
 
-func (s *seriesSet) admit(epoch int64, l *Limits, metric string, h uint64) Reason {
+func (s *seriesSet) admit(epoch int64, l *Limits, metric string, h uint64, share SeriesSharing, since time.Time) Reason {
+	if s.epoch.Load() < epoch {
+		s.rotate(epoch)
+	}
+	sh := &s.shards[shardOf(h)]
+	var (
+		synced  bool
+		syncErr error
+	)
+	for {
+		sh.mu.Lock()
+		sh.rotate(epoch, s) // in case a rotation raced with this call
+		if _, ok := sh.cur[h]; ok {
+			sh.mu.Unlock()
+			return ""
+		}
+		if ms, ok := sh.prev[h]; ok {
+			delete(sh.prev, h)
+			sh.cur[h] = ms
+			queued := share != nil && s.queue(sh, epoch, h, ms)
+			sh.mu.Unlock()
+			if queued {
+				share.Pending()
+			}
+			return ""
+		}
+		if share == nil || synced {
+			break
+		}
+		// New here: another replica may have admitted it. Never wait under the
+		// shard lock: Sync adds the other replicas' series to this very set.
+		sh.mu.Unlock()
+		syncErr, synced = share.Sync(since), true
+	}
+	defer sh.mu.Unlock()
+	// While the other replicas cannot be asked, a series that looks new over the
+	// limit may be one they admitted: admit it (fail open) up to the most that all
+	// replicas together could have admitted, which still bounds memory.
+	degraded := int64(1)
+	if syncErr != nil {
+		degraded = int64(max(share.Replicas(), 1))
+	}
+	if !reserve(&s.count, int64(l.MaxSeries)*degraded) {
+		return ReasonMaxSeries
+	}
+	ms := s.reserveMetric(metric, int64(l.MaxSeriesPerMetric)*degraded)
+	if ms == nil {
+		s.count.Add(-1)
+		return ReasonMaxSeriesPerMetric
+	}
+	sh.cur[h] = ms
+	if share != nil && s.queue(sh, epoch, h, ms) {
+		share.Pending()
+	}
+	return ""
+}
+
+// queue records an admission or a refresh for DrainAdmissions; the caller holds
+// sh.mu. It reports whether the entry was queued.
+func (s *seriesSet) queue(sh *seriesShard, gen int64, h uint64, ms *metricState) bool {
+	if len(sh.pending) >= maxPendingPerShard {
+		s.pendingLost.Store(true)
+		return false
+	}
+	sh.pending = append(sh.pending, pendingSeries{gen: gen, h: h, ms: ms})
+	return true
+}
+
+// addRemote records a series another replica admitted or refreshed in generation
+// gen, without checking limits: it is admitted already. Generations older than the
+// previous one are ignored; newer ones (a clock ahead of ours) count as current.
+func (s *seriesSet) addRemote(epoch, gen int64, metric string, h uint64) {
+	if gen < epoch-1 {
+		return
+	}
+	gen = min(gen, epoch)
 	if s.epoch.Load() < epoch {
 		s.rotate(epoch)
 	}
 	sh := &s.shards[shardOf(h)]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	sh.rotate(epoch, s) // in case a rotation raced with this call
+	sh.rotate(epoch, s)
 	if _, ok := sh.cur[h]; ok {
-		return ""
+		return
 	}
 	if ms, ok := sh.prev[h]; ok {
-		delete(sh.prev, h)
+		if gen == epoch {
+			delete(sh.prev, h)
+			sh.cur[h] = ms
+		}
+		return
+	}
+	var ms *metricState
+	if metric == "" {
+		s.overflowMetric.count.Add(1)
+		ms = &s.overflowMetric
+	} else {
+		ms = s.reserveMetric(metric, 0)
+	}
+	s.count.Add(1)
+	if gen == epoch {
 		sh.cur[h] = ms
-		return ""
+	} else {
+		sh.prev[h] = ms
 	}
-	if !reserve(&s.count, int64(l.MaxSeries)) {
-		return ReasonMaxSeries
+}
+
+// drain appends every queued admission to dst and forgets them.
+func (s *seriesSet) drain(t tenant.ID, dst []Admission) []Admission {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for _, p := range sh.pending {
+			dst = append(dst, Admission{Tenant: t, Gen: p.gen, Hash: p.h, Metric: p.ms.name})
+		}
+		clear(sh.pending)
+		sh.pending = sh.pending[:0]
+		sh.mu.Unlock()
 	}
-	ms := s.reserveMetric(metric, int64(l.MaxSeriesPerMetric))
-	if ms == nil {
-		s.count.Add(-1)
-		return ReasonMaxSeriesPerMetric
+	return dst
+}
+
+// each calls fn for every series of the set with its generation.
+func (s *seriesSet) each(t tenant.ID, fn func(Admission)) {
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		for h, ms := range sh.cur {
+			fn(Admission{Tenant: t, Gen: sh.gen, Hash: h, Metric: ms.name})
+		}
+		for h, ms := range sh.prev {
+			fn(Admission{Tenant: t, Gen: sh.gen - 1, Hash: h, Metric: ms.name})
+		}
+		sh.mu.Unlock()
 	}
-	sh.cur[h] = ms
-	return ""
 }
 
 // reserve adds one to c unless that would exceed max (0 = no maximum).
@@ -127,8 +259,9 @@ func (s *seriesSet) reserveMetric(metric string, max int64) *metricState {
 			s.overflowMetric.count.Add(1)
 			return &s.overflowMetric
 		}
-		ms = &metricState{}
-		s.metrics[strings.Clone(metric)] = ms
+		name := strings.Clone(metric)
+		ms = &metricState{name: name}
+		s.metrics[name] = ms
 	}
 	if !reserve(&ms.count, max) {
 		return nil
