@@ -87,6 +87,18 @@ func (t *Tracker) ExportBuckets(tn tenant.ID) []Bucket {
 	return t.export(ts)
 }
 
+// TenantIDs returns the tracked tenants, the overflow entry left out: what a
+// replica walks to export its buckets with ExportBuckets.
+func (t *Tracker) TenantIDs() []tenant.ID {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	ids := make([]tenant.ID, 0, len(t.tenants))
+	for id := range t.tenants {
+		ids = append(ids, id)
+	}
+	return ids
+}
+
 // ExportOverflowBuckets returns the buckets of the shared overflow tenant.
 func (t *Tracker) ExportOverflowBuckets() []Bucket {
 	t.mu.RLock()

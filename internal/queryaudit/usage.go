@@ -919,6 +919,25 @@ func (r *Recorder) Merge(s Snapshot) error {
 	return nil
 }
 
+// ReplaceWith replaces the whole state by the merge of snaps. It is the hook for
+// a read-only view of the usage of several replicas: rebuilt from every replica's
+// Export, it is never recorded into (their counts are summed, so merging into a
+// recording Recorder would count reads again at every rebuild). Readers see the
+// old state or the new one, never a mix. On error nothing changes.
+func (r *Recorder) ReplaceWith(snaps ...Snapshot) error {
+	tmp := NewRecorder(r.cfg, r.names, nil, r.logger)
+	tmp.since = r.cfg.Now()
+	for _, s := range snaps {
+		if err := tmp.Merge(s); err != nil {
+			return err
+		}
+	}
+	r.mu.Lock()
+	r.tenants, r.tenantsOverflow, r.since = tmp.tenants, tmp.tenantsOverflow, tmp.since
+	r.mu.Unlock()
+	return nil
+}
+
 // SaveFile writes the state to path atomically: a temporary file in the same
 // directory, synced, then renamed over path.
 func (r *Recorder) SaveFile(path string) error {
