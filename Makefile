@@ -8,6 +8,8 @@ BIN       := .cache/bin
 VM_BIN    := $(BIN)/victoria-metrics
 VMAGENT   := $(BIN)/vmagent
 TOOLS_MOD := tools/vm/go.mod
+PROM_BIN  := $(BIN)/prometheus
+PROM_MOD  := tools/prometheus/go.mod
 
 .PHONY: all build tools test test-short vet run bench clean
 
@@ -18,7 +20,7 @@ build:
 
 # Test binaries are built from the Go module proxy at the versions pinned in tools/
 # and cached under .cache/ (git-ignored): a second run rebuilds nothing.
-tools: $(VM_BIN)
+tools: $(VM_BIN) $(PROM_BIN)
 
 $(VM_BIN): $(TOOLS_MOD)
 	@mkdir -p $(BIN)
@@ -27,6 +29,12 @@ $(VM_BIN): $(TOOLS_MOD)
 $(VMAGENT): $(TOOLS_MOD)
 	@mkdir -p $(BIN)
 	cd tools/vm && $(GO) build -o $(CURDIR)/$(VMAGENT) github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent
+
+# Prometheus at the version the main module requires, for the end-to-end tests of
+# remote write (retries through a VictoriaMetrics outage, remote write 2.0).
+$(PROM_BIN): $(PROM_MOD)
+	@mkdir -p $(BIN)
+	cd tools/prometheus && $(GO) build -o $(CURDIR)/$(PROM_BIN) github.com/prometheus/prometheus/cmd/prometheus
 
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1)
