@@ -21,8 +21,13 @@ func (u *UI) funcs() template.FuncMap {
 			}
 			return t.UTC().Format("2006-01-02 15:04:05 UTC")
 		},
-		"join":  strings.Join,
-		"share": func(f float64) string { return strconv.FormatFloat(f*100, 'f', 0, 64) + "%" },
+		"join": strings.Join,
+		"share": func(f float64) string {
+			if f > 0 && f < 0.01 {
+				return "<1%"
+			}
+			return strconv.FormatFloat(f*100, 'f', 0, 64) + "%"
+		},
 		"churn": func(f float64) string {
 			if f <= 0 {
 				return "–"

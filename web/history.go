@@ -101,6 +101,9 @@ func (h *History) Points() []Point {
 	return out
 }
 
+// Interval is the time between samples.
+func (h *History) Interval() time.Duration { return h.interval }
+
 // Span is how much time the history covers when full.
 func (h *History) Span() time.Duration { return h.interval * time.Duration(h.size) }
 

@@ -74,7 +74,7 @@ func (u *UI) overview(_ *http.Request) (int, string, any) {
 	for _, r := range rows {
 		tv := tenantView{
 			TenantRow: r,
-			Series:    newGauge(float64(r.ActiveSeries), float64(r.MaxSeries), ""),
+			Series:    seriesGauge(r),
 			Rate:      newGauge(round1(r.IngestionRate), r.IngestionLimit, "/s"),
 		}
 		if !r.Overflow {
@@ -98,9 +98,23 @@ func (u *UI) overview(_ *http.Request) (int, string, any) {
 		v.Rows = append(v.Rows, tv)
 	}
 	if u.o.History != nil {
-		v.Chart = newChart(u.o.History.Points(), u.o.History.Span(), u.o.Now())
+		v.Chart = newChart(u.o.History.Points(), u.o.History.Interval(), u.o.History.Span(), u.o.Now())
 	}
 	return http.StatusOK, "overview", v
+}
+
+// seriesGauge measures what the limit caps: the admitted series where the
+// limiter counts them, and says how many were sent when that is more.
+func seriesGauge(r TenantRow) gauge {
+	if !r.HasAdmitted {
+		return newGauge(float64(r.ActiveSeries), float64(r.MaxSeries), "")
+	}
+	g := newGauge(float64(r.AdmittedSeries), float64(r.MaxSeries), "")
+	if r.ActiveSeries > r.AdmittedSeries {
+		g.Text += " · " + fmtCompact(float64(r.ActiveSeries)) + " sent"
+		g.Title += " admitted; " + fmtNum(float64(r.ActiveSeries)) + " distinct series sent (estimate)"
+	}
+	return g
 }
 
 // ---- rejections chart ----
@@ -141,7 +155,7 @@ type chartTick struct {
 
 // newChart draws stacked columns, one per sampling interval, ending at now and
 // covering span; reasons are coloured by their rank in a fixed palette.
-func newChart(points []Point, span time.Duration, now time.Time) *chartView {
+func newChart(points []Point, interval, span time.Duration, now time.Time) *chartView {
 	c := &chartView{W: chartW, H: chartH, ViewH: chartH + 3, Span: fmtDuration(span)}
 	totals := map[string]int64{}
 	for _, p := range points {
@@ -173,11 +187,8 @@ func newChart(points []Point, span time.Duration, now time.Time) *chartView {
 		c.Empty = true
 		return c
 	}
-	interval := span / time.Duration(max(len(points), 1))
-	if len(points) > 1 {
-		interval = points[len(points)-1].At.Sub(points[len(points)-2].At)
-	}
-	colW := max(chartW*float64(interval)/float64(span), 1)
+	// At least 4 of 720 units wide, so that one bad interval in an hour shows.
+	colW := max(chartW*float64(interval)/float64(span), 4)
 	for _, p := range points {
 		age := now.Sub(p.At)
 		x := chartW - chartW*float64(age)/float64(span) - colW
@@ -193,7 +204,7 @@ func newChart(points []Point, span time.Duration, now time.Time) *chartView {
 			h := chartH * float64(n) / float64(c.Max)
 			y -= h
 			c.Rects = append(c.Rects, chartRect{
-				X: round1(max(x, 0)), Y: round1(y), W: round1(max(colW-0.5, 0.5)), H: round1(h), Class: class[r],
+				X: round1(max(x, 0)), Y: round1(y), W: round1(colW - 0.5), H: round1(h), Class: class[r],
 				Title: fmt.Sprintf("%s: %s samples in the %s up to %s", r, fmtInt(n), fmtDuration(interval), p.At.UTC().Format("15:04:05")),
 			})
 		}

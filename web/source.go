@@ -37,8 +37,13 @@ type TenantRow struct {
 	// limit, 0 for none.
 	ActiveSeries int64
 	MaxSeries    int
-	Churn        float64
-	Metrics      int
+	// AdmittedSeries, when HasAdmitted, is the exact count of series the series
+	// limiter let through in the window; it is what MaxSeries caps, while
+	// ActiveSeries counts every series sent, rejected ones included.
+	AdmittedSeries int64
+	HasAdmitted    bool
+	Churn          float64
+	Metrics        int
 	// IngestionRate is accepted samples per second; IngestionLimit 0 means none.
 	IngestionRate  float64
 	IngestionLimit float64

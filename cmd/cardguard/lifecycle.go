@@ -51,6 +51,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.cancel = cancel
 	a.loops.goLoop(ctx, func(ctx context.Context) { a.tracker.Run(ctx, 5*time.Second) })
 	a.loops.goLoop(ctx, a.usage.Run)
+	a.loops.goLoop(ctx, a.ui.history.Run)
 	a.loops.goLoop(ctx, func(ctx context.Context) {
 		tick := time.NewTicker(snapshotInterval)
 		defer tick.Stop()

@@ -42,6 +42,7 @@ type app struct {
 	enforcer *limits.Enforcer
 	guard    *guard.Guard
 	usage    *queryaudit.Recorder
+	ui       *dashboard
 
 	loops loops
 }
@@ -103,6 +104,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Enforcer: a.enforcer,
 	}, reg, logger)
 	a.proxy = queryaudit.NewProxy(queryaudit.ProxyConfig{}, scheme, a.usage, reg, logger)
+	if a.ui, err = newDashboard(a); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
@@ -114,6 +118,7 @@ func (a *app) routes() http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.Get("/readyz", a.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	a.mountUI(r)
 
 	write := func(w http.ResponseWriter, r *http.Request) {
 		t, ok := a.requestTenant(w, r)
