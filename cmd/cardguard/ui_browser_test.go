@@ -93,6 +93,11 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	shot := func(name string) {
 		t.Helper()
+		// A full-page capture draws the sticky header where the page is
+		// scrolled to: scroll to the top first.
+		if _, err := chromedp.Run(ctx, chromedp.Evaluate[bool](`window.scrollTo(0, 0), true`)); err != nil {
+			t.Fatalf("scroll: %v", err)
+		}
 		b, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 		if err != nil {
 			t.Fatalf("screenshot %s: %v", name, err)

@@ -40,8 +40,12 @@
 
   async function load() {
     const name = page();
+    const tenant = new URLSearchParams(location.search).get('tenant');
     for (const a of document.querySelectorAll('header nav a')) {
       a.classList.toggle('current', a.dataset.nav === name || (name !== 'limits' && a.dataset.nav === 'overview'));
+      if (a.dataset.nav === 'limits') {
+        a.href = base + '/limits' + (tenant ? '?tenant=' + encodeURIComponent(tenant) : '');
+      }
     }
     const current = main.querySelector('.page');
     if (current) current.setAttribute('aria-busy', 'true');
