@@ -2,6 +2,7 @@ package ingest
 
 import (
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,11 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/VictoriaMetrics/easyproto"
 	"github.com/golang/snappy"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/internal/upstream"
 )
 
 const contentTypeV2 = "application/x-protobuf;proto=io.prometheus.write.v2.Request"
@@ -555,4 +561,39 @@ func TestRemoteWrite2RealPrometheus(t *testing.T) {
 	// convert to no 1.0 metadata at all. The hand-built requests above cover
 	// metadata conversion.
 	t.Logf("%d samples equal in 1.0 and converted 2.0; %d metadata families", compared, len(v2meta))
+}
+
+type dropRules struct{ r *relabel.Rules }
+
+func (d dropRules) RulesFor(tenant.ID) *relabel.Rules { return d.r }
+
+// TestRemoteWrite2WrittenAfterDrops: the written header counts what was forwarded,
+// not what was received, so that Prometheus counts the dropped samples as failed
+// instead of believing they were stored.
+func TestRemoteWrite2WrittenAfterDrops(t *testing.T) {
+	t.Parallel()
+	cfgs, err := relabel.ParseConfigs([]byte("- action: drop\n  source_labels: [code]\n  regex: \"500\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := relabel.Compile(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up := newFakeUpstream(t)
+	scheme, err := upstream.New(upstream.Config{Mode: upstream.ModeCluster, InsertURL: up.srv.URL, SelectURL: up.srv.URL, Timeout: time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := New(Config{}, scheme, Stages{Rules: dropRules{rules}}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	req, want := goodV2()
+	want.Timeseries = append(want.Timeseries[:1], want.Timeseries[2:]...) // the code="500" series
+	rec := postV2(h, req)
+	if rec.Code != 204 {
+		t.Fatalf("status %d: %s", rec.Code, rec.Body)
+	}
+	if got := rec.Header().Get(headerSamplesWritten); got != "4" {
+		t.Errorf("%s = %q, want 4 of the 5 samples received", headerSamplesWritten, got)
+	}
+	assertWriteRequest(t, decodeForwarded(t, up.bodies[0]), want)
 }
