@@ -338,4 +338,5 @@ type lgResult struct {
 	LatencyMS        map[string]float64 `json:"latency_ms"`
 	Status           map[string]int64   `json:"status"`
 	FirstError       string             `json:"first_error"`
+	GeneratorCPU     float64            `json:"generator_cpu_s"`
 }

@@ -35,7 +35,14 @@ type runInfo struct {
 }
 
 func collectRunInfo(c config) runInfo {
-	args := strings.Join(os.Args[1:], " ")
+	quoted := make([]string, len(os.Args)-1)
+	for i, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " '\"$`\\") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		quoted[i] = a
+	}
+	args := strings.Join(quoted, " ")
 	info := runInfo{
 		Start:          time.Now().UTC(),
 		Command:        strings.TrimSpace("go run ./e2e/bench " + args),
@@ -210,11 +217,12 @@ func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) s
 		float64(ringBytes)/(1<<20), float64(ringRaw)/(1<<20), c.wl.batch, same, strings.Join(slices.Sorted(maps.Keys(digests)), ", "))
 	fmt.Fprintf(&b, "- method: each target started fresh (VictoriaMetrics once, shared), %d warm-up passes over all rounds so every series exists, then %s at concurrency %d; CPU is utime+stime from /proc over the window and until VictoriaMetrics had counted every accepted sample; peak RSS is VmHWM since the target started\n",
 		c.warmupPasses, c.duration, c.concurrency)
+	fmt.Fprintf(&b, "- reading throughput: the load generator, the target and VictoriaMetrics share %d CPUs; when they saturate them, throughput is bounded by the total CPU per sample (target + VictoriaMetrics + generator), so the throughput ratio restates the CPU figures; with spare cores it reflects latency instead\n", info.NProc)
 	fmt.Fprintf(&b, "- vmagent: `-remoteWrite.relabelConfig=%s` (labeldrop `az`), `-remoteWrite.maxHourlySeries` at 4× the series per round, default queues\n", c.vmagentRelabel)
 	fmt.Fprintf(&b, "- cardguard: `-config=%s`, top-level sections in use: %s\n\n", c.cardguardConfig, codeList(info.ConfigSections))
 
-	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses |\n")
-	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses | load generator CPU s / M samples |\n")
+	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
 	byName := map[string]scenarioResult{}
 	for _, r := range rs {
 		byName[r.Name] = r
@@ -222,9 +230,10 @@ func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) s
 		if !r.proxy {
 			vmCPU = "(same)"
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s |\n",
+		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s | %.3f |\n",
 			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPU,
-			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status))
+			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status),
+			r.Measured.GeneratorCPU/r.MSamples())
 	}
 	b.WriteString("\n")
 

@@ -141,6 +141,9 @@ type result struct {
 	LatencyMS        latency          `json:"latency_ms"`
 	Status           map[string]int64 `json:"status"` // HTTP code, or "error" for transport errors
 	FirstError       string           `json:"first_error,omitempty"`
+	// GeneratorCPU is this process's CPU time while sending, to show that the
+	// generator is not what limits the numbers.
+	GeneratorCPU float64 `json:"generator_cpu_s"`
 }
 
 type latency struct {
@@ -198,7 +201,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	cpu0 := cpuTime()
 	st, elapsed := send(ctx, cfg, rg)
+	cpu1 := cpuTime()
 
 	res := result{
 		Label:          o.label,
@@ -219,6 +224,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		BytesSent:      st.bytesSent,
 		Status:         map[string]int64{},
 		FirstError:     st.firstErr,
+		GeneratorCPU:   (cpu1 - cpu0).Seconds(),
 	}
 	if elapsed > 0 {
 		res.SamplesPerSecond = float64(st.samplesOK) / elapsed.Seconds()
@@ -253,4 +259,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	return 0
+}
+
+// cpuTime is the user and system time this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
