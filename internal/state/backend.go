@@ -1,0 +1,136 @@
+package state
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Backend is what replicas share state through. Redis (redis.go) is the real one;
+// Memory (memory.go) holds the same in one process, for tests and as the
+// executable description of the contract. Every method must be safe for
+// concurrent use and honour ctx.
+type Backend interface {
+	Presence
+	SeriesLog
+	SketchStore
+	UsageStore
+	LimitsBackend
+}
+
+// Presence tells replicas apart and detects a backend that lost its data.
+type Presence interface {
+	// Instance returns the token of the backend's data set, creating it when
+	// missing: a new token means the data was lost (a restarted Redis without
+	// persistence) and replicas must publish what they hold again.
+	Instance(ctx context.Context, ttl time.Duration) (string, error)
+	// Heartbeat marks replica alive at now and returns the replicas alive within
+	// ttl, replica included.
+	Heartbeat(ctx context.Context, replica string, now time.Time, ttl time.Duration) ([]string, error)
+}
+
+// SeriesLog is an append-only log of series admissions per membership generation.
+type SeriesLog interface {
+	// AppendSeries appends one batch (EncodeAdmissions) to gen's log, which expires
+	// at expireAt.
+	AppendSeries(ctx context.Context, gen int64, replica string, data []byte, expireAt time.Time) error
+	// ReadSeries returns up to count batches of each log in after, those after the
+	// given position ("0" for the start), in order.
+	ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error)
+}
+
+// SeriesBatch is one appended batch and its position in its log.
+type SeriesBatch struct {
+	Gen     int64
+	ID      string
+	Replica string
+	Data    []byte
+}
+
+// Blob is one named value of a replica with a digest of its content.
+type Blob struct {
+	Name     string
+	Digest   uint64
+	Data     []byte
+	ExpireAt time.Time
+}
+
+// SketchStore holds each replica's cardinality buckets and an index of their
+// digests, so that readers fetch only what changed.
+type SketchStore interface {
+	// PutSketches stores put, removes del and keeps replica's index for indexTTL.
+	PutSketches(ctx context.Context, replica string, put []Blob, del []string, indexTTL time.Duration) error
+	// SketchIndex returns replica's bucket names and digests.
+	SketchIndex(ctx context.Context, replica string) (map[string]uint64, error)
+	// GetSketches returns the named buckets of replica; nil for one that expired.
+	GetSketches(ctx context.Context, replica string, names []string) ([][]byte, error)
+}
+
+// UsageStore holds each replica's query usage snapshot for the retention.
+type UsageStore interface {
+	PutUsage(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error
+	// AllUsage returns every replica's snapshot written within retention.
+	AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error)
+}
+
+// LimitsBackend holds the limits overrides set through the API, by tenant.
+type LimitsBackend interface {
+	LoadLimits(ctx context.Context) (map[string][]byte, error)
+	// SaveLimit stores (nil: deletes) a tenant's override and tells every watcher.
+	SaveLimit(ctx context.Context, tenant string, override []byte) error
+	// SeedLimits stores the overrides of tenants that have none stored.
+	SeedLimits(ctx context.Context, overrides map[string][]byte) error
+	// WatchLimits calls changed after every SaveLimit, of any replica, until ctx
+	// is done. It may miss changes while the backend is unreachable.
+	WatchLimits(ctx context.Context, changed func()) error
+}
+
+// errDown is returned by Memory while it pretends to be unreachable.
+var errDown = errors.New("state backend unavailable")
+
+// EncodeAdmissions appends admissions to dst in the series log format: per
+// series, accountID and projectID (uint32), hash (uint64), all big endian, then
+// the metric name as a uvarint length and bytes.
+func EncodeAdmissions(dst []byte, as []limits.Admission) []byte {
+	for i := range as {
+		a := &as[i]
+		dst = binary.BigEndian.AppendUint32(dst, a.Tenant.AccountID)
+		dst = binary.BigEndian.AppendUint32(dst, a.Tenant.ProjectID)
+		dst = binary.BigEndian.AppendUint64(dst, a.Hash)
+		dst = binary.AppendUvarint(dst, uint64(len(a.Metric)))
+		dst = append(dst, a.Metric...)
+	}
+	return dst
+}
+
+// maxMetricNameLen bounds a decoded metric name; longer ones mean a damaged batch.
+const maxMetricNameLen = 64 << 10
+
+// DecodeAdmissions calls fn for each series of data, all with generation gen. It
+// stops at the first malformed record and says so; the records before it were
+// passed to fn. metric is only valid during the call.
+func DecodeAdmissions(data []byte, gen int64, fn func(a limits.Admission)) error {
+	for len(data) > 0 {
+		if len(data) < 16 {
+			return errors.New("truncated series record")
+		}
+		a := limits.Admission{
+			Tenant: tenant.ID{AccountID: binary.BigEndian.Uint32(data), ProjectID: binary.BigEndian.Uint32(data[4:])},
+			Gen:    gen,
+			Hash:   binary.BigEndian.Uint64(data[8:]),
+		}
+		data = data[16:]
+		n, k := binary.Uvarint(data)
+		if k <= 0 || n > maxMetricNameLen || uint64(len(data)-k) < n {
+			return errors.New("bad metric name length in series record")
+		}
+		a.Metric = string(data[k : k+int(n)])
+		data = data[k+int(n):]
+		fn(a)
+	}
+	return nil
+}

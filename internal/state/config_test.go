@@ -1,0 +1,98 @@
+package state
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+func TestConfigValidate(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	notPEM := filepath.Join(dir, "ca.pem")
+	if err := os.WriteFile(notPEM, []byte("not a certificate"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	redis := func(f func(*RedisConfig)) Config {
+		c := Config{Backend: BackendRedis, Redis: RedisConfig{Addr: "redis:6379"}}
+		f(&c.Redis)
+		return c
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		wantErr string
+	}{
+		{"zero is memory", Config{}, ""},
+		{"memory", Config{Backend: BackendMemory}, ""},
+		{"redis", redis(func(*RedisConfig) {}), ""},
+		{"unknown backend", Config{Backend: "etcd"}, `state.backend "etcd"`},
+		{"redis settings with memory", Config{Redis: RedisConfig{Addr: "x:1"}}, "backend is memory"},
+		{"no addr", Config{Backend: BackendRedis}, "addr is required"},
+		{"addr without port", redis(func(r *RedisConfig) { r.Addr = "redis" }), "want host:port"},
+		{"negative db", redis(func(r *RedisConfig) { r.DB = -1 }), "db -1"},
+		{"interval too short", redis(func(r *RedisConfig) { r.SyncInterval = time.Millisecond }), "sync_interval 1ms"},
+		{"timeout over interval", redis(func(r *RedisConfig) { r.Timeout = 3 * time.Second }), "timeout 3s"},
+		{"negative timeout", redis(func(r *RedisConfig) { r.Timeout = -time.Second }), "timeout -1s"},
+		{"ca without tls", redis(func(r *RedisConfig) { r.TLSCAFile = notPEM }), "need tls: true"},
+		{"ca not pem", redis(func(r *RedisConfig) { r.TLS, r.TLSCAFile = true, notPEM }), "no PEM certificate"},
+		{"ca missing", redis(func(r *RedisConfig) { r.TLS, r.TLSCAFile = true, filepath.Join(dir, "nope") }), "tls_ca_file"},
+		{"tls", redis(func(r *RedisConfig) { r.TLS, r.TLSInsecureSkipVerify = true, true }), ""},
+		{"long replica id", Config{ReplicaID: strings.Repeat("x", 129)}, "replica_id"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
+			err := tt.cfg.Validate()
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Fatalf("unexpected error: %v", err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Fatalf("error %v; want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+	d := Config{Backend: BackendRedis}.WithDefaults().Redis
+	if d.KeyPrefix != "cardguard:" || d.SyncInterval != 2*time.Second || d.Timeout != 100*time.Millisecond {
+		t.Fatalf("defaults %+v", d)
+	}
+}
+
+func TestAdmissionsRoundTrip(t *testing.T) {
+	t.Parallel()
+	in := []limits.Admission{
+		{Tenant: tenant.MustParse("1:2"), Gen: 9, Hash: 42, Metric: "up"},
+		{Tenant: tenant.MustParse("4294967295:4294967295"), Gen: 9, Hash: 1<<64 - 1, Metric: ""},
+	}
+	var out []limits.Admission
+	if err := DecodeAdmissions(EncodeAdmissions(nil, in), 9, func(a limits.Admission) { out = append(out, a) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 2 || out[0] != in[0] || out[1] != in[1] {
+		t.Fatalf("round trip: %+v", out)
+	}
+}
+
+// FuzzDecodeAdmissions: batches come from Redis, written by any replica or
+// anyone with access; decoding must never panic and must stop at damage.
+func FuzzDecodeAdmissions(f *testing.F) {
+	f.Add(EncodeAdmissions(nil, []limits.Admission{{Hash: 1, Metric: "m"}}))
+	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff, 0x0f})
+	f.Fuzz(func(t *testing.T, data []byte) {
+		n := 0
+		_ = DecodeAdmissions(data, 1, func(a limits.Admission) {
+			n++
+			if len(a.Metric) > maxMetricNameLen {
+				t.Fatalf("metric of %d bytes", len(a.Metric))
+			}
+		})
+		if n > len(data)/17 {
+			t.Fatalf("%d records from %d bytes", n, len(data))
+		}
+	})
+}

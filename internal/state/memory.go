@@ -1,0 +1,276 @@
+package state
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Memory is a Backend held in this process: several Syncers given the same Memory
+// share state as replicas sharing one Redis do. It exists for tests and as the
+// executable description of the Backend contract; expiry times are kept but not
+// enforced. SetDown makes it fail like an unreachable Redis and Reset like one
+// restarted without persistence. It is safe for concurrent use.
+type Memory struct {
+	mu       sync.Mutex
+	down     bool
+	instance string
+	replicas map[string]time.Time
+	logs     map[int64][]SeriesBatch
+	seq      int64
+	sketches map[string]map[string]Blob
+	usage    map[string]usageEntry
+	limits   map[string][]byte
+	watchers map[int]func()
+	nextW    int
+}
+
+type usageEntry struct {
+	data []byte
+	at   time.Time
+}
+
+// NewMemory returns an empty Memory.
+func NewMemory() *Memory {
+	m := &Memory{watchers: map[int]func(){}}
+	m.resetLocked()
+	return m
+}
+
+func (m *Memory) resetLocked() {
+	m.instance = ""
+	m.replicas = map[string]time.Time{}
+	m.logs = map[int64][]SeriesBatch{}
+	m.sketches = map[string]map[string]Blob{}
+	m.usage = map[string]usageEntry{}
+	m.limits = map[string][]byte{}
+}
+
+// SetDown makes every call fail (true) or work again (false).
+func (m *Memory) SetDown(down bool) {
+	m.mu.Lock()
+	m.down = down
+	m.mu.Unlock()
+}
+
+// Reset forgets everything, as a Redis restarted without persistence.
+func (m *Memory) Reset() {
+	m.mu.Lock()
+	m.resetLocked()
+	m.mu.Unlock()
+}
+
+func (m *Memory) lock(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	if m.down {
+		m.mu.Unlock()
+		return errDown
+	}
+	return nil
+}
+
+// Instance implements Presence.
+func (m *Memory) Instance(ctx context.Context, _ time.Duration) (string, error) {
+	if err := m.lock(ctx); err != nil {
+		return "", err
+	}
+	defer m.mu.Unlock()
+	if m.instance == "" {
+		m.instance = randomToken()
+	}
+	return m.instance, nil
+}
+
+// Heartbeat implements Presence.
+func (m *Memory) Heartbeat(ctx context.Context, replica string, now time.Time, ttl time.Duration) ([]string, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	m.replicas[replica] = now
+	var out []string
+	for r, at := range m.replicas {
+		if now.Sub(at) <= ttl {
+			out = append(out, r)
+		} else {
+			delete(m.replicas, r)
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
+// AppendSeries implements SeriesLog.
+func (m *Memory) AppendSeries(ctx context.Context, gen int64, replica string, data []byte, _ time.Time) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	m.seq++
+	m.logs[gen] = append(m.logs[gen], SeriesBatch{Gen: gen, ID: strconv.FormatInt(m.seq, 10), Replica: replica, Data: slices.Clone(data)})
+	return nil
+}
+
+// ReadSeries implements SeriesLog.
+func (m *Memory) ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	var out []SeriesBatch
+	for gen, pos := range after {
+		p, _ := strconv.ParseInt(pos, 10, 64)
+		n := 0
+		for _, b := range m.logs[gen] {
+			id, _ := strconv.ParseInt(b.ID, 10, 64)
+			if id > p && n < count {
+				out = append(out, b)
+				n++
+			}
+		}
+	}
+	return out, nil
+}
+
+// PutSketches implements SketchStore.
+func (m *Memory) PutSketches(ctx context.Context, replica string, put []Blob, del []string, _ time.Duration) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	s := m.sketches[replica]
+	if s == nil {
+		s = map[string]Blob{}
+		m.sketches[replica] = s
+	}
+	for _, b := range put {
+		b.Data = slices.Clone(b.Data)
+		s[b.Name] = b
+	}
+	for _, n := range del {
+		delete(s, n)
+	}
+	return nil
+}
+
+// SketchIndex implements SketchStore.
+func (m *Memory) SketchIndex(ctx context.Context, replica string) (map[string]uint64, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := map[string]uint64{}
+	for n, b := range m.sketches[replica] {
+		out[n] = b.Digest
+	}
+	return out, nil
+}
+
+// GetSketches implements SketchStore.
+func (m *Memory) GetSketches(ctx context.Context, replica string, names []string) ([][]byte, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := make([][]byte, len(names))
+	for i, n := range names {
+		if b, ok := m.sketches[replica][n]; ok {
+			out[i] = slices.Clone(b.Data)
+		}
+	}
+	return out, nil
+}
+
+// PutUsage implements UsageStore.
+func (m *Memory) PutUsage(ctx context.Context, replica string, data []byte, now time.Time, _ time.Duration) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	m.usage[replica] = usageEntry{data: slices.Clone(data), at: now}
+	return nil
+}
+
+// AllUsage implements UsageStore.
+func (m *Memory) AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := map[string][]byte{}
+	for r, e := range m.usage {
+		if now.Sub(e.at) <= retention {
+			out[r] = slices.Clone(e.data)
+		}
+	}
+	return out, nil
+}
+
+// LoadLimits implements LimitsBackend.
+func (m *Memory) LoadLimits(ctx context.Context) (map[string][]byte, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	return maps.Clone(m.limits), nil
+}
+
+// SaveLimit implements LimitsBackend.
+func (m *Memory) SaveLimit(ctx context.Context, tenant string, override []byte) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	if override == nil {
+		delete(m.limits, tenant)
+	} else {
+		m.limits[tenant] = slices.Clone(override)
+	}
+	ws := slices.Collect(maps.Values(m.watchers))
+	m.mu.Unlock()
+	for _, w := range ws {
+		go w()
+	}
+	return nil
+}
+
+// SeedLimits implements LimitsBackend.
+func (m *Memory) SeedLimits(ctx context.Context, overrides map[string][]byte) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	for t, o := range overrides {
+		if _, ok := m.limits[t]; !ok {
+			m.limits[t] = slices.Clone(o)
+		}
+	}
+	return nil
+}
+
+// WatchLimits implements LimitsBackend.
+func (m *Memory) WatchLimits(ctx context.Context, changed func()) error {
+	m.mu.Lock()
+	id := m.nextW
+	m.nextW++
+	m.watchers[id] = changed
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	delete(m.watchers, id)
+	m.mu.Unlock()
+	return nil
+}
+
+func randomToken() string {
+	var b [12]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}

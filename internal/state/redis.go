@@ -1,0 +1,295 @@
+package state
+
+import (
+	"context"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// Redis is the Backend of replicas sharing one Redis; the key layout is in the
+// package documentation. It is safe for concurrent use.
+type Redis struct {
+	c      *redis.Client
+	prefix string
+}
+
+// NewRedis returns a client for cfg (defaults applied). It does not connect:
+// cardguard starts whether Redis is up or not. Every call is bounded by its
+// context; the socket timeouts below only catch a server that stopped answering.
+func NewRedis(cfg RedisConfig) (*Redis, error) {
+	cfg = Config{Backend: BackendRedis, Redis: cfg}.WithDefaults().Redis
+	tlsCfg, err := cfg.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	c := redis.NewClient(&redis.Options{
+		Addr:                  cfg.Addr,
+		Username:              cfg.Username,
+		Password:              cfg.Password,
+		DB:                    cfg.DB,
+		TLSConfig:             tlsCfg,
+		Protocol:              2,
+		DisableIdentity:       true,
+		ContextTimeoutEnabled: true,
+		DialTimeout:           max(cfg.Timeout, time.Second),
+		ReadTimeout:           max(cfg.SyncInterval, 5*time.Second),
+		WriteTimeout:          max(cfg.SyncInterval, 5*time.Second),
+		PoolTimeout:           cfg.Timeout,
+		// A request waits at most Timeout for Redis; retrying inside it only helps
+		// with a connection that broke since its last use.
+		MaxRetries:      1,
+		MinRetryBackoff: time.Millisecond,
+		MaxRetryBackoff: 10 * time.Millisecond,
+	})
+	return &Redis{c: c, prefix: cfg.KeyPrefix}, nil
+}
+
+// Close closes the connections.
+func (r *Redis) Close() error { return r.c.Close() }
+
+// Ping checks that Redis answers.
+func (r *Redis) Ping(ctx context.Context) error { return r.c.Ping(ctx).Err() }
+
+func (r *Redis) key(parts ...string) string {
+	k := r.prefix
+	for i, p := range parts {
+		if i > 0 {
+			k += ":"
+		}
+		k += p
+	}
+	return k
+}
+
+// Instance implements Presence: SET NX of a random token, then read it back.
+func (r *Redis) Instance(ctx context.Context, ttl time.Duration) (string, error) {
+	k := r.key("instance")
+	p := r.c.TxPipeline()
+	p.SetNX(ctx, k, randomToken(), ttl)
+	get := p.Get(ctx, k)
+	p.PExpire(ctx, k, ttl)
+	if _, err := p.Exec(ctx); err != nil {
+		return "", err
+	}
+	return get.Val(), nil
+}
+
+// Heartbeat implements Presence with a sorted set scored by the last heartbeat.
+func (r *Redis) Heartbeat(ctx context.Context, replica string, now time.Time, ttl time.Duration) ([]string, error) {
+	k := r.key("replicas")
+	p := r.c.TxPipeline()
+	p.ZAdd(ctx, k, redis.Z{Score: float64(now.UnixMilli()), Member: replica})
+	p.ZRemRangeByScore(ctx, k, "-inf", "("+strconv.FormatInt(now.Add(-ttl).UnixMilli(), 10))
+	alive := p.ZRange(ctx, k, 0, -1)
+	p.PExpire(ctx, k, 2*ttl)
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, err
+	}
+	return alive.Val(), nil
+}
+
+func (r *Redis) seriesKey(gen int64) string { return r.key("series", strconv.FormatInt(gen, 10)) }
+
+// AppendSeries implements SeriesLog with one stream per generation.
+func (r *Redis) AppendSeries(ctx context.Context, gen int64, replica string, data []byte, expireAt time.Time) error {
+	k := r.seriesKey(gen)
+	p := r.c.Pipeline()
+	p.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"r", replica, "d", data}})
+	p.PExpireAt(ctx, k, expireAt)
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// ReadSeries implements SeriesLog with XREAD, never blocking.
+func (r *Redis) ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error) {
+	if len(after) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, 0, 2*len(after))
+	gens := make(map[string]int64, len(after))
+	for gen := range after {
+		k := r.seriesKey(gen)
+		keys = append(keys, k)
+		gens[k] = gen
+	}
+	for _, k := range keys[:len(after)] {
+		keys = append(keys, after[gens[k]])
+	}
+	res, err := r.c.XRead(ctx, &redis.XReadArgs{Streams: keys, Count: int64(count), Block: -1}).Result()
+	if errors.Is(err, redis.Nil) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var out []SeriesBatch
+	for _, s := range res {
+		for _, m := range s.Messages {
+			rep, _ := m.Values["r"].(string)
+			data, _ := m.Values["d"].(string)
+			out = append(out, SeriesBatch{Gen: gens[s.Stream], ID: m.ID, Replica: rep, Data: []byte(data)})
+		}
+	}
+	return out, nil
+}
+
+// PutSketches implements SketchStore: one string per bucket, expiring with it,
+// and a hash of digests per replica.
+func (r *Redis) PutSketches(ctx context.Context, replica string, put []Blob, del []string, indexTTL time.Duration) error {
+	idx := r.key("sketches", replica)
+	p := r.c.Pipeline()
+	for _, b := range put {
+		p.Set(ctx, r.key("sketch", replica, b.Name), b.Data, 0)
+		p.PExpireAt(ctx, r.key("sketch", replica, b.Name), b.ExpireAt)
+		p.HSet(ctx, idx, b.Name, strconv.FormatUint(b.Digest, 16))
+	}
+	if len(del) > 0 {
+		p.HDel(ctx, idx, del...)
+		keys := make([]string, len(del))
+		for i, n := range del {
+			keys[i] = r.key("sketch", replica, n)
+		}
+		p.Del(ctx, keys...)
+	}
+	p.PExpire(ctx, idx, indexTTL)
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// SketchIndex implements SketchStore.
+func (r *Redis) SketchIndex(ctx context.Context, replica string) (map[string]uint64, error) {
+	m, err := r.c.HGetAll(ctx, r.key("sketches", replica)).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]uint64, len(m))
+	for n, d := range m {
+		v, err := strconv.ParseUint(d, 16, 64)
+		if err == nil {
+			out[n] = v
+		}
+	}
+	return out, nil
+}
+
+// GetSketches implements SketchStore.
+func (r *Redis) GetSketches(ctx context.Context, replica string, names []string) ([][]byte, error) {
+	if len(names) == 0 {
+		return nil, nil
+	}
+	keys := make([]string, len(names))
+	for i, n := range names {
+		keys[i] = r.key("sketch", replica, n)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make([][]byte, len(vals))
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[i] = []byte(s)
+		}
+	}
+	return out, nil
+}
+
+// PutUsage implements UsageStore: a string per replica and a sorted set of the
+// replicas by last write.
+func (r *Redis) PutUsage(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error {
+	idx := r.key("usage")
+	p := r.c.TxPipeline()
+	p.Set(ctx, r.key("usage", replica), data, retention)
+	p.ZAdd(ctx, idx, redis.Z{Score: float64(now.UnixMilli()), Member: replica})
+	p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(now.Add(-retention).UnixMilli(), 10))
+	p.PExpire(ctx, idx, retention)
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// AllUsage implements UsageStore.
+func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+	reps, err := r.c.ZRangeByScore(ctx, r.key("usage"), &redis.ZRangeBy{
+		Min: strconv.FormatInt(now.Add(-retention).UnixMilli(), 10), Max: "+inf",
+	}).Result()
+	if err != nil || len(reps) == 0 {
+		return map[string][]byte{}, err
+	}
+	keys := make([]string, len(reps))
+	for i, rep := range reps {
+		keys[i] = r.key("usage", rep)
+	}
+	vals, err := r.c.MGet(ctx, keys...).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(vals))
+	for i, v := range vals {
+		if s, ok := v.(string); ok {
+			out[reps[i]] = []byte(s)
+		}
+	}
+	return out, nil
+}
+
+// LoadLimits implements LimitsBackend.
+func (r *Redis) LoadLimits(ctx context.Context) (map[string][]byte, error) {
+	m, err := r.c.HGetAll(ctx, r.key("limits")).Result()
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]byte, len(m))
+	for t, v := range m {
+		out[t] = []byte(v)
+	}
+	return out, nil
+}
+
+// SaveLimit implements LimitsBackend: HSET or HDEL, then PUBLISH the tenant.
+func (r *Redis) SaveLimit(ctx context.Context, tenant string, override []byte) error {
+	p := r.c.TxPipeline()
+	if override == nil {
+		p.HDel(ctx, r.key("limits"), tenant)
+	} else {
+		p.HSet(ctx, r.key("limits"), tenant, override)
+	}
+	p.Publish(ctx, r.key("limits", "changed"), tenant)
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// SeedLimits implements LimitsBackend with HSETNX.
+func (r *Redis) SeedLimits(ctx context.Context, overrides map[string][]byte) error {
+	if len(overrides) == 0 {
+		return nil
+	}
+	p := r.c.Pipeline()
+	for t, o := range overrides {
+		p.HSetNX(ctx, r.key("limits"), t, o)
+	}
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// WatchLimits implements LimitsBackend with SUBSCRIBE; go-redis resubscribes after
+// a broken connection, and the messages published meanwhile are lost (the
+// periodic reload catches up).
+func (r *Redis) WatchLimits(ctx context.Context, changed func()) error {
+	sub := r.c.Subscribe(ctx, r.key("limits", "changed"))
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-ch:
+			if !ok {
+				return errors.New("limits subscription closed")
+			}
+			changed()
+		}
+	}
+}

@@ -1,0 +1,74 @@
+package state
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/vmtest"
+)
+
+// realRedis is a Redis backend over a redis-server this test owns: SetDown stops
+// the process, Reset restarts it empty.
+type realRedis struct {
+	*Redis
+	srv *vmtest.Redis
+}
+
+func startRedis(t *testing.T) *realRedis {
+	t.Helper()
+	srv := vmtest.StartRedis(t)
+	r, err := NewRedis(RedisConfig{Addr: srv.Addr, Timeout: 500 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return &realRedis{Redis: r, srv: srv}
+}
+
+func (r *realRedis) SetDown(down bool) {
+	if down {
+		r.srv.Stop()
+	} else {
+		r.srv.Start()
+	}
+}
+
+func (r *realRedis) Reset() {
+	r.srv.Stop()
+	r.srv.Start()
+}
+
+// TestRedisKeysExpire checks that every key cardguard writes carries an expiry,
+// except the limits overrides (configuration, bounded by the tenants).
+func TestRedisKeysExpire(t *testing.T) {
+	t.Parallel()
+	b := startRedis(t)
+	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	ra.request(seriesLimit(10), hashes(0, 5)...)
+	rb.request(seriesLimit(10), hashes(5, 8)...)
+	if _, err := ra.reg.Set(tn, []byte(`{"max_series": 10}`)); err != nil {
+		t.Fatal(err)
+	}
+	observeAndSync(ra, rb)
+	ctx := context.Background()
+	keys, err := b.c.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		ttl, err := b.c.PTTL(ctx, k).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if k == DefaultKeyPrefix+"limits" {
+			continue
+		}
+		if ttl < 0 {
+			t.Errorf("key %s has no expiry", k)
+		}
+	}
+	if len(keys) < 6 {
+		t.Fatalf("only %d keys written: %v", len(keys), keys)
+	}
+}

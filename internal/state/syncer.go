@@ -1,0 +1,716 @@
+package state
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cespare/xxhash/v2"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Options wire a Syncer to the state it shares. Backend, Replica, Enforcer are
+// required; a nil Tracker, Registry or Usage leaves that part unshared.
+type Options struct {
+	Backend Backend
+	// Replica names this replica; it must differ between replicas.
+	Replica string
+	// SyncInterval paces sketches, usage, limits and presence (default 2s).
+	SyncInterval time.Duration
+	// Timeout bounds what a request waits for (default 100ms).
+	Timeout time.Duration
+
+	Enforcer *limits.Enforcer
+	// Registry receives the overrides other replicas set; Store, when the Registry
+	// persists through it, lets reloads step aside from concurrent saves.
+	Registry *limits.Registry
+	Store    *LimitsStore
+	// Tracker is observed locally and receives the other replicas' buckets.
+	Tracker *cardinality.Tracker
+	// SketchWindow and ChurnWindow are the tracker's windows (defaults 1h, 24h):
+	// a published bucket expires when it leaves its window.
+	SketchWindow, ChurnWindow time.Duration
+	// Usage records this replica's reads; UsageView is rebuilt from every
+	// replica's usage and serves the reports. Both or neither.
+	Usage, UsageView *queryaudit.Recorder
+	// UsageRetention is how long a replica's usage snapshot is kept (default 30 days).
+	UsageRetention time.Duration
+
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// Syncer exchanges state with the other replicas through a Backend: it is the
+// limits.SeriesSharing of the Enforcer and runs the loops described in the package
+// documentation. It is safe for concurrent use.
+type Syncer struct {
+	o       Options
+	b       Backend
+	log     *slog.Logger
+	now     func() time.Time
+	errs    *prometheus.CounterVec
+	up      prometheus.Gauge
+	reps    atomic.Int64
+	backoff time.Duration
+
+	// Series membership reads, coalesced: see Sync.
+	syncMu    sync.Mutex
+	inflight  chan struct{}
+	doneStart time.Time // start of the last finished read
+	doneErr   error
+	failedAt  time.Time
+	curMu     sync.Mutex
+	cursors   map[int64]string
+
+	// Admissions waiting to be published, and who waits for them.
+	queued    atomic.Uint64
+	flushed   atomic.Uint64
+	kick      chan struct{}
+	flushMu   sync.Mutex
+	flushDone chan struct{} // closed and replaced after every flush
+	republish atomic.Bool
+	buf       []limits.Admission // flush loop only
+
+	// Slow loop: SyncOnce holds slowMu.
+	slowMu      sync.Mutex
+	alive       []string
+	instance    string
+	published   map[string]uint64            // own sketch name → digest
+	merged      map[string]map[string]uint64 // replica → sketch name → digest merged
+	usageDigest uint64
+	usageAt     time.Time
+	limitsMu    sync.Mutex
+}
+
+// NewSyncer returns a Syncer and makes o.Enforcer share its series through it.
+// Call Run to start exchanging state.
+func NewSyncer(o Options) (*Syncer, error) {
+	if o.Backend == nil || o.Enforcer == nil || o.Replica == "" {
+		return nil, errors.New("state: Backend, Enforcer and Replica are required")
+	}
+	if (o.Usage == nil) != (o.UsageView == nil) {
+		return nil, errors.New("state: Usage and UsageView go together")
+	}
+	if o.SyncInterval <= 0 {
+		o.SyncInterval = DefaultSyncInterval
+	}
+	if o.Timeout <= 0 {
+		o.Timeout = DefaultTimeout
+	}
+	if o.SketchWindow <= 0 {
+		o.SketchWindow = time.Hour
+	}
+	if o.ChurnWindow <= 0 {
+		o.ChurnWindow = 24 * time.Hour
+	}
+	if o.UsageRetention <= 0 {
+		o.UsageRetention = 30 * 24 * time.Hour
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	f := promauto.With(o.Registerer)
+	s := &Syncer{
+		o: o, b: o.Backend, log: o.Logger, now: o.Now,
+		errs: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_state_sync_errors_total",
+			Help: "Failed exchanges with the shared state backend, by operation; cardguard went on with local state.",
+		}, []string{"op"}),
+		up: f.NewGauge(prometheus.GaugeOpts{
+			Name: "cardguard_state_backend_up",
+			Help: "1 when the last exchange with the shared state backend worked.",
+		}),
+		backoff:   min(time.Second, o.SyncInterval),
+		cursors:   map[int64]string{},
+		kick:      make(chan struct{}, 1),
+		flushDone: make(chan struct{}),
+		published: map[string]uint64{},
+		merged:    map[string]map[string]uint64{},
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "cardguard_state_replicas",
+		Help: "Replicas seen alive in the shared state at the last heartbeat.",
+	}, func() float64 { return float64(s.Replicas()) })
+	for _, op := range []string{"series_publish", "series_read", "presence", "sketches", "usage", "limits"} {
+		s.errs.WithLabelValues(op)
+	}
+	s.reps.Store(1)
+	s.republish.Store(true) // the first flush publishes what a snapshot restored
+	o.Enforcer.ShareSeries(s)
+	return s, nil
+}
+
+func (s *Syncer) fail(op string, err error) {
+	s.errs.WithLabelValues(op).Inc()
+	s.up.Set(0)
+	s.log.Debug("shared state exchange failed", "op", op, "err", err)
+}
+
+// Replicas implements limits.SeriesSharing.
+func (s *Syncer) Replicas() int { return int(s.reps.Load()) }
+
+// Pending implements limits.SeriesSharing.
+func (s *Syncer) Pending() {
+	s.queued.Add(1)
+	select {
+	case s.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Sync implements limits.SeriesSharing: it reads the other replicas' admissions
+// with the request timeout. Concurrent callers share one read; a read that
+// started at or after since serves them all. After a failure, calls within the
+// backoff fail at once, so that an unreachable backend costs requests nothing.
+func (s *Syncer) Sync(since time.Time) error {
+	return s.syncSeries(since, s.o.Timeout)
+}
+
+func (s *Syncer) syncSeries(since time.Time, timeout time.Duration) error {
+	s.syncMu.Lock()
+	for {
+		if !s.doneStart.IsZero() && !s.doneStart.Before(since) {
+			err := s.doneErr
+			s.syncMu.Unlock()
+			return err
+		}
+		if s.doneErr != nil && s.now().Sub(s.failedAt) < s.backoff {
+			err := s.doneErr
+			s.syncMu.Unlock()
+			return err
+		}
+		if s.inflight == nil {
+			break
+		}
+		ch := s.inflight
+		s.syncMu.Unlock()
+		<-ch
+		s.syncMu.Lock()
+	}
+	start := s.now()
+	ch := make(chan struct{})
+	s.inflight = ch
+	s.syncMu.Unlock()
+
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	err := s.readSeries(ctx)
+	cancel()
+	if err != nil {
+		s.fail("series_read", err)
+	}
+	s.syncMu.Lock()
+	s.inflight, s.doneStart, s.doneErr = nil, start, err
+	if err != nil {
+		s.failedAt = s.now()
+	}
+	s.syncMu.Unlock()
+	close(ch)
+	return err
+}
+
+// seriesPage is how many batches of one generation a read asks for at a time.
+const seriesPage = 128
+
+func (s *Syncer) readSeries(ctx context.Context) error {
+	epoch := s.o.Enforcer.Generation(s.now())
+	for {
+		s.curMu.Lock()
+		after := map[int64]string{}
+		for _, g := range []int64{epoch - 1, epoch} {
+			after[g] = cmp.Or(s.cursors[g], "0")
+		}
+		s.curMu.Unlock()
+		batches, err := s.b.ReadSeries(ctx, after, seriesPage)
+		if err != nil {
+			return err
+		}
+		perGen := map[int64]int{}
+		for _, b := range batches {
+			perGen[b.Gen]++
+			if b.Replica != s.o.Replica {
+				err := DecodeAdmissions(b.Data, b.Gen, func(a limits.Admission) {
+					s.o.Enforcer.AddRemoteSeries(a.Tenant, a.Gen, a.Metric, a.Hash)
+				})
+				if err != nil {
+					s.log.Warn("damaged series batch in the shared state; its rest is skipped", "gen", b.Gen, "id", b.ID, "replica", b.Replica, "err", err)
+				}
+			}
+			s.curMu.Lock()
+			s.cursors[b.Gen] = b.ID
+			s.curMu.Unlock()
+		}
+		s.curMu.Lock()
+		for g := range s.cursors {
+			if g < epoch-1 {
+				delete(s.cursors, g)
+			}
+		}
+		s.curMu.Unlock()
+		if perGen[epoch-1] < seriesPage && perGen[epoch] < seriesPage {
+			return nil
+		}
+	}
+}
+
+// WaitFlushed returns once every admission made before the call is published, or
+// when ctx is done or publishing failed (the admissions are then republished
+// later). It is what a write request calls before answering: a client sends a
+// series' next sample only after that answer, so another replica that reads the
+// log when the next request starts knows the series.
+func (s *Syncer) WaitFlushed(ctx context.Context) {
+	target := s.queued.Load()
+	for s.flushed.Load() < target {
+		s.flushMu.Lock()
+		ch := s.flushDone
+		s.flushMu.Unlock()
+		if s.flushed.Load() >= target {
+			return
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return
+		}
+	}
+}
+
+// Run exchanges state until ctx is done: admissions as soon as they are made,
+// the other replicas' admissions every second, everything else every
+// SyncInterval, limits changes as they are announced.
+func (s *Syncer) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	run := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	run(s.flushLoop)
+	run(func(ctx context.Context) {
+		s.every(ctx, time.Second, func() { _ = s.syncSeries(s.now(), s.o.SyncInterval) })
+	})
+	run(func(ctx context.Context) { s.every(ctx, s.o.SyncInterval, func() { s.SyncOnce(ctx) }) })
+	if s.o.Registry != nil {
+		run(s.watchLimits)
+	}
+	wg.Wait()
+}
+
+func (s *Syncer) every(ctx context.Context, d time.Duration, f func()) {
+	t := time.NewTicker(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			f()
+		}
+	}
+}
+
+func (s *Syncer) flushLoop(ctx context.Context) {
+	t := time.NewTicker(250 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			s.Flush(context.Background())
+			return
+		case <-s.kick:
+		case <-t.C:
+		}
+		s.Flush(ctx)
+	}
+}
+
+// Flush publishes the admissions waiting in the Enforcer and wakes WaitFlushed.
+// When the backend is failing, they are dropped from the queue and the whole
+// membership is published again once it works.
+func (s *Syncer) Flush(ctx context.Context) {
+	q := s.queued.Load()
+	var complete bool
+	s.buf, complete = s.o.Enforcer.DrainAdmissions(s.buf[:0])
+	if !complete {
+		s.republish.Store(true)
+	}
+	if len(s.buf) > 0 {
+		if s.failingRecently() {
+			s.republish.Store(true)
+		} else {
+			ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
+			if err := s.appendAdmissions(ctx, s.buf); err != nil {
+				s.fail("series_publish", err)
+				s.republish.Store(true)
+			}
+			cancel()
+		}
+		clear(s.buf)
+	}
+	s.flushed.Store(max(s.flushed.Load(), q))
+	s.flushMu.Lock()
+	close(s.flushDone)
+	s.flushDone = make(chan struct{})
+	s.flushMu.Unlock()
+}
+
+func (s *Syncer) failingRecently() bool {
+	s.syncMu.Lock()
+	defer s.syncMu.Unlock()
+	return s.doneErr != nil && s.now().Sub(s.failedAt) < s.backoff
+}
+
+// maxBatchBytes bounds one appended batch.
+const maxBatchBytes = 256 << 10
+
+func (s *Syncer) appendAdmissions(ctx context.Context, as []limits.Admission) error {
+	slices.SortFunc(as, func(a, b limits.Admission) int { return cmp.Compare(a.Gen, b.Gen) })
+	var data []byte
+	for i := 0; i < len(as); {
+		gen := as[i].Gen
+		j := i
+		data = data[:0]
+		for j < len(as) && as[j].Gen == gen && len(data) < maxBatchBytes {
+			data = EncodeAdmissions(data, as[j:j+1])
+			j++
+		}
+		expire := time.Unix(0, (gen+2)*int64(s.o.Enforcer.Window())).Add(time.Minute)
+		if err := s.b.AppendSeries(ctx, gen, s.o.Replica, data, expire); err != nil {
+			return err
+		}
+		i = j
+	}
+	return nil
+}
+
+// republishSeries publishes the whole membership this replica knows: after the
+// backend lost data or missed admissions.
+func (s *Syncer) republishSeries(ctx context.Context) error {
+	var all []limits.Admission
+	s.o.Enforcer.EachSeries(func(a limits.Admission) { all = append(all, a) })
+	if err := s.appendAdmissions(ctx, all); err != nil {
+		return err
+	}
+	s.log.Info("published the series membership to the shared state", "series", len(all))
+	return nil
+}
+
+// SyncOnce runs one round of the slow loop: presence, membership republishing
+// when needed, sketches, usage and limits. Tests call it to converge at once.
+func (s *Syncer) SyncOnce(ctx context.Context) {
+	s.slowMu.Lock()
+	defer s.slowMu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
+	defer cancel()
+	if err := s.presence(ctx); err != nil {
+		s.fail("presence", err)
+		return // everything below would fail the same way
+	}
+	if s.republish.Load() {
+		s.republish.Store(false)
+		if err := s.republishSeries(ctx); err != nil {
+			s.republish.Store(true)
+			s.fail("series_publish", err)
+		}
+	}
+	if s.o.Tracker != nil {
+		if err := s.syncSketches(ctx); err != nil {
+			s.fail("sketches", err)
+		}
+	}
+	if s.o.Usage != nil {
+		if err := s.syncUsage(ctx); err != nil {
+			s.fail("usage", err)
+		}
+	}
+	if s.o.Registry != nil {
+		if err := s.reloadLimits(ctx); err != nil {
+			s.fail("limits", err)
+		}
+	}
+}
+
+func (s *Syncer) presence(ctx context.Context) error {
+	inst, err := s.b.Instance(ctx, max(s.o.ChurnWindow, s.o.UsageRetention))
+	if err != nil {
+		return err
+	}
+	if inst != s.instance {
+		if s.instance != "" {
+			s.log.Warn("the shared state was lost (Redis restarted without persistence?); publishing local state again")
+		}
+		s.instance = inst
+		s.republish.Store(true)
+		s.curMu.Lock()
+		clear(s.cursors)
+		s.curMu.Unlock()
+		clear(s.published)
+		clear(s.merged)
+		s.usageDigest = 0
+		if s.o.Registry != nil {
+			if err := s.b.SeedLimits(ctx, apiOverrides(s.o.Registry)); err != nil {
+				return err
+			}
+		}
+	}
+	alive, err := s.b.Heartbeat(ctx, s.o.Replica, s.now(), 3*s.o.SyncInterval+time.Second)
+	if err != nil {
+		return err
+	}
+	s.alive = alive
+	s.reps.Store(int64(max(len(alive), 1)))
+	s.up.Set(1)
+	return nil
+}
+
+// Sketches.
+
+func bucketName(b *cardinality.Bucket) string {
+	t := b.Tenant.String()
+	if b.Overflow {
+		t = "overflow"
+	}
+	return t + "|" + string(b.Level) + "|" + strconv.FormatInt(b.Start.UnixNano(), 10)
+}
+
+// canonical sorts a bucket's parts so that equal content encodes equally.
+func canonical(b *cardinality.Bucket) {
+	byName := func(a, b cardinality.LabelBucket) int { return strings.Compare(a.Name, b.Name) }
+	slices.SortFunc(b.Labels, byName)
+	slices.SortFunc(b.Metrics, func(x, y cardinality.MetricBucket) int {
+		return cmp.Or(strings.Compare(x.Name, y.Name), cmp.Compare(len(x.Series), len(y.Series)))
+	})
+	for i := range b.Metrics {
+		slices.SortFunc(b.Metrics[i].Labels, byName)
+	}
+}
+
+func (s *Syncer) syncSketches(ctx context.Context) error {
+	tr := s.o.Tracker
+	var buckets []cardinality.Bucket
+	for _, id := range tr.TenantIDs() {
+		buckets = append(buckets, tr.ExportBuckets(id)...)
+	}
+	buckets = append(buckets, tr.ExportOverflowBuckets()...)
+	var put []Blob
+	current := make(map[string]bool, len(buckets))
+	for i := range buckets {
+		b := &buckets[i]
+		canonical(b)
+		var buf bytes.Buffer
+		if err := gob.NewEncoder(&buf).Encode(b); err != nil {
+			return fmt.Errorf("encode bucket: %w", err)
+		}
+		name := bucketName(b)
+		current[name] = true
+		d := xxhash.Sum64(buf.Bytes())
+		if s.published[name] == d {
+			continue
+		}
+		window := s.o.SketchWindow
+		if b.Level == cardinality.LevelChurn {
+			window = s.o.ChurnWindow
+		}
+		put = append(put, Blob{Name: name, Digest: d, Data: buf.Bytes(), ExpireAt: b.Start.Add(b.Width + window)})
+	}
+	var del []string
+	for name := range s.published {
+		if !current[name] {
+			del = append(del, name)
+		}
+	}
+	if len(put) > 0 || len(del) > 0 || len(s.published) == 0 {
+		if err := s.b.PutSketches(ctx, s.o.Replica, put, del, s.o.ChurnWindow+time.Hour); err != nil {
+			return err
+		}
+		for _, b := range put {
+			s.published[b.Name] = b.Digest
+		}
+		for _, n := range del {
+			delete(s.published, n)
+		}
+	}
+
+	changed := false
+	for _, rep := range s.alive {
+		if rep == s.o.Replica {
+			continue
+		}
+		idx, err := s.b.SketchIndex(ctx, rep)
+		if err != nil {
+			return err
+		}
+		seen := s.merged[rep]
+		if seen == nil {
+			seen = map[string]uint64{}
+			s.merged[rep] = seen
+		}
+		var names []string
+		for n, d := range idx {
+			if seen[n] != d {
+				names = append(names, n)
+			}
+		}
+		for n := range seen {
+			if _, ok := idx[n]; !ok {
+				delete(seen, n)
+			}
+		}
+		if len(names) == 0 {
+			continue
+		}
+		datas, err := s.b.GetSketches(ctx, rep, names)
+		if err != nil {
+			return err
+		}
+		for i, data := range datas {
+			if data == nil {
+				continue
+			}
+			var b cardinality.Bucket
+			if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b); err != nil {
+				s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", rep, "bucket", names[i], "err", err)
+				continue
+			}
+			if err := tr.MergeBuckets([]cardinality.Bucket{b}); err != nil {
+				s.log.Warn("sketch bucket of another replica does not fit this configuration; skipped", "replica", rep, "bucket", names[i], "err", err)
+				continue
+			}
+			seen[names[i]] = idx[names[i]]
+			changed = true
+		}
+	}
+	if changed {
+		tr.Refresh()
+	}
+	return nil
+}
+
+// Query usage.
+
+func (s *Syncer) syncUsage(ctx context.Context) error {
+	local := s.o.Usage.Export()
+	data, err := json.Marshal(local)
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	if d := xxhash.Sum64(data); d != s.usageDigest || now.Sub(s.usageAt) > time.Hour {
+		if err := s.b.PutUsage(ctx, s.o.Replica, data, now, s.o.UsageRetention); err != nil {
+			return err
+		}
+		s.usageDigest, s.usageAt = d, now
+	}
+	all, err := s.b.AllUsage(ctx, now, s.o.UsageRetention)
+	if err != nil {
+		return err
+	}
+	snaps := []queryaudit.Snapshot{local}
+	for rep, data := range all {
+		if rep == s.o.Replica {
+			continue // our own is local, and fresher
+		}
+		var snap queryaudit.Snapshot
+		if err := json.Unmarshal(data, &snap); err != nil {
+			s.log.Warn("damaged query usage of another replica; skipped", "replica", rep, "err", err)
+			continue
+		}
+		snaps = append(snaps, snap)
+	}
+	return s.o.UsageView.ReplaceWith(snaps...)
+}
+
+// Limits.
+
+func apiOverrides(reg *limits.Registry) map[string][]byte {
+	out := map[string][]byte{}
+	for t, o := range reg.Overrides() {
+		if o.API != nil {
+			out[t.String()] = o.API
+		}
+	}
+	return out
+}
+
+func (s *Syncer) reloadLimits(ctx context.Context) error {
+	s.limitsMu.Lock()
+	defer s.limitsMu.Unlock()
+	var saves uint64
+	if s.o.Store != nil {
+		saves = s.o.Store.saves.Load()
+	}
+	m, err := s.b.LoadLimits(ctx)
+	if err != nil {
+		return err
+	}
+	if s.o.Store != nil && (saves%2 == 1 || s.o.Store.saves.Load() != saves) {
+		return nil // a save ran meanwhile: its announcement brings the next reload
+	}
+	next := decodeOverrides(m, s.log)
+	cur := map[tenant.ID]json.RawMessage{}
+	for t, o := range s.o.Registry.Overrides() {
+		if o.API != nil {
+			cur[t] = o.API
+		}
+	}
+	if !maps.EqualFunc(cur, next, func(a, b json.RawMessage) bool { return bytes.Equal(a, b) }) {
+		s.o.Registry.Apply(next)
+		if s.o.Store != nil {
+			s.o.Store.mirror(next)
+		}
+		s.log.Info("limits overrides changed by another replica applied", "tenants", len(next))
+	}
+	return nil
+}
+
+func decodeOverrides(m map[string][]byte, log *slog.Logger) map[tenant.ID]json.RawMessage {
+	out := make(map[tenant.ID]json.RawMessage, len(m))
+	for k, v := range m {
+		t, err := tenant.Parse(k)
+		if err != nil {
+			log.Warn("limits override under a bad tenant in the shared state; skipped", "tenant", k, "err", err)
+			continue
+		}
+		out[t] = v
+	}
+	return out
+}
+
+func (s *Syncer) watchLimits(ctx context.Context) {
+	for ctx.Err() == nil {
+		err := s.b.WatchLimits(ctx, func() {
+			rctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
+			defer cancel()
+			if err := s.reloadLimits(rctx); err != nil {
+				s.fail("limits", err)
+			}
+		})
+		if err != nil {
+			s.fail("limits", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(s.o.SyncInterval):
+		}
+	}
+}

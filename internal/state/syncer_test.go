@@ -1,0 +1,333 @@
+package state
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+var tn = tenant.MustParse("7:1")
+
+// replica is one cardguard's shared state, without HTTP.
+type replica struct {
+	enf     *limits.Enforcer
+	reg     *limits.Registry
+	store   *LimitsStore
+	tracker *cardinality.Tracker
+	usage   *queryaudit.Recorder
+	view    *queryaudit.Recorder
+	s       *Syncer
+}
+
+// testBackend is a Backend a test can take down and wipe.
+type testBackend interface {
+	Backend
+	SetDown(down bool)
+	Reset()
+}
+
+// backends runs test against Memory and against a real redis-server (skipped
+// under -short).
+func backends(t *testing.T, test func(t *testing.T, b testBackend)) {
+	t.Run("memory", func(t *testing.T) {
+		t.Parallel()
+		test(t, NewMemory())
+	})
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		test(t, startRedis(t))
+	})
+}
+
+func newReplica(t *testing.T, b Backend, id string) *replica {
+	t.Helper()
+	r := &replica{enf: limits.NewEnforcer(limits.EnforcerOptions{Window: time.Hour})}
+	r.store = NewLimitsStore(b, limits.NewFileStore(t.TempDir()), time.Second, nil)
+	var err error
+	if r.reg, err = limits.NewRegistry(limits.Default(), nil, r.store, nil); err != nil {
+		t.Fatal(err)
+	}
+	if r.tracker, err = cardinality.New(cardinality.Config{}); err != nil {
+		t.Fatal(err)
+	}
+	r.usage = queryaudit.NewRecorder(queryaudit.RecorderConfig{}, r.tracker, nil, nil)
+	r.view = queryaudit.NewRecorder(queryaudit.RecorderConfig{}, r.tracker, nil, nil)
+	r.s, err = NewSyncer(Options{
+		Backend: b, Replica: id, Timeout: time.Second, SyncInterval: time.Second,
+		Enforcer: r.enf, Registry: r.reg, Store: r.store, Tracker: r.tracker,
+		Usage: r.usage, UsageView: r.view,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.s.SyncOnce(context.Background())
+	return r
+}
+
+// request admits hashes as one remote-write request would, then publishes the
+// admissions as the request does before answering. It returns the admitted ones.
+func (r *replica) request(l *limits.Limits, hashes ...uint64) []uint64 {
+	a := r.enf.Admitter(tn, l, time.Now())
+	var ok []uint64
+	for _, h := range hashes {
+		if a.Admit(fmt.Sprintf("m%d", h%3), h) == "" {
+			ok = append(ok, h)
+		}
+	}
+	r.s.Flush(context.Background())
+	return ok
+}
+
+func seriesLimit(n int) *limits.Limits {
+	l := limits.Default()
+	l.MaxSeries = n
+	return &l
+}
+
+func hashes(from, to int) []uint64 {
+	var out []uint64
+	for i := from; i < to; i++ {
+		out = append(out, uint64(i)*0x9e3779b97f4a7c15+1)
+	}
+	return out
+}
+
+// TestSeriesLimitHoldsAcrossReplicas sends new series round-robin to two replicas
+// in requests of 7: the limit must hold for the union exactly, and every series
+// admitted by either replica must pass on both afterwards.
+func TestSeriesLimitHoldsAcrossReplicas(t *testing.T) {
+	t.Parallel()
+	backends(t, testSeriesLimitHoldsAcrossReplicas)
+}
+
+func testSeriesLimitHoldsAcrossReplicas(t *testing.T, b testBackend) {
+	reps := []*replica{newReplica(t, b, "a"), newReplica(t, b, "b")}
+	l := seriesLimit(100)
+	all := hashes(0, 300)
+	admitted := map[uint64]bool{}
+	for i := 0; i*7 < len(all); i++ {
+		req := all[i*7 : min(len(all), i*7+7)]
+		for _, h := range reps[i%2].request(l, req...) {
+			admitted[h] = true
+		}
+	}
+	if len(admitted) != 100 {
+		t.Fatalf("admitted %d distinct series across two replicas; want exactly the limit, 100", len(admitted))
+	}
+	for i, r := range reps {
+		var existing []uint64
+		for h := range admitted {
+			existing = append(existing, h)
+		}
+		if got := r.request(l, existing...); len(got) != len(existing) {
+			t.Errorf("replica %d refused %d existing series", i, len(existing)-len(got))
+		}
+		if n := r.enf.SeriesCount(tn); n != 100 {
+			t.Errorf("replica %d counts %d series; want 100", i, n)
+		}
+	}
+}
+
+// TestSeriesNeverRefusedWhenBackendDown: series replica a admitted while the
+// backend was down are unknown to b; b must admit them (fail open), and converge
+// once the backend is back.
+func TestSeriesNeverRefusedWhenBackendDown(t *testing.T) {
+	t.Parallel()
+	backends(t, testSeriesNeverRefusedWhenBackendDown)
+}
+
+func testSeriesNeverRefusedWhenBackendDown(t *testing.T, b testBackend) {
+	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	l := seriesLimit(50)
+	if got := ra.request(l, hashes(0, 30)...); len(got) != 30 {
+		t.Fatalf("a admitted %d of 30", len(got))
+	}
+	if err := rb.s.Sync(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	b.SetDown(true)
+	if got := ra.request(l, hashes(30, 50)...); len(got) != 20 {
+		t.Fatalf("a admitted %d of 20 while down", len(got))
+	}
+	// b knows 30 (from before the outage): the tenant is at its limit for b only
+	// after a's 20, which b cannot see. The limit is 50: b fills 20 new ones first.
+	if got := rb.request(l, hashes(1000, 1020)...); len(got) != 20 {
+		t.Fatalf("b admitted %d of 20 new series while down", len(got))
+	}
+	// Now b is at 50; a's 20 series reach b: never refused because b could not ask.
+	if got := rb.request(l, hashes(30, 50)...); len(got) != 20 {
+		t.Fatalf("b refused %d series admitted by a while the backend was down", 20-len(got))
+	}
+	// The degraded bound: 2 replicas x 50.
+	if got := rb.request(l, hashes(2000, 2100)...); len(got) != 30 {
+		t.Fatalf("b admitted %d brand-new series while down; want 30 (up to 2 x 50 = 100 counted)", len(got))
+	}
+	b.SetDown(false)
+	time.Sleep(1100 * time.Millisecond) // past the backoff after failures
+	ra.s.SyncOnce(context.Background())
+	rb.s.SyncOnce(context.Background())
+	for _, r := range []*replica{ra, rb} {
+		if err := r.s.Sync(time.Now()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if na, nb := ra.enf.SeriesCount(tn), rb.enf.SeriesCount(tn); na != nb || na != 100 {
+		t.Fatalf("after recovery a counts %d, b %d; want both 100 (the union)", na, nb)
+	}
+}
+
+// TestBackendLostData: a backend restarted empty is refilled, so that a replica
+// starting afterwards knows every series.
+func TestBackendLostData(t *testing.T) {
+	t.Parallel()
+	backends(t, testBackendLostData)
+}
+
+func testBackendLostData(t *testing.T, b testBackend) {
+	ra := newReplica(t, b, "a")
+	l := seriesLimit(10)
+	ra.request(l, hashes(0, 10)...)
+	b.Reset()
+	ra.s.SyncOnce(context.Background())
+	rc := newReplica(t, b, "c")
+	if err := rc.s.Sync(time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if n := rc.enf.SeriesCount(tn); n != 10 {
+		t.Fatalf("new replica counts %d series after the backend lost its data; want 10", n)
+	}
+	if got := rc.request(l, hashes(0, 11)...); len(got) != 10 {
+		t.Fatalf("new replica admitted %d of 10 existing + 1 new; want the 10", len(got))
+	}
+}
+
+func TestLimitsReachOtherReplicas(t *testing.T) {
+	t.Parallel()
+	backends(t, testLimitsReachOtherReplicas)
+}
+
+func testLimitsReachOtherReplicas(t *testing.T, b testBackend) {
+	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go rb.s.Run(ctx)
+	time.Sleep(50 * time.Millisecond) // let the watcher subscribe
+	if _, err := ra.reg.Set(tn, json.RawMessage(`{"max_series": 123}`)); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for rb.reg.For(tn).MaxSeries != 123 {
+		if time.Now().After(deadline) {
+			t.Fatalf("b still has max_series %d 5s after a set 123", rb.reg.For(tn).MaxSeries)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := ra.reg.Delete(tn); err != nil {
+		t.Fatal(err)
+	}
+	rb.s.SyncOnce(context.Background())
+	if got := rb.reg.For(tn).MaxSeries; got != limits.Default().MaxSeries {
+		t.Fatalf("b max_series %d after a deleted the override", got)
+	}
+	b.SetDown(true)
+	if _, err := ra.reg.Set(tn, json.RawMessage(`{"max_series": 5}`)); err == nil {
+		t.Fatal("Set succeeded while the shared store was down: other replicas would never see it")
+	}
+}
+
+func TestUsageMergedOnce(t *testing.T) {
+	t.Parallel()
+	backends(t, testUsageMergedOnce)
+}
+
+func testUsageMergedOnce(t *testing.T, b testBackend) {
+	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	read := func(r *replica, n int) {
+		for range n {
+			r.usage.Record(tn, "query", url.Values{"query": {"up"}}, http.Header{}, time.Now())
+		}
+		r.usage.Flush()
+	}
+	read(ra, 3)
+	read(rb, 4)
+	for range 3 { // repeated rounds must not count again
+		ra.s.SyncOnce(context.Background())
+		rb.s.SyncOnce(context.Background())
+	}
+	for i, r := range []*replica{ra, rb} {
+		d, ok := r.view.MetricDetail(tn, nil, "up")
+		if !ok {
+			t.Fatalf("replica %d: no usage of up", i)
+		}
+		if d.Queries != 7 {
+			t.Errorf("replica %d reports %d queries of up; want 3 + 4 = 7", i, d.Queries)
+		}
+	}
+}
+
+func TestSketchesConverge(t *testing.T) {
+	t.Parallel()
+	backends(t, testSketchesConverge)
+}
+
+func testSketchesConverge(t *testing.T, b testBackend) {
+	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	observe := func(r *replica, from, to int) {
+		for i := from; i < to; i++ {
+			lbs := []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "i", Value: fmt.Sprint(i)}}
+			r.tracker.Observe(tn, "m", lbs, uint64(i)*0x9e3779b97f4a7c15+1)
+		}
+		r.tracker.Refresh()
+	}
+	observe(ra, 0, 600)
+	observe(rb, 400, 1000) // 200 in common
+	for range 3 {
+		ra.s.SyncOnce(context.Background())
+		rb.s.SyncOnce(context.Background())
+	}
+	sa, _ := ra.tracker.Tenant(tn)
+	sb, _ := rb.tracker.Tenant(tn)
+	if sa.ActiveSeries != sb.ActiveSeries || sa.ActiveSeries < 990 || sa.ActiveSeries > 1010 {
+		t.Fatalf("estimates a=%d b=%d; want equal and about 1000 (the union, not 1200)", sa.ActiveSeries, sb.ActiveSeries)
+	}
+	// Steady state: nothing left to publish.
+	before := len(ra.s.published)
+	idx, _ := b.SketchIndex(context.Background(), "a")
+	ra.s.SyncOnce(context.Background())
+	idx2, _ := b.SketchIndex(context.Background(), "a")
+	for n, d := range idx {
+		if idx2[n] != d {
+			t.Errorf("bucket %s republished without a change", n)
+		}
+	}
+	if before == 0 {
+		t.Fatal("nothing published")
+	}
+}
+
+// observeAndSync gives both replicas some estimates and query usage and syncs.
+func observeAndSync(rs ...*replica) {
+	for i, r := range rs {
+		lbs := []prompb.Label{{Name: "__name__", Value: "m"}, {Name: "i", Value: fmt.Sprint(i)}}
+		r.tracker.Observe(tn, "m", lbs, uint64(i)+1)
+		r.tracker.Refresh()
+		r.usage.Record(tn, "query", url.Values{"query": {"m"}}, http.Header{}, time.Now())
+		r.usage.Flush()
+	}
+	for range 2 {
+		for _, r := range rs {
+			r.s.SyncOnce(context.Background())
+		}
+	}
+}
