@@ -11,7 +11,7 @@ TOOLS_MOD := tools/vm/go.mod
 PROM_BIN  := $(BIN)/prometheus
 PROM_MOD  := tools/prometheus/go.mod
 
-.PHONY: all build tools test test-short vet run bench clean
+.PHONY: all build tools test test-short vet run bench clean fuzz
 
 all: build
 
@@ -42,6 +42,18 @@ vet:
 
 test: tools vet
 	$(GO) test -count=1 -timeout 20m ./...
+	$(MAKE) --no-print-directory fuzz
+
+# Every fuzz target runs for FUZZTIME on top of its seed corpus; inputs that fail
+# are written under testdata/fuzz/ and become regression tests once committed.
+FUZZTIME ?= 8s
+fuzz:
+	@for pkg in $$(grep -rl --include='*_test.go' '^func Fuzz' internal cmd | xargs -n1 dirname | sort -u); do \
+		for f in $$(grep -h '^func Fuzz' $$pkg/*_test.go | sed 's/func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do \
+			echo "fuzz $$pkg $$f ($(FUZZTIME))"; \
+			$(GO) test -run '^$$' -fuzz "^$$f\$$" -fuzztime $(FUZZTIME) ./$$pkg || exit 1; \
+		done; \
+	done
 
 test-short:
 	$(GO) test -short ./...
