@@ -14,6 +14,7 @@ import (
 	"github.com/cardguard/cardguard/internal/cardinality"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/state"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -38,6 +39,9 @@ type Config struct {
 	Cardinality cardinality.Config `yaml:"cardinality"`
 	// QueryAudit bounds the query usage records.
 	QueryAudit QueryAuditConfig `yaml:"query_audit"`
+	// State chooses where state lives: in this process (memory, the default) or
+	// shared by every replica through Redis.
+	State state.Config `yaml:"state"`
 }
 
 // RelabelConfig holds Prometheus-compatible relabel rules: Global apply to every
@@ -117,6 +121,9 @@ func (c *Config) validate() error {
 	}
 	if _, err := cardinality.New(c.Cardinality); err != nil {
 		return fmt.Errorf("cardinality: %w", err)
+	}
+	if err := c.State.Validate(); err != nil {
+		return err
 	}
 	if c.QueryAudit.Retention < 0 {
 		return fmt.Errorf("query_audit.retention %s: must not be negative", c.QueryAudit.Retention)

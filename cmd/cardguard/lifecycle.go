@@ -52,6 +52,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.goLoop(ctx, func(ctx context.Context) { a.tracker.Run(ctx, 5*time.Second) })
 	a.loops.goLoop(ctx, a.usage.Run)
 	a.loops.goLoop(ctx, a.ui.history.Run)
+	a.shared.start(ctx, &a.loops)
 	a.loops.goLoop(ctx, func(ctx context.Context) {
 		tick := time.NewTicker(snapshotInterval)
 		defer tick.Stop()
@@ -76,6 +77,7 @@ func (a *app) stop() {
 	a.loops.wg.Wait()
 	a.loops.cancel = nil
 	a.saveSnapshots()
+	a.shared.close()
 }
 
 func (a *app) saveSnapshots() {

@@ -43,6 +43,7 @@ type app struct {
 	guard    *guard.Guard
 	usage    *queryaudit.Recorder
 	ui       *dashboard
+	shared   *shared // nil: state.backend memory
 
 	loops loops
 }
@@ -81,16 +82,23 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		window = time.Hour
 	}
 	a.enforcer = limits.NewEnforcer(limits.EnforcerOptions{Registerer: reg, Logger: logger, Window: window})
-	a.registry, err = limits.NewRegistry(cfg.Limits.Defaults, cfg.Limits.Overrides, limits.NewFileStore(opts.dataDir), logger)
+	if a.shared, err = newShared(cfg, opts, a); err != nil {
+		return nil, err
+	}
+	a.registry, err = limits.NewRegistry(cfg.Limits.Defaults, cfg.Limits.Overrides, a.limitsStore(), logger)
 	if err != nil {
 		return nil, err
 	}
 	a.guard = guard.New(guard.Options{Window: window, Registerer: reg})
-	a.usage = queryaudit.NewRecorder(queryaudit.RecorderConfig{
+	usageCfg := queryaudit.RecorderConfig{
 		Retention:           cfg.QueryAudit.Retention,
 		RarelyQueriedBelow:  cfg.QueryAudit.RarelyQueriedBelow,
 		MaxMetricsPerTenant: cfg.QueryAudit.MaxMetricsPerTenant,
-	}, a.tracker, reg, logger)
+	}
+	a.usage = queryaudit.NewRecorder(usageCfg, a.tracker, reg, logger)
+	if err := a.shared.attach(a, usageCfg); err != nil {
+		return nil, err
+	}
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
@@ -118,6 +126,9 @@ func (a *app) routes() http.Handler {
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.Get("/readyz", a.readyz)
 	r.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	// Profiles, as VictoriaMetrics serves them, for the admin only: they show
+	// internals and cost CPU.
+	r.With(a.auth.RequireAdmin).Mount("/debug/pprof", http.HandlerFunc(servePprof))
 	a.mountUI(r)
 
 	write := func(w http.ResponseWriter, r *http.Request) {
@@ -125,7 +136,7 @@ func (a *app) routes() http.Handler {
 		if !ok {
 			return
 		}
-		a.ingest.ServeWrite(w, r, t)
+		a.ingest.ServeWrite(a.shared.writer(w), r, t)
 	}
 	for _, p := range []string{"/api/v1/write", "/api/v1/push", "/prometheus/api/v1/write", "/prometheus/api/v1/push"} {
 		r.HandleFunc(p, write)
@@ -156,7 +167,7 @@ func (a *app) routes() http.Handler {
 		a.tracker.Routes(r, requireTenant)
 		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.guard.Routes(r, requireTenant)
-		a.usage.Routes(r, usageEstimates{a.tracker}, requireTenant)
+		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 	})
 	federate := func(w http.ResponseWriter, r *http.Request) {

@@ -38,7 +38,8 @@ type Config struct {
 	Redis     RedisConfig `yaml:"redis"`
 }
 
-// RedisConfig says how to reach Redis and how often to exchange state.
+// RedisConfig says how to reach Redis and how often to exchange state. It is
+// read only with backend redis.
 type RedisConfig struct {
 	// Addr is host:port.
 	Addr     string `yaml:"addr"`
@@ -93,10 +94,7 @@ func (c Config) Validate() error {
 	}
 	switch c.Backend {
 	case BackendMemory:
-		if c.Redis != (RedisConfig{}) {
-			return errors.New("state.redis is set but state.backend is memory: set backend: redis, or remove the redis section")
-		}
-		return nil
+		return nil // the redis section is read only with backend redis
 	case BackendRedis:
 	default:
 		return fmt.Errorf("state.backend %q: want memory or redis", c.Backend)

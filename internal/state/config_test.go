@@ -32,7 +32,7 @@ func TestConfigValidate(t *testing.T) {
 		{"memory", Config{Backend: BackendMemory}, ""},
 		{"redis", redis(func(*RedisConfig) {}), ""},
 		{"unknown backend", Config{Backend: "etcd"}, `state.backend "etcd"`},
-		{"redis settings with memory", Config{Redis: RedisConfig{Addr: "x:1"}}, "backend is memory"},
+		{"redis settings ignored with memory", Config{Redis: RedisConfig{Addr: "x"}}, ""},
 		{"no addr", Config{Backend: BackendRedis}, "addr is required"},
 		{"addr without port", redis(func(r *RedisConfig) { r.Addr = "redis" }), "want host:port"},
 		{"negative db", redis(func(r *RedisConfig) { r.DB = -1 }), "db -1"},

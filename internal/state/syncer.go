@@ -98,6 +98,7 @@ type Syncer struct {
 	merged      map[string]map[string]uint64 // replica → sketch name → digest merged
 	usageDigest uint64
 	usageAt     time.Time
+	othersUsage []queryaudit.Snapshot
 	limitsMu    sync.Mutex
 }
 
@@ -228,6 +229,12 @@ func (s *Syncer) syncSeries(since time.Time, timeout time.Duration) error {
 	s.syncMu.Unlock()
 	close(ch)
 	return err
+}
+
+// CatchUp reads the other replicas' admissions with the given timeout: what a
+// replica does before it starts serving, so that it knows the whole membership.
+func (s *Syncer) CatchUp(timeout time.Duration) error {
+	return s.syncSeries(s.now(), timeout)
 }
 
 // seriesPage is how many batches of one generation a read asks for at a time.
@@ -361,6 +368,7 @@ func (s *Syncer) Flush(ctx context.Context) {
 			ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
 			if err := s.appendAdmissions(ctx, s.buf); err != nil {
 				s.fail("series_publish", err)
+				s.trip(err)
 				s.republish.Store(true)
 			}
 			cancel()
@@ -372,6 +380,16 @@ func (s *Syncer) Flush(ctx context.Context) {
 	close(s.flushDone)
 	s.flushDone = make(chan struct{})
 	s.flushMu.Unlock()
+}
+
+// trip makes request-path calls fail at once for the backoff, as after a failed read.
+func (s *Syncer) trip(err error) {
+	s.syncMu.Lock()
+	if s.doneErr == nil {
+		s.doneErr = err
+	}
+	s.failedAt = s.now()
+	s.syncMu.Unlock()
 }
 
 func (s *Syncer) failingRecently() bool {
@@ -424,7 +442,12 @@ func (s *Syncer) SyncOnce(ctx context.Context) {
 	defer cancel()
 	if err := s.presence(ctx); err != nil {
 		s.fail("presence", err)
-		return // everything below would fail the same way
+		if s.o.Usage != nil {
+			// Only the local part: the backend is away, and the view must still
+			// show this replica's reads.
+			_ = s.o.UsageView.ReplaceWith(append([]queryaudit.Snapshot{s.o.Usage.Export()}, s.othersUsage...)...)
+		}
+		return // everything else would fail the same way
 	}
 	if s.republish.Load() {
 		s.republish.Store(false)
@@ -615,29 +638,39 @@ func (s *Syncer) syncUsage(ctx context.Context) error {
 		return err
 	}
 	now := s.now()
+	var firstErr error
 	if d := xxhash.Sum64(data); d != s.usageDigest || now.Sub(s.usageAt) > time.Hour {
 		if err := s.b.PutUsage(ctx, s.o.Replica, data, now, s.o.UsageRetention); err != nil {
-			return err
+			firstErr = err
+		} else {
+			s.usageDigest, s.usageAt = d, now
 		}
-		s.usageDigest, s.usageAt = d, now
 	}
-	all, err := s.b.AllUsage(ctx, now, s.o.UsageRetention)
-	if err != nil {
+	// The view is rebuilt even when the backend fails: this replica's own reads
+	// must show, beside the others' as last read.
+	if firstErr == nil {
+		all, err := s.b.AllUsage(ctx, now, s.o.UsageRetention)
+		if err != nil {
+			firstErr = err
+		} else {
+			s.othersUsage = s.othersUsage[:0]
+			for rep, data := range all {
+				if rep == s.o.Replica {
+					continue // our own is local, and fresher
+				}
+				var snap queryaudit.Snapshot
+				if err := json.Unmarshal(data, &snap); err != nil {
+					s.log.Warn("damaged query usage of another replica; skipped", "replica", rep, "err", err)
+					continue
+				}
+				s.othersUsage = append(s.othersUsage, snap)
+			}
+		}
+	}
+	if err := s.o.UsageView.ReplaceWith(append([]queryaudit.Snapshot{local}, s.othersUsage...)...); err != nil {
 		return err
 	}
-	snaps := []queryaudit.Snapshot{local}
-	for rep, data := range all {
-		if rep == s.o.Replica {
-			continue // our own is local, and fresher
-		}
-		var snap queryaudit.Snapshot
-		if err := json.Unmarshal(data, &snap); err != nil {
-			s.log.Warn("damaged query usage of another replica; skipped", "replica", rep, "err", err)
-			continue
-		}
-		snaps = append(snaps, snap)
-	}
-	return s.o.UsageView.ReplaceWith(snaps...)
+	return firstErr
 }
 
 // Limits.
@@ -714,3 +747,6 @@ func (s *Syncer) watchLimits(ctx context.Context) {
 		}
 	}
 }
+
+// Logger returns the logger the Syncer writes to.
+func (s *Syncer) Logger() *slog.Logger { return s.log }
