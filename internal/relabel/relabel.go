@@ -42,7 +42,8 @@ type rule struct {
 	sources      []string
 	sep          string
 	re           *regexp.Regexp
-	reDefault    bool // regex is "(.*)": always matches, $1 is the whole input
+	lit          literals // set when the regex is plain text: matched without the regex engine
+	reDefault    bool     // regex is "(.*)": always matches, $1 is the whole input
 	modulus      uint64
 	target       string
 	targetHasVar bool
@@ -92,6 +93,7 @@ func compileRule(c *Config) (rule, error) {
 		sources:      append([]string(nil), c.SourceLabels...),
 		sep:          c.Separator,
 		re:           re,
+		lit:          literalsOf(c.Regex),
 		reDefault:    c.Regex == DefaultRegex,
 		modulus:      c.Modulus,
 		target:       c.TargetLabel,
@@ -286,10 +288,10 @@ func (ru *rule) apply(s *state) bool {
 	switch ru.action {
 	case Drop:
 		val, _ := ru.value(s)
-		return !ru.re.MatchString(val)
+		return !ru.match(val)
 	case Keep:
 		val, _ := ru.value(s)
-		return ru.re.MatchString(val)
+		return ru.match(val)
 	case DropEqual:
 		val, _ := ru.value(s)
 		return get(s.cur, ru.target) != val
@@ -332,7 +334,7 @@ func (ru *rule) replace(s *state) {
 	if !ru.targetHasVar && !ru.replHasVar {
 		// No template: only whether the regex matches matters. This also
 		// covers Prometheus' fast path for an empty value and the default regex.
-		if ru.reDefault || ru.re.MatchString(val) {
+		if ru.reDefault || ru.match(val) {
 			s.set(ru.target, true, ru.repl, true)
 		}
 		return
@@ -343,7 +345,7 @@ func (ru *rule) replace(s *state) {
 		defIdx = [4]int{0, len(val), 0, len(val)}
 		idx = defIdx[:]
 	} else {
-		if !ru.re.MatchString(val) {
+		if !ru.match(val) {
 			return
 		}
 		idx = ru.re.FindStringSubmatchIndex(val)
@@ -377,7 +379,7 @@ func (ru *rule) labelMap(s *state) {
 	snap := append(s.sc.snap[:0], s.cur...)
 	s.sc.snap = snap
 	for _, l := range snap {
-		if !ru.re.MatchString(l.Name) {
+		if !ru.match(l.Name) {
 			continue
 		}
 		switch {
@@ -407,7 +409,7 @@ func (ru *rule) labelMap(s *state) {
 func (ru *rule) filterNames(s *state, keepMatching bool) {
 	first := -1
 	for i := range s.cur {
-		if ru.re.MatchString(s.cur[i].Name) != keepMatching {
+		if ru.match(s.cur[i].Name) != keepMatching {
 			first = i
 			break
 		}
@@ -418,7 +420,7 @@ func (ru *rule) filterNames(s *state, keepMatching bool) {
 	s.own()
 	n := first
 	for i := first + 1; i < len(s.cur); i++ {
-		if ru.re.MatchString(s.cur[i].Name) == keepMatching {
+		if ru.match(s.cur[i].Name) == keepMatching {
 			s.cur[n] = s.cur[i]
 			n++
 		}
