@@ -26,12 +26,12 @@ type metrics struct {
 
 // relabeled counts a series that a rule or the guard dropped or rewrote (or, in
 // dry run, would have).
-func (m *metrics) relabeled(tenantLabel, action string, dryRun bool) {
+func (m *metrics) relabeled(tenantLabel, action string, dryRun bool, n int) {
 	if dryRun {
-		m.dryRunRelabeled.WithLabelValues(tenantLabel, action).Inc()
+		m.dryRunRelabeled.WithLabelValues(tenantLabel, action).Add(float64(n))
 		return
 	}
-	m.relabeledSeries.WithLabelValues(tenantLabel, action).Inc()
+	m.relabeledSeries.WithLabelValues(tenantLabel, action).Add(float64(n))
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {

@@ -73,6 +73,24 @@ type seriesScratch struct {
 	arena    []prompb.Label // rewritten label sets that will be forwarded
 	hashBuf  []byte
 	discards []discard
+	// relabeled counts series changed per action in this request; counters are
+	// updated once per request, not once per series.
+	relabeled []actionCount
+}
+
+type actionCount struct {
+	action string
+	n      int
+}
+
+func (s *seriesScratch) addRelabeled(action string) {
+	for i := range s.relabeled {
+		if s.relabeled[i].action == action {
+			s.relabeled[i].n++
+			return
+		}
+	}
+	s.relabeled = append(s.relabeled, actionCount{action: action, n: 1})
 }
 
 type discard struct {
@@ -88,6 +106,7 @@ func (s *seriesScratch) reset() {
 	clear(s.arena)
 	s.buf, s.buf2, s.arena = s.buf[:0], s.buf2[:0], s.arena[:0]
 	s.discards = s.discards[:0]
+	s.relabeled = s.relabeled[:0]
 }
 
 func (s *seriesScratch) addDiscard(r limits.Reason, dryRun bool, samples int) {
@@ -174,9 +193,9 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 			switch {
 			case !keep:
 				drop = limits.ReasonRelabelDrop
-				h.metrics.relabeled(tl, "drop", dry)
+				sc.addRelabeled("drop")
 			case changed:
-				h.metrics.relabeled(tl, "rewrite", dry)
+				sc.addRelabeled("rewrite")
 				if !dry {
 					labels, rewritten = out, true
 					if metric = metricName(labels); metric == "" {
@@ -200,7 +219,7 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 				case guard.Drop:
 					drop = limits.ReasonLabelGuard
 				case guard.Rewritten:
-					h.metrics.relabeled(tl, string(gr.Action), dry)
+					sc.addRelabeled(string(gr.Action))
 					if !dry {
 						sc.buf2 = out[:0]
 						labels, rewritten = out, true
@@ -238,6 +257,9 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 	if res.modified {
 		clear(tss[kept:])
 		wr.Timeseries = tss[:kept]
+	}
+	for _, rc := range sc.relabeled {
+		h.metrics.relabeled(tl, rc.action, dry, rc.n)
 	}
 	for _, d := range sc.discards {
 		if st.Enforcer != nil {

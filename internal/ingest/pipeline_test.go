@@ -1,0 +1,105 @@
+package ingest
+
+import (
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/upstream"
+)
+
+func counterValue(t *testing.T, reg *prometheus.Registry, name string, labels map[string]string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	next:
+		for _, m := range mf.GetMetric() {
+			for _, lp := range m.GetLabel() {
+				if want, ok := labels[lp.GetName()]; ok && want != lp.GetValue() {
+					continue next
+				}
+			}
+			return metricNumber(m)
+		}
+	}
+	return 0
+}
+
+func metricNumber(m *dto.Metric) float64 {
+	if c := m.GetCounter(); c != nil {
+		return c.GetValue()
+	}
+	return m.GetGauge().GetValue()
+}
+
+// TestRelabelInPipeline: rules rewrite and drop series, the request is re-encoded
+// with what is left, and every change is counted once per series; in dry run
+// nothing changes and the would-be changes are counted apart.
+func TestRelabelInPipeline(t *testing.T) {
+	t.Parallel()
+	cfgs, err := relabel.ParseConfigs([]byte("- action: labeldrop\n  regex: az\n- action: drop\n  source_labels: [__name__]\n  regex: debug_.*\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := relabel.Compile(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, dry := range []bool{false, true} {
+		up := newFakeUpstream(t)
+		scheme, _ := upstream.New(upstream.Config{Mode: upstream.ModeSingle, URL: up.srv.URL, Timeout: 5 * time.Second})
+		reg := prometheus.NewRegistry()
+		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+		def := limits.Default()
+		if dry {
+			def.Mode = limits.ModeDryRun
+		}
+		registry, _ := limits.NewRegistry(def, nil, nil, logger)
+		enf := limits.NewEnforcer(limits.EnforcerOptions{Registerer: reg})
+		h := New(Config{}, scheme, Stages{Rules: staticRules{rules}, Limits: registry, Enforcer: enf}, reg, logger)
+		series := func(name, az string) prompb.TimeSeries {
+			return prompb.TimeSeries{Labels: []prompb.Label{{Name: "__name__", Value: name}, {Name: "az", Value: az}, {Name: "job", Value: "x"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: 1}}}
+		}
+		body := encode(&prompb.WriteRequest{Timeseries: []prompb.TimeSeries{series("up", "a"), series("debug_x", "a"), series("req", "b"), series("debug_y", "b")}})
+		if rec := post(h, body, nil); rec.Code != 204 {
+			t.Fatalf("dry=%v: status %d %s", dry, rec.Code, rec.Body)
+		}
+		var wru prompb.WriteRequestUnmarshaler
+		wr, err := wru.UnmarshalProtobuf(mustDecode(up.bodies[0]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		rewrite := counterValue(t, reg, "cardguard_relabeled_series_total", map[string]string{"action": "rewrite"})
+		dryRewrite := counterValue(t, reg, "cardguard_dry_run_relabeled_series_total", map[string]string{"action": "rewrite"})
+		drops := counterValue(t, reg, "cardguard_discarded_samples_total", map[string]string{"reason": "relabel_drop"})
+		wouldDrop := counterValue(t, reg, "cardguard_dry_run_discarded_samples_total", map[string]string{"reason": "relabel_drop"})
+		if !dry {
+			if len(wr.Timeseries) != 2 || len(wr.Timeseries[0].Labels) != 2 || string(up.bodies[0]) == string(body) {
+				t.Errorf("enforce: forwarded %v", wr.Timeseries)
+			}
+			if rewrite != 2 || drops != 2 || dryRewrite != 0 {
+				t.Errorf("enforce: rewrite=%v drops=%v dryRewrite=%v, want 2, 2, 0", rewrite, drops, dryRewrite)
+			}
+		} else {
+			if string(up.bodies[0]) != string(body) {
+				t.Errorf("dry run: the request was changed")
+			}
+			if rewrite != 0 || dryRewrite != 2 || wouldDrop != 2 || drops != 0 {
+				t.Errorf("dry run: rewrite=%v dryRewrite=%v wouldDrop=%v drops=%v, want 0, 2, 2, 0", rewrite, dryRewrite, wouldDrop, drops)
+			}
+		}
+	}
+}
