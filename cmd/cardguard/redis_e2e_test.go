@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -383,5 +384,49 @@ func BenchmarkIngestState(b *testing.B) {
 				b.ReportMetric(float64(b.N)*1000/b.Elapsed().Seconds(), "series/s")
 			})
 		}
+	}
+}
+
+// TestRedisConcurrentOvershoot: with 4 clients writing new series at the same
+// time, round-robin over two replicas, requests in flight together do not see
+// each other's admissions. The documented bound: the limit plus the new series
+// of the requests in flight elsewhere, here (4 - 1) x 100.
+func TestRedisConcurrentOvershoot(t *testing.T) {
+	c := newCluster(t, "overrides:\n  \"1\":\n    max_series: 1000\n")
+	ts := time.Now().Add(-30 * time.Second).UnixMilli()
+	all := genSeries("overshoot_m", 4000, ts)
+	const clients, size = 4, 100
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	for k := range clients {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := k * size; i < len(all); i += clients * size {
+				mu.Lock()
+				srv := c.srvs[c.next%2].URL
+				c.next++
+				mu.Unlock()
+				body := encodeWR(&prompb.WriteRequest{Timeseries: all[i : i+size]})
+				req, _ := http.NewRequest(http.MethodPost, srv+"/insert/1/prometheus/api/v1/write", bytes.NewReader(body))
+				req.Header.Set("Content-Encoding", "snappy")
+				req.Header.Set("Content-Type", "application/x-protobuf")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusNoContent {
+					t.Errorf("status %d", resp.StatusCode)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	series := c.vmValue(`count(count_over_time(overshoot_m{vm_account_id="1:0"}[5m]))`)
+	t.Logf("%d clients, %d-series requests, 2 replicas, limit 1,000: %.0f series in VictoriaMetrics", clients, size, series)
+	if series < 1000 || series > 1000+(clients-1)*size {
+		t.Errorf("%.0f series; want between 1,000 and %d", series, 1000+(clients-1)*size)
 	}
 }
