@@ -211,7 +211,8 @@ func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash
 	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
 		return ""
 	}
-	return e.tenant(t).series.admit(e.epoch(), l, metric, seriesHash, e.share, e.now())
+	now := e.now()
+	return e.tenant(t).series.admit(now.UnixNano()/e.window, l, metric, seriesHash, e.share, now)
 }
 
 // Admitter is AdmitSeries bound to one tenant, one *Limits and one point in time:
