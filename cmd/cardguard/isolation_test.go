@@ -254,3 +254,17 @@ func rawGet(t *testing.T, addr, path, token string) (int, []byte) {
 	_, _ = b.ReadFrom(resp.Body)
 	return resp.StatusCode, b.Bytes()
 }
+
+// TestPprofNeedsAdmin: profiles show internals and cost CPU.
+func TestPprofNeedsAdmin(t *testing.T) {
+	e := authEnv(t, &lockedBuffer{})
+	for _, c := range []struct {
+		token string
+		want  int
+	}{{"", 401}, {tokA, 403}, {adminTok, 200}} {
+		code, _ := get(t, e.srv.URL+"/debug/pprof/cmdline", "Authorization", "Bearer "+c.token)
+		if code != c.want {
+			t.Errorf("pprof with %q: %d, want %d", c.token, code, c.want)
+		}
+	}
+}
