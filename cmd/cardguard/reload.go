@@ -24,8 +24,9 @@ func (a *app) reload(cfg Config) error {
 	}
 	a.rules.p.Store(rs)
 	if !reflect.DeepEqual(cfg.Upstream, a.cfg.Upstream) || !reflect.DeepEqual(cfg.Auth, a.cfg.Auth) ||
-		cfg.DefaultTenant != a.cfg.DefaultTenant || !reflect.DeepEqual(cfg.Cardinality, a.cfg.Cardinality) {
-		a.logger.Warn("config reload: changes to upstream, auth, default_tenant and cardinality take effect only after a restart")
+		cfg.DefaultTenant != a.cfg.DefaultTenant || !reflect.DeepEqual(cfg.Cardinality, a.cfg.Cardinality) ||
+		!reflect.DeepEqual(cfg.State, a.cfg.State) || !reflect.DeepEqual(cfg.QueryAudit, a.cfg.QueryAudit) {
+		a.logger.Warn("config reload: changes to upstream, auth, default_tenant, cardinality, query_audit and state take effect only after a restart")
 	}
 	return nil
 }

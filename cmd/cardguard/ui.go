@@ -113,7 +113,7 @@ func (s uiSource) TenantMetrics(t tenant.ID) (web.MetricList, bool) {
 		return web.MetricList{}, false
 	}
 	// Without an estimator the report costs one pass over the queried metrics.
-	rep := s.a.usage.MetricsReport(t, nil, "all", "name", "asc", 0, math.MaxInt32, 0)
+	rep := s.a.usageReports().MetricsReport(t, nil, "all", "name", "asc", 0, math.MaxInt32, 0)
 	type use struct {
 		n    uint64
 		last *time.Time
@@ -158,7 +158,7 @@ func fmtWindow(d time.Duration) string {
 
 func (s uiSource) Metric(t tenant.ID, name string) (web.MetricDetail, bool) {
 	ms, tracked := s.a.tracker.Metric(t, name)
-	d, used := s.a.usage.MetricDetail(t, usageEstimates{s.a.tracker}, name)
+	d, used := s.a.usageReports().MetricDetail(t, usageEstimates{s.a.tracker}, name)
 	if !tracked && !used {
 		return web.MetricDetail{}, false
 	}
