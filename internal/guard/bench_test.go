@@ -5,13 +5,15 @@ import (
 	"testing"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"github.com/cardguard/cardguard/internal/limits"
 )
 
 // BenchmarkCheck: one 10-label series whose values are all admitted already,
 // the steady state of a scrape that repeats the same series.
 func BenchmarkCheck(b *testing.B) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 1000}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1000}
 	in := benchSeries()
 	g.Check(t1, p, "http_requests_total", in, nil, false)
 	b.ReportAllocs()
@@ -23,7 +25,7 @@ func BenchmarkCheck(b *testing.B) {
 // BenchmarkCheckManySeries cycles through 10,000 admitted series of 100 metrics.
 func BenchmarkCheckManySeries(b *testing.B) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 1000}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1000}
 	const n = 10_000
 	all := make([][]prompb.Label, n)
 	for i := range all {
@@ -50,7 +52,7 @@ func BenchmarkCheckManySeries(b *testing.B) {
 // rewritten with overflow_value.
 func BenchmarkCheckGuarded(b *testing.B) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 10}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 10}
 	in := benchSeries()
 	for i := range 10 {
 		in[len(in)-1].Value = "admitted-" + strconv.Itoa(i)
@@ -70,7 +72,7 @@ func BenchmarkCheckGuarded(b *testing.B) {
 
 func BenchmarkCheckParallel(b *testing.B) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 1000}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1000}
 	in := benchSeries()
 	g.Check(t1, p, "http_requests_total", in, nil, false)
 	b.ReportAllocs()

@@ -8,6 +8,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/cespare/xxhash/v2"
 
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -23,7 +24,7 @@ func TestCheckerFastPathRespectsWindows(t *testing.T) {
 	t.Parallel()
 	now := time.Unix(3600*100, 0)
 	g := New(Options{Window: time.Hour, Now: func() time.Time { return now }})
-	p := &Policy{MaxValuesPerLabel: 2, Action: OverflowValue}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 2, Action: limits.GuardOverflowValue}
 	tn := tenant.MustParse("1")
 	check := func(v string) Outcome {
 		c := g.Checker(tn, p, now, false)
@@ -57,7 +58,7 @@ func TestCheckerMatchesCheck(t *testing.T) {
 	clock := func() time.Time { return now }
 	g1 := New(Options{Now: clock})
 	g2 := New(Options{Now: clock})
-	p := &Policy{MaxValuesPerLabel: 50, Action: DropSeries}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 50, Action: limits.GuardDropSeries}
 	tn := tenant.MustParse("3")
 	for i := 0; i < 1000; i++ {
 		v := strconv.Itoa(i % 120)
@@ -72,7 +73,7 @@ func TestCheckerMatchesCheck(t *testing.T) {
 
 func BenchmarkCheckerSteadyState(b *testing.B) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 100000}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 100000}
 	tn := tenant.MustParse("1")
 	ls := []prompb.Label{{Name: "__name__", Value: "http_requests_total"}}
 	for i := 0; i < 9; i++ {

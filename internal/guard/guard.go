@@ -1,6 +1,7 @@
 package guard
 
 import (
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -12,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -69,7 +71,7 @@ type Result struct {
 	// points into the labels passed to Check: clone it to keep it.
 	Label string
 	// Action is the policy's action that was (or in dry run would be) applied.
-	Action Action
+	Action limits.GuardAction
 }
 
 // Guard tracks admitted label values per tenant. It is safe for concurrent use.
@@ -232,7 +234,7 @@ func (g *Guard) lookup(tn tenant.ID) *tenantState {
 	return g.tenants[tn]
 }
 
-// Check applies policy p of tenant tn to one series of metric with labels
+// Check applies the label guard policy p of tenant tn to one series of metric with labels
 // (__name__ included, any order). buf is caller-owned scratch that must not
 // overlap labels.
 //
@@ -245,8 +247,8 @@ func (g *Guard) lookup(tn tenant.ID) *tenantState {
 // A nil p or p.MaxValuesPerLabel <= 0 passes everything. Check allocates only
 // when it tracks something new or rewrites a series. It keeps clones of the
 // metric and label names, never the values (only their hashes).
-func (g *Guard) Check(tn tenant.ID, p *Policy, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {
-	if p == nil || p.MaxValuesPerLabel <= 0 || p.exemptMetric(metric) {
+func (g *Guard) Check(tn tenant.ID, p *limits.LabelGuard, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {
+	if p == nil || p.MaxValuesPerLabel <= 0 || slices.Contains(p.ExemptMetrics, metric) {
 		return labels, Result{}
 	}
 	now := g.now()
@@ -277,17 +279,17 @@ func (g *Guard) enter(tn tenant.ID, gen int64) *tenantState {
 // Checker is Check bound to one tenant, policy and moment: what one
 // remote-write request needs, so that the tenant lookup and the clock are paid
 // once per request instead of once per series. It is a small value, valid while
-// the Guard is.
+// the Guard is; it keeps the policy pointer, which must not change meanwhile.
 type Checker struct {
 	ts     *tenantState
-	p      *Policy
+	p      *limits.LabelGuard
 	gen    int64
 	now    time.Time
 	dryRun bool
 }
 
 // Checker binds Check to tn, p and now.
-func (g *Guard) Checker(tn tenant.ID, p *Policy, now time.Time, dryRun bool) Checker {
+func (g *Guard) Checker(tn tenant.ID, p *limits.LabelGuard, now time.Time, dryRun bool) Checker {
 	if p == nil || p.MaxValuesPerLabel <= 0 {
 		return Checker{}
 	}
@@ -299,7 +301,7 @@ func (g *Guard) Checker(tn tenant.ID, p *Policy, now time.Time, dryRun bool) Che
 // (the same hash for the same label set) so that a series that already passed in
 // this window passes again at the cost of one lookup.
 func (c Checker) Check(metric string, labels, buf []prompb.Label, seriesHash uint64) ([]prompb.Label, Result) {
-	if c.ts == nil || c.p.exemptMetric(metric) {
+	if c.ts == nil || slices.Contains(c.p.ExemptMetrics, metric) {
 		return labels, Result{}
 	}
 	ps := &c.ts.passed[seriesHash%numShards]
@@ -313,8 +315,8 @@ func (c Checker) Check(metric string, labels, buf []prompb.Label, seriesHash uin
 	return out, res
 }
 
-func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {
-	act := p.action()
+func (ts *tenantState) check(p *limits.LabelGuard, gen int64, now time.Time, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {
+	act := action(p)
 	max := p.MaxValuesPerLabel
 	sh := &ts.shards[xxhash.Sum64String(metric)%numShards]
 
@@ -322,12 +324,12 @@ func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string,
 	defer sh.mu.Unlock()
 	ms := sh.metrics[metric]
 
-	if act == DropSeries {
+	if act == limits.GuardDropSeries {
 		// Decide before admitting, so that a dropped series takes no room.
 		tripped, needAdmit := -1, false
 		for i := range labels {
 			l := &labels[i]
-			if l.Name == "__name__" || p.exemptLabel(l.Name) {
+			if l.Name == "__name__" || slices.Contains(p.ExemptLabels, l.Name) {
 				continue
 			}
 			pr := ts.pairFor(sh, &ms, metric, l.Name, gen)
@@ -353,7 +355,7 @@ func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string,
 		if needAdmit {
 			for i := range labels {
 				l := &labels[i]
-				if l.Name == "__name__" || p.exemptLabel(l.Name) {
+				if l.Name == "__name__" || slices.Contains(p.ExemptLabels, l.Name) {
 					continue
 				}
 				if ms == nil {
@@ -367,12 +369,12 @@ func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string,
 		return labels, Result{}
 	}
 
-	marker := p.overflowValue()
+	marker := overflowValue(p)
 	rewriting := false
 	for i := range labels {
 		l := &labels[i]
 		trip := false
-		if l.Name != "__name__" && !p.exemptLabel(l.Name) {
+		if l.Name != "__name__" && !slices.Contains(p.ExemptLabels, l.Name) {
 			if pr := ts.pairFor(sh, &ms, metric, l.Name, gen); pr != nil {
 				h := xxhash.Sum64String(l.Value)
 				if _, ok := pr.admitted[h]; !ok {
@@ -398,7 +400,7 @@ func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string,
 		switch {
 		case !trip:
 			out = append(out, *l)
-		case act == OverflowValue:
+		case act == limits.GuardOverflowValue:
 			out = append(out, prompb.Label{Name: l.Name, Value: marker})
 		}
 	}
@@ -406,6 +408,23 @@ func (ts *tenantState) check(p *Policy, gen int64, now time.Time, metric string,
 		return labels, res
 	}
 	return out, res
+}
+
+// action is p's action; empty means overflow_value, so that the zero value of
+// limits.LabelGuard with only MaxValuesPerLabel set works.
+func action(p *limits.LabelGuard) limits.GuardAction {
+	if p.Action == "" {
+		return limits.GuardOverflowValue
+	}
+	return p.Action
+}
+
+// overflowValue is the marker that replaces guarded values under overflow_value.
+func overflowValue(p *limits.LabelGuard) string {
+	if p.OverflowValue == "" {
+		return limits.DefaultGuardOverflowValue
+	}
+	return p.OverflowValue
 }
 
 // pairFor returns the pair of (metric, label), creating it (and the metric)

@@ -12,6 +12,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -66,26 +67,26 @@ func TestCheckActions(t *testing.T) {
 	}
 	tests := []struct {
 		name   string
-		policy Policy
+		policy limits.LabelGuard
 		dryRun bool
 		steps  []step
 	}{
 		{
 			name:   "overflow_value is the default action",
-			policy: Policy{MaxValuesPerLabel: 2},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 2},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/x", want: Pass},
-				{user: "c", path: "/x", want: Rewritten, wantLabels: series("req", "user", DefaultOverflowValue, "path", "/x")},
+				{user: "c", path: "/x", want: Rewritten, wantLabels: series("req", "user", limits.DefaultGuardOverflowValue, "path", "/x")},
 				{user: "a", path: "/x", want: Pass},
-				{user: "d", path: "/y", want: Rewritten, wantLabels: series("req", "user", DefaultOverflowValue, "path", "/y")},
-				{user: "e", path: "/z", want: Rewritten, wantLabels: series("req", "user", DefaultOverflowValue, "path", DefaultOverflowValue)},
+				{user: "d", path: "/y", want: Rewritten, wantLabels: series("req", "user", limits.DefaultGuardOverflowValue, "path", "/y")},
+				{user: "e", path: "/z", want: Rewritten, wantLabels: series("req", "user", limits.DefaultGuardOverflowValue, "path", limits.DefaultGuardOverflowValue)},
 				{user: "b", path: "/y", want: Pass},
 			},
 		},
 		{
 			name:   "custom overflow value",
-			policy: Policy{MaxValuesPerLabel: 1, Action: OverflowValue, OverflowValue: "other"},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 1, Action: limits.GuardOverflowValue, OverflowValue: "other"},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/x", want: Rewritten, wantLabels: series("req", "user", "other", "path", "/x")},
@@ -93,7 +94,7 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "drop_label",
-			policy: Policy{MaxValuesPerLabel: 2, Action: DropLabel},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 2, Action: limits.GuardDropLabel},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/x", want: Pass},
@@ -104,7 +105,7 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "drop_series admits nothing from a dropped series",
-			policy: Policy{MaxValuesPerLabel: 2, Action: DropSeries},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 2, Action: limits.GuardDropSeries},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/x", want: Pass},
@@ -117,7 +118,7 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "dry run reports and changes nothing",
-			policy: Policy{MaxValuesPerLabel: 1, Action: DropLabel},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 1, Action: limits.GuardDropLabel},
 			dryRun: true,
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
@@ -128,7 +129,7 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "dry run drop_series",
-			policy: Policy{MaxValuesPerLabel: 1, Action: DropSeries},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 1, Action: limits.GuardDropSeries},
 			dryRun: true,
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
@@ -137,16 +138,16 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "exempt label",
-			policy: Policy{MaxValuesPerLabel: 1, ExemptLabels: []string{"user"}},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 1, ExemptLabels: []string{"user"}},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/x", want: Pass},
-				{user: "c", path: "/y", want: Rewritten, wantLabels: series("req", "user", "c", "path", DefaultOverflowValue)},
+				{user: "c", path: "/y", want: Rewritten, wantLabels: series("req", "user", "c", "path", limits.DefaultGuardOverflowValue)},
 			},
 		},
 		{
 			name:   "exempt metric",
-			policy: Policy{MaxValuesPerLabel: 1, ExemptMetrics: []string{"req"}},
+			policy: limits.LabelGuard{MaxValuesPerLabel: 1, ExemptMetrics: []string{"req"}},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/y", want: Pass},
@@ -154,7 +155,7 @@ func TestCheckActions(t *testing.T) {
 		},
 		{
 			name:   "off",
-			policy: Policy{},
+			policy: limits.LabelGuard{},
 			steps: []step{
 				{user: "a", path: "/x", want: Pass},
 				{user: "b", path: "/y", want: Pass},
@@ -197,7 +198,7 @@ func TestCheckActions(t *testing.T) {
 func TestNameNeverGuarded(t *testing.T) {
 	t.Parallel()
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 1}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1}
 	for i := range 5 {
 		m := "metric_" + strconv.Itoa(i)
 		if _, res := g.Check(t1, p, m, series(m, "a", "1"), nil, false); res.Outcome != Pass {
@@ -212,7 +213,7 @@ func TestNameNeverGuarded(t *testing.T) {
 func TestExistingSeriesKeepFlowing(t *testing.T) {
 	t.Parallel()
 	g := New(Options{Now: newClock().Now})
-	p := &Policy{MaxValuesPerLabel: 10}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 10}
 	old := make([][]prompb.Label, 10)
 	for i := range old {
 		old[i] = series("req", "user", "old"+strconv.Itoa(i))
@@ -234,7 +235,7 @@ func TestRecoveryAfterWindow(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	g := New(Options{Now: clk.Now, Window: time.Hour})
-	p := &Policy{MaxValuesPerLabel: 2}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 2}
 	check := func(user string) Outcome {
 		_, res := g.Check(t1, p, "req", series("req", "user", user), nil, false)
 		return res.Outcome
@@ -287,7 +288,7 @@ func TestBoundedMemory(t *testing.T) {
 	clk := newClock()
 	reg := prometheus.NewRegistry()
 	g := New(Options{Now: clk.Now, MaxPairsPerTenant: 5, MaxTenants: 2, Registerer: reg})
-	p := &Policy{MaxValuesPerLabel: 1}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1}
 	for i := range 20 {
 		name := "l" + strconv.Itoa(i)
 		// Untracked pairs pass, whatever their values.
@@ -365,11 +366,11 @@ func gather(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 func TestExplosionIsContained(t *testing.T) {
 	t.Parallel()
 	const max = 100
-	for _, act := range []Action{OverflowValue, DropLabel, DropSeries} {
+	for _, act := range []limits.GuardAction{limits.GuardOverflowValue, limits.GuardDropLabel, limits.GuardDropSeries} {
 		t.Run(string(act), func(t *testing.T) {
 			t.Parallel()
 			g := New(Options{Now: newClock().Now})
-			p := &Policy{MaxValuesPerLabel: max, Action: act}
+			p := &limits.LabelGuard{MaxValuesPerLabel: max, Action: act}
 			seen := map[string]bool{}
 			var buf []prompb.Label
 			for i := range 100_000 {
@@ -408,7 +409,7 @@ func TestExplosionIsContained(t *testing.T) {
 func TestConcurrentChecks(t *testing.T) {
 	t.Parallel()
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 50}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 50}
 	var wg sync.WaitGroup
 	var mu sync.Mutex
 	seen := map[string]bool{}
@@ -441,7 +442,7 @@ func TestConcurrentChecks(t *testing.T) {
 
 func TestCheckZeroAllocsInSteadyState(t *testing.T) {
 	g := New(Options{})
-	p := &Policy{MaxValuesPerLabel: 1000, ExemptLabels: []string{"le"}}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1000, ExemptLabels: []string{"le"}}
 	in := benchSeries()
 	g.Check(t1, p, "http_requests_total", in, nil, false)
 	allocs := testing.AllocsPerRun(100, func() {
@@ -451,28 +452,6 @@ func TestCheckZeroAllocsInSteadyState(t *testing.T) {
 	})
 	if allocs != 0 {
 		t.Fatalf("Check allocated %v times in steady state", allocs)
-	}
-}
-
-func TestPolicyValidate(t *testing.T) {
-	t.Parallel()
-	tests := []struct {
-		p       Policy
-		wantErr string
-	}{
-		{Policy{}, ""},
-		{Policy{MaxValuesPerLabel: 10, Action: DropSeries, ExemptLabels: []string{"le"}}, ""},
-		{Policy{MaxValuesPerLabel: -1}, "max_values_per_label is -1"},
-		{Policy{Action: "explode"}, `unknown guard action "explode"`},
-		{Policy{OverflowValue: "\xff"}, "not valid UTF-8"},
-		{Policy{ExemptLabels: []string{""}}, "exempt_labels"},
-		{Policy{ExemptMetrics: []string{""}}, "exempt_metrics"},
-	}
-	for _, tt := range tests {
-		err := tt.p.Validate()
-		if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
-			t.Errorf("%+v: err %v, want %q", tt.p, err, tt.wantErr)
-		}
 	}
 }
 

@@ -8,13 +8,15 @@ import (
 	"testing"
 
 	"github.com/go-chi/chi/v5"
+
+	"github.com/cardguard/cardguard/internal/limits"
 )
 
 func TestRoutes(t *testing.T) {
 	t.Parallel()
 	clk := newClock()
 	g := New(Options{Now: clk.Now})
-	p := &Policy{MaxValuesPerLabel: 1}
+	p := &limits.LabelGuard{MaxValuesPerLabel: 1}
 	g.Check(t1, p, "req", series("req", "user", "a"), nil, false)
 	g.Check(t1, p, "req", series("req", "user", "b"), nil, false)
 

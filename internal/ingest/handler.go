@@ -53,14 +53,13 @@ const (
 
 // Handler serves remote write. It is safe for concurrent use.
 type Handler struct {
-	cfg      Config
-	scheme   *upstream.Scheme
-	fwd      *forwarder
-	stages   Stages
-	policies policyCache
-	metrics  *metrics
-	logger   *slog.Logger
-	now      func() time.Time
+	cfg     Config
+	scheme  *upstream.Scheme
+	fwd     *forwarder
+	stages  Stages
+	metrics *metrics
+	logger  *slog.Logger
+	now     func() time.Time
 
 	ctxPool sync.Pool     // *writeCtx
 	slots   chan struct{} // one per request being processed

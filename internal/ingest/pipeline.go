@@ -3,7 +3,6 @@ package ingest
 import (
 	"fmt"
 	"net/http"
-	"sync"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
@@ -41,7 +40,7 @@ type Enforcer interface {
 
 // Guard is the automatic high-cardinality label guard, bound once per request.
 type Guard interface {
-	Checker(t tenant.ID, p *guard.Policy, now time.Time, dryRun bool) guard.Checker
+	Checker(t tenant.ID, p *limits.LabelGuard, now time.Time, dryRun bool) guard.Checker
 }
 
 // Stages are the per-series steps of the pipeline, in the order they run:
@@ -171,7 +170,9 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 	)
 	if lim != nil && st.Guard != nil && lim.LabelGuard.MaxValuesPerLabel > 0 {
 		guarded = true
-		checker = st.Guard.Checker(t, h.policies.get(t, lim), now, dry)
+		// lim is a shared snapshot that is never modified, so the pointer stays
+		// valid for the request.
+		checker = st.Guard.Checker(t, &lim.LabelGuard, now, dry)
 	}
 	var rules *relabel.Rules
 	if st.Rules != nil {
@@ -281,40 +282,4 @@ func dropSummary(ds []discard) string {
 		}
 	}
 	return fmt.Sprintf("%d series (%d samples) of this request were not written", series, samples)
-}
-
-// policyCache converts a tenant's label_guard limits into a guard.Policy once per
-// limits snapshot, so the hot path does not rebuild it for every request.
-type policyCache struct {
-	mu sync.RWMutex
-	m  map[tenant.ID]cachedPolicy
-}
-
-type cachedPolicy struct {
-	src *limits.Limits
-	pol *guard.Policy
-}
-
-func (c *policyCache) get(t tenant.ID, l *limits.Limits) *guard.Policy {
-	c.mu.RLock()
-	cp, ok := c.m[t]
-	c.mu.RUnlock()
-	if ok && cp.src == l {
-		return cp.pol
-	}
-	lg := &l.LabelGuard
-	pol := &guard.Policy{
-		MaxValuesPerLabel: lg.MaxValuesPerLabel,
-		Action:            guard.Action(lg.Action),
-		OverflowValue:     lg.OverflowValue,
-		ExemptLabels:      lg.ExemptLabels,
-		ExemptMetrics:     lg.ExemptMetrics,
-	}
-	c.mu.Lock()
-	if c.m == nil {
-		c.m = make(map[tenant.ID]cachedPolicy)
-	}
-	c.m[t] = cachedPolicy{src: l, pol: pol}
-	c.mu.Unlock()
-	return pol
 }

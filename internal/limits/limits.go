@@ -26,6 +26,7 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"gopkg.in/yaml.v3"
 
@@ -66,7 +67,12 @@ const (
 	GuardDropSeries GuardAction = "drop_series"
 )
 
-// LabelGuard bounds the number of distinct values a label may take per metric.
+// DefaultGuardOverflowValue is the default LabelGuard.OverflowValue.
+const DefaultGuardOverflowValue = "__cardguard_overflow__"
+
+// LabelGuard bounds the number of distinct values a label may take per metric. It is
+// the policy internal/guard applies; the zero value is off. It is a plain value: the
+// guard only reads it.
 type LabelGuard struct {
 	// MaxValuesPerLabel is the number of distinct values a label of one metric may
 	// take in the window; 0 turns the guard off.
@@ -116,7 +122,7 @@ type Limits struct {
 // (40 labels, 256-byte names, 4096-byte values), VictoriaMetrics' default
 // -maxInsertRequestSize of 32 MiB, no series or rate limit, mode enforce, on_limit drop,
 // and the label guard off with action overflow_value and overflow value
-// "__cardguard_overflow__".
+// DefaultGuardOverflowValue.
 func Default() Limits {
 	return Limits{
 		MaxLabelsPerSeries:  40,
@@ -127,7 +133,7 @@ func Default() Limits {
 		OnLimit:             OnLimitDrop,
 		LabelGuard: LabelGuard{
 			Action:        GuardOverflowValue,
-			OverflowValue: "__cardguard_overflow__",
+			OverflowValue: DefaultGuardOverflowValue,
 		},
 	}
 }
@@ -214,6 +220,9 @@ func (l *Limits) Validate() error {
 func (g *LabelGuard) validate(maxValueLen int) error {
 	if g.MaxValuesPerLabel < 0 {
 		return fieldErr("label_guard.max_values_per_label", "must be 0 (off) or positive, got %d", g.MaxValuesPerLabel)
+	}
+	if !utf8.ValidString(g.OverflowValue) {
+		return fieldErr("label_guard.overflow_value", "must be valid UTF-8, got %q", truncate(g.OverflowValue))
 	}
 	switch g.Action {
 	case GuardOverflowValue:

@@ -53,6 +53,10 @@ func TestValidate(t *testing.T) {
 		{"overflow value too long", func(l *Limits) {
 			l.MaxLabelValueLength = 3
 		}, "label_guard.overflow_value"},
+		{"overflow value not UTF-8", func(l *Limits) { l.LabelGuard.OverflowValue = "\xff" }, "label_guard.overflow_value"},
+		{"overflow value not UTF-8, drop_label", func(l *Limits) {
+			l.LabelGuard.OverflowValue, l.LabelGuard.Action = "a\xff", GuardDropLabel
+		}, "label_guard.overflow_value"},
 		{"negative guard", func(l *Limits) { l.LabelGuard.MaxValuesPerLabel = -1 }, "label_guard.max_values_per_label"},
 		{"empty exempt label", func(l *Limits) { l.LabelGuard.ExemptLabels = []string{"a", ""} }, "label_guard.exempt_labels[1]"},
 		{"empty exempt metric", func(l *Limits) { l.LabelGuard.ExemptMetrics = []string{""} }, "label_guard.exempt_metrics[0]"},
