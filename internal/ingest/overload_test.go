@@ -47,15 +47,18 @@ func TestOverloadAnswers503(t *testing.T) {
 	for c := range codes {
 		n[c]++
 	}
-	if n[204] != 2 || n[503] != 4 {
-		t.Fatalf("statuses %v, want 2×204 and 4×503", n)
+	// Two requests hold the slots for a second while the others wait 100 ms: on a
+	// machine so loaded that a goroutine starts only after a slot freed up, one
+	// more may get through, so count what the bound guarantees.
+	if n[204] < 2 || n[503] < 3 || n[204]+n[503] != 6 {
+		t.Fatalf("statuses %v, want 2 (rarely 3) ×204 and the rest 503", n)
 	}
 	for ra := range retry {
 		if ra != "5" {
 			t.Errorf("Retry-After %q, want 5", ra)
 		}
 	}
-	if got := up.forwarded(); got != 2 {
-		t.Errorf("upstream got %d requests, want 2", got)
+	if got := up.forwarded(); got != n[204] {
+		t.Errorf("upstream got %d requests, want %d (the ones answered 204)", got, n[204])
 	}
 }
