@@ -1,0 +1,5 @@
+//go:build !race
+
+package relabel
+
+const raceEnabled = false
