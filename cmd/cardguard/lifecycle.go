@@ -14,10 +14,11 @@ import (
 const (
 	cardinalityFile = "cardinality.snapshot"
 	usageFile       = "query_usage.json"
+	membershipFile  = "series_membership.snapshot"
 )
 
 // snapshotInterval is how often state is written to the data directory, so that
-// a crash loses at most this much of estimates and usage.
+// a crash loses at most this much of estimates, usage and series-limit membership.
 const snapshotInterval = time.Minute
 
 // loops tracks the background goroutines of an app.
@@ -36,9 +37,17 @@ func (a *app) start(ctx context.Context) error {
 	if err := os.MkdirAll(a.opts.dataDir, 0o755); err != nil {
 		return err
 	}
+	loadMembership := func(p string) error {
+		n, err := a.enforcer.LoadMembership(p)
+		if n > 0 {
+			a.logger.Info("restored series-limit membership", "series", n)
+		}
+		return err
+	}
 	for name, load := range map[string]func(string) error{
 		cardinalityFile: a.tracker.LoadFile,
 		usageFile:       a.usage.LoadFile,
+		membershipFile:  loadMembership,
 	} {
 		p := filepath.Join(a.opts.dataDir, name)
 		if err := load(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -86,5 +95,8 @@ func (a *app) saveSnapshots() {
 	}
 	if err := a.usage.SaveFile(filepath.Join(a.opts.dataDir, usageFile)); err != nil {
 		a.logger.Warn("cannot save query usage snapshot", "err", err)
+	}
+	if err := a.enforcer.SaveMembership(filepath.Join(a.opts.dataDir, membershipFile)); err != nil {
+		a.logger.Warn("cannot save series-limit membership", "err", err)
 	}
 }
