@@ -104,6 +104,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		MaxDecodedBytes: opts.maxDecodedBytes,
 		MaxConcurrent:   opts.maxConcurrent,
 		QueueWait:       opts.maxQueueWait,
+		CacheWindow:     window,
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
 		Observer: a.tracker,

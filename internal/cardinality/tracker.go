@@ -183,6 +183,10 @@ func (t *Tracker) Rotate(now time.Time) {
 	}
 }
 
+// Epoch numbers the current series bucket: within it, observing a series again
+// changes nothing, so callers may skip the call.
+func (t *Tracker) Epoch() int64 { return t.epoch.Load() }
+
 // Observe records one series of tenant tn. metric is the value of __name__, labels the
 // full label set (including __name__), seriesHash a stable 64-bit hash of the sorted
 // labels (xxhash). Labels with an empty value count as absent. Nothing is retained.

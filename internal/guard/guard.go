@@ -94,46 +94,6 @@ type tenantState struct {
 	lastGen   atomic.Int64  // last generation a Check saw
 	sweptGen  atomic.Int64
 	shards    [numShards]shard
-	passed    [numShards]passedShard
-}
-
-// passedShard remembers the series that passed in generation gen. All their
-// values were admitted in that generation, and admitted sets only grow until the
-// generation ends, so such a series passes again without a look at its labels:
-// one lookup instead of one per label for the series every scrape repeats.
-type passedShard struct {
-	mu  sync.Mutex
-	gen int64
-	m   map[uint64]struct{}
-}
-
-// maxPassedPerShard bounds the fast-path memory of a tenant (numShards × this
-// many series hashes); series beyond it are checked label by label.
-const maxPassedPerShard = 1 << 18
-
-func (ps *passedShard) has(h uint64, gen int64) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.gen != gen {
-		return false
-	}
-	_, ok := ps.m[h]
-	return ok
-}
-
-func (ps *passedShard) add(h uint64, gen int64) {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	if ps.gen != gen {
-		clear(ps.m)
-		ps.gen = gen
-	}
-	if ps.m == nil {
-		ps.m = make(map[uint64]struct{})
-	}
-	if len(ps.m) < maxPassedPerShard {
-		ps.m[h] = struct{}{}
-	}
 }
 
 type shard struct {
@@ -279,7 +239,9 @@ func (g *Guard) enter(tn tenant.ID, gen int64) *tenantState {
 // Checker is Check bound to one tenant, policy and moment: what one
 // remote-write request needs, so that the tenant lookup and the clock are paid
 // once per request instead of once per series. It is a small value, valid while
-// the Guard is; it keeps the policy pointer, which must not change meanwhile.
+// the Guard is. Callers that remember which series passed in the current Window
+// (a series that passed passes again until the window ends, because admitted sets
+// only grow within it) may skip Check for them.
 type Checker struct {
 	ts     *tenantState
 	p      *limits.LabelGuard
@@ -297,22 +259,16 @@ func (g *Guard) Checker(tn tenant.ID, p *limits.LabelGuard, now time.Time, dryRu
 	return Checker{ts: g.enter(tn, gen), p: p, gen: gen, now: now, dryRun: dryRun}
 }
 
-// Check is Guard.Check for the bound tenant; seriesHash identifies the series
-// (the same hash for the same label set) so that a series that already passed in
-// this window passes again at the cost of one lookup.
-func (c Checker) Check(metric string, labels, buf []prompb.Label, seriesHash uint64) ([]prompb.Label, Result) {
+// Window numbers the guard window the Checker was bound in: a series that passed
+// in it passes again until the next one.
+func (c Checker) Window() int64 { return c.gen }
+
+// Check is Guard.Check for the bound tenant.
+func (c Checker) Check(metric string, labels, buf []prompb.Label) ([]prompb.Label, Result) {
 	if c.ts == nil || slices.Contains(c.p.ExemptMetrics, metric) {
 		return labels, Result{}
 	}
-	ps := &c.ts.passed[seriesHash%numShards]
-	if ps.has(seriesHash, c.gen) {
-		return labels, Result{}
-	}
-	out, res := c.ts.check(c.p, c.gen, c.now, metric, labels, buf, c.dryRun)
-	if res.Outcome == Pass {
-		ps.add(seriesHash, c.gen)
-	}
-	return out, res
+	return c.ts.check(c.p, c.gen, c.now, metric, labels, buf, c.dryRun)
 }
 
 func (ts *tenantState) check(p *limits.LabelGuard, gen int64, now time.Time, metric string, labels []prompb.Label, buf []prompb.Label, dryRun bool) (out []prompb.Label, res Result) {

@@ -142,9 +142,11 @@ func TestMillionSeriesRequestMemory(t *testing.T) {
 	grew := int64(peak.Load()) - int64(base.HeapAlloc)
 	t.Logf("1M series: compressed %d B, decoded %d B, peak heap growth %d MiB", len(body), decodedLen, grew>>20)
 	// Decoding keeps 1M TimeSeries, 2M labels and 1M samples (about 130 MB) beside
-	// the body and its decoded copy, and HeapAlloc counts garbage the GC has not
-	// collected yet; the fake upstream keeps its own copy of the body.
-	if limit := int64(16 * decodedLen); grew > limit {
+	// the body and its decoded copy; the series cache remembers 1M new series
+	// (about 60 MB, kept) and the request tracks them (48 MB); HeapAlloc counts
+	// garbage the GC has not collected yet; the fake upstream keeps its own copy
+	// of the body.
+	if limit := int64(20 * decodedLen); grew > limit {
 		t.Errorf("peak heap grew %d MiB for a %d MiB request, want under %d MiB", grew>>20, decodedLen>>20, limit>>20)
 	}
 }

@@ -26,7 +26,8 @@ func (s staticRules) RulesFor(tenant.ID) *relabel.Rules { return s.r }
 // BenchmarkIngestPipeline is BenchmarkIngest with every stage on, as a production
 // cardguard runs: a relabel rule, cardinality estimation, the label guard and
 // series and label limits (none of them reached). The series repeat from request
-// to request, as scrapes do.
+// to request, as scrapes do. It runs with the series cache and without it, side by
+// side.
 func BenchmarkIngestPipeline(b *testing.B) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, _ = io.Copy(io.Discard, r.Body)
@@ -65,6 +66,17 @@ func BenchmarkIngestPipeline(b *testing.B) {
 	}, reg, logger)
 	body := makeRequest(2000, 10)
 	t := tenant.MustParse("1")
+	cache := h.cache
+	for _, bc := range []struct {
+		name  string
+		cache *seriesCache
+	}{{"series-cache", cache}, {"no-cache", nil}} {
+		h.cache = bc.cache
+		b.Run(bc.name, func(b *testing.B) { benchPipeline(b, h, body, t) })
+	}
+}
+
+func benchPipeline(b *testing.B, h *Handler, body []byte, t tenant.ID) {
 	serve := func() {
 		req := httptest.NewRequest(http.MethodPost, "/api/v1/write", bytes.NewReader(body))
 		req.Header.Set("Content-Encoding", "snappy")

@@ -24,6 +24,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promauto"
 
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
@@ -43,6 +44,9 @@ type Config struct {
 	// slow upstream makes clients back off instead of piling up in cardguard.
 	MaxConcurrent int
 	QueueWait     time.Duration
+	// CacheWindow is how long per-series decisions are remembered before the
+	// cache starts afresh (the estimation window; default 1h).
+	CacheWindow time.Duration
 }
 
 // Defaults for Config, matching VictoriaMetrics' own -maxInsertRequestSize.
@@ -57,6 +61,7 @@ type Handler struct {
 	scheme  *upstream.Scheme
 	fwd     *forwarder
 	stages  Stages
+	cache   *seriesCache
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
@@ -116,16 +121,24 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 	if cfg.QueueWait <= 0 {
 		cfg.QueueWait = DefaultQueueWait
 	}
-	return &Handler{
+	h := &Handler{
 		cfg:     cfg,
 		scheme:  scheme,
 		fwd:     newForwarder(scheme.Timeout(), scheme.BearerToken(), cfg.MaxUpstreamConns),
 		stages:  stages,
 		metrics: newMetrics(reg),
+		cache:   newSeriesCache(cfg.CacheWindow),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		logger:  logger,
 		now:     time.Now,
 	}
+	if reg != nil {
+		promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "cardguard_ingest_series_cache_entries",
+			Help: fmt.Sprintf("Series whose per-window decisions are remembered (at most %d).", cacheShards*maxEntriesPerShard),
+		}, func() float64 { return float64(h.cache.len()) })
+	}
+	return h
 }
 
 // writeCtx is the per-request scratch space, pooled so that a steady stream of

@@ -63,6 +63,16 @@ func newFakeUpstream(t testing.TB) *fakeUpstream {
 	return f
 }
 
+// last returns the body of the last forwarded request, or nil.
+func (f *fakeUpstream) last() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.bodies) == 0 {
+		return nil
+	}
+	return f.bodies[len(f.bodies)-1]
+}
+
 func (f *fakeUpstream) forwarded() int {
 	f.mu.Lock()
 	defer f.mu.Unlock()

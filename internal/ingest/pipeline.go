@@ -3,6 +3,7 @@ package ingest
 import (
 	"fmt"
 	"net/http"
+	"slices"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
@@ -17,6 +18,9 @@ import (
 // retain labels beyond the call without cloning them.
 type Observer interface {
 	Observe(t tenant.ID, metric string, labels []prompb.Label, seriesHash uint64)
+	// Epoch numbers the current dedup period: observing a series again within it
+	// changes nothing.
+	Epoch() int64
 }
 
 // RuleSource gives the compiled relabel rules of a tenant (global rules first,
@@ -35,6 +39,7 @@ type LimitSource interface {
 type Enforcer interface {
 	AllowSamples(t tenant.ID, l *limits.Limits, n int, now time.Time) (ok bool, retryAfter time.Duration)
 	Admitter(t tenant.ID, l *limits.Limits, now time.Time) limits.Admitter
+	Generation(now time.Time) int64
 	RecordDiscard(t tenant.ID, r limits.Reason, samples int, dryRun bool)
 }
 
@@ -75,6 +80,14 @@ type seriesScratch struct {
 	// relabeled counts series changed per action in this request; counters are
 	// updated once per request, not once per series.
 	relabeled []actionCount
+	entries   []requestEntry
+}
+
+// requestEntry is a series' cache entry while its request is processed.
+type requestEntry struct {
+	cacheEntry
+	raw   uint64 // hash of the labels as received
+	known bool   // the cache had an entry
 }
 
 type actionCount struct {
@@ -106,6 +119,8 @@ func (s *seriesScratch) reset() {
 	s.buf, s.buf2, s.arena = s.buf[:0], s.buf2[:0], s.arena[:0]
 	s.discards = s.discards[:0]
 	s.relabeled = s.relabeled[:0]
+	clear(s.entries)
+	s.entries = s.entries[:0]
 }
 
 func (s *seriesScratch) addDiscard(r limits.Reason, dryRun bool, samples int) {
@@ -134,11 +149,25 @@ type result struct {
 func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *seriesScratch) (result, error) {
 	var res result
 	tss := wr.Timeseries
+	now := h.now()
 	// Validate everything first: a request with one bad series is refused whole and
-	// leaves no trace in estimates or limits.
+	// leaves no trace in estimates or limits. Series validated before (same labels,
+	// same hash) are not validated again.
+	sc.entries = slices.Grow(sc.entries[:0], len(tss))[:len(tss)]
 	for i := range tss {
-		if _, err := validateSeries(tss[i].Labels); err != nil {
-			return res, err
+		labels := tss[i].Labels
+		sortIfNeeded(labels)
+		e := &sc.entries[i]
+		e.raw = hashLabels(labels, &sc.hashBuf)
+		e.known = false
+		if h.cache != nil {
+			e.cacheEntry, e.known = h.cache.get(cacheKey{t, e.raw}, now)
+		}
+		if !e.known {
+			if _, err := validateSeries(labels); err != nil {
+				return res, err
+			}
+			e.cacheEntry = cacheEntry{}
 		}
 		res.received += len(tss[i].Samples)
 	}
@@ -149,10 +178,15 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		lim = st.Limits.For(t)
 		dry = lim.DryRun()
 	}
-	now := h.now()
-	var admit limits.Admitter
+	var (
+		admit     limits.Admitter
+		admitting bool   // a series limit is on: admissions are tracked
+		admitGen  uint32 // limiter generation + 1
+	)
 	if lim != nil && st.Enforcer != nil {
 		admit = st.Enforcer.Admitter(t, lim, now)
+		admitting = lim.MaxSeries > 0 || lim.MaxSeriesPerMetric > 0
+		admitGen = uint32(st.Enforcer.Generation(now) + 1)
 		if ok, retry := st.Enforcer.AllowSamples(t, lim, res.received, now); !ok {
 			st.Enforcer.RecordDiscard(t, limits.ReasonRateLimited, res.received, dry)
 			if !dry {
@@ -165,72 +199,112 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		}
 	}
 	var (
-		guarded bool
-		checker guard.Checker
+		guarded  bool
+		checker  guard.Checker
+		guardGen uint32
 	)
 	if lim != nil && st.Guard != nil && lim.LabelGuard.MaxValuesPerLabel > 0 {
 		guarded = true
 		// lim is a shared snapshot that is never modified, so the pointer stays
 		// valid for the request.
 		checker = st.Guard.Checker(t, &lim.LabelGuard, now, dry)
+		guardGen = uint32(checker.Window() + 1)
 	}
 	var rules *relabel.Rules
 	if st.Rules != nil {
 		rules = st.Rules.RulesFor(t)
+	}
+	var observed uint32
+	if st.Observer != nil {
+		observed = uint32(st.Observer.Epoch() + 1)
 	}
 
 	kept := 0
 	var firstEnforced limits.Reason
 	for i := range tss {
 		ts := &tss[i]
+		e := &sc.entries[i]
+		before := e.cacheEntry
+		if e.rules != rules {
+			// Relabel outcomes were for other rules; with new rules the series may
+			// map to other labels, so nothing decided downstream holds either.
+			e.cacheEntry = cacheEntry{rules: rules}
+		}
 		labels := ts.Labels
 		metric := metricName(labels)
-		rewritten := false
+		rewritten, guardRewrote := false, false
 		drop := limits.Reason("")
+		hash := e.raw
 
 		if rules != nil {
-			out, keep, changed := rules.Apply(labels, sc.buf[:0])
-			sc.buf = out[:0]
-			switch {
-			case !keep:
+			switch e.relabel {
+			case relabelUnchanged:
+			case relabelDropped:
 				drop = limits.ReasonRelabelDrop
 				sc.addRelabeled("drop")
-			case changed:
-				sc.addRelabeled("rewrite")
-				if !dry {
-					labels, rewritten = out, true
-					if metric = metricName(labels); metric == "" {
-						drop = limits.ReasonInvalidSeries
+			default:
+				out, keep, changed := rules.Apply(labels, sc.buf[:0])
+				sc.buf = out[:0]
+				switch {
+				case !keep:
+					e.relabel = relabelDropped
+					drop = limits.ReasonRelabelDrop
+					sc.addRelabeled("drop")
+				case changed:
+					sc.addRelabeled("rewrite")
+					if e.relabel != relabelChanged {
+						e.relabel, e.relHash = relabelChanged, hashLabels(out, &sc.hashBuf)
 					}
+					if !dry {
+						labels, rewritten, hash = out, true, e.relHash
+						if metric = metricName(labels); metric == "" {
+							drop = limits.ReasonInvalidSeries
+						}
+					}
+				default:
+					e.relabel = relabelUnchanged
 				}
 			}
 		}
 		if drop == "" && lim != nil {
 			drop = limits.CheckLabels(lim, labels)
 		}
-		var hash uint64
 		if drop == "" {
-			hash = hashLabels(labels, &sc.hashBuf)
-			if st.Observer != nil {
+			if st.Observer != nil && e.observed != observed {
 				st.Observer.Observe(t, metric, labels, hash)
+				e.observed = observed
 			}
-			if guarded {
-				out, gr := checker.Check(metric, labels, sc.buf2[:0], hash)
+			if guarded && e.guarded != guardGen {
+				out, gr := checker.Check(metric, labels, sc.buf2[:0])
 				switch gr.Outcome {
+				case guard.Pass:
+					e.guarded = guardGen
 				case guard.Drop:
 					drop = limits.ReasonLabelGuard
 				case guard.Rewritten:
 					sc.addRelabeled(string(gr.Action))
 					if !dry {
 						sc.buf2 = out[:0]
-						labels, rewritten = out, true
+						labels, rewritten, guardRewrote = out, true, true
 						hash = hashLabels(labels, &sc.hashBuf)
 					}
 				}
 			}
 		}
-		if drop == "" && lim != nil && st.Enforcer != nil {
-			drop = admit.Admit(metric, hash)
+		if drop == "" && admitting && e.admitted != admitGen {
+			// A series the guard rewrote is admitted under the hash of its
+			// rewritten labels, which depends on the guard's state: not remembered.
+			if drop = admit.Admit(metric, hash); drop == "" && !guardRewrote {
+				e.admitted = admitGen
+			}
+		}
+		if dry {
+			// Stage decisions in dry run are taken on the labels as received; they
+			// must not stand for the relabeled ones once the tenant enforces.
+			e.observed, e.guarded, e.admitted = before.observed, before.guarded, before.admitted
+		}
+		if h.cache != nil && (!e.known || e.cacheEntry != before) {
+			h.cache.put(cacheKey{t, e.raw}, e.cacheEntry, now)
 		}
 		if drop != "" {
 			sc.addDiscard(drop, dry, len(ts.Samples))

@@ -46,6 +46,17 @@ func validateSeries(labels []prompb.Label) (string, error) {
 	return name, nil
 }
 
+// sortIfNeeded sorts labels by name in place when a client sent them unsorted, so
+// that the series hash does not depend on the order; it does not validate.
+func sortIfNeeded(labels []prompb.Label) {
+	for i := 1; i < len(labels); i++ {
+		if labels[i-1].Name > labels[i].Name {
+			sortLabels(labels)
+			return
+		}
+	}
+}
+
 // sortLabels is an insertion sort: label sets are short and it does not allocate.
 func sortLabels(ls []prompb.Label) {
 	for i := 1; i < len(ls); i++ {

@@ -1,0 +1,127 @@
+package ingest
+
+import (
+	"sync"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// seriesCache remembers, per tenant and series (by the hash of the labels as
+// received), what the stages already decided in the current periods, so that the
+// series every scrape repeats cost one lookup instead of a validation pass, a
+// relabel run, a second hash and one set lookup in each of the cardinality
+// tracker, the label guard and the series limiter.
+//
+// The stages keep their own state and stay the source of truth: an entry only lets
+// ingest skip a call whose answer is known to be the same as last time:
+//   - validation: the same labels validated before (same hash);
+//   - relabeling: the same rules (pointer) kept or dropped the series unchanged;
+//   - Observe: already observed in the tracker's current dedup period;
+//   - the guard: passed in the guard's current window (admitted values only grow
+//     within a window, so it passes again);
+//   - the series limits: admitted in the limiter's current generation while a series
+//     limit was on (an admitted series always passes again in that generation).
+//
+// The cache is cleared every window, which bounds it to the series of one window,
+// and a shard stops taking entries at maxEntriesPerShard (those series then take
+// the slow path, which is still correct). Safe for concurrent use.
+type seriesCache struct {
+	window int64 // nanoseconds
+	shards [cacheShards]cacheShard
+}
+
+const (
+	cacheShards        = 64
+	maxEntriesPerShard = 1 << 16 // 4M series in all, about 250 MiB at most
+)
+
+type cacheShard struct {
+	mu  sync.Mutex
+	gen int64
+	m   map[cacheKey]cacheEntry
+}
+
+type cacheKey struct {
+	t tenant.ID
+	h uint64
+}
+
+// Relabel outcomes remembered for a rules pointer.
+const (
+	relabelUnknown uint8 = iota
+	relabelUnchanged
+	relabelChanged
+	relabelDropped
+)
+
+// cacheEntry is what is known about one series: 32 bytes. Periods are stored
+// plus one, so that zero means "not yet", and truncated to 32 bits, which only
+// matters if a period number repeats after 2^32 periods.
+type cacheEntry struct {
+	rules    *relabel.Rules // the rules the relabel fields are valid for
+	relHash  uint64         // hash after relabeling, when relabel == relabelChanged
+	observed uint32         // tracker dedup period + 1
+	guarded  uint32         // guard window + 1
+	admitted uint32         // limiter generation + 1
+	relabel  uint8
+}
+
+func newSeriesCache(window time.Duration) *seriesCache {
+	if window <= 0 {
+		window = time.Hour
+	}
+	return &seriesCache{window: int64(window)}
+}
+
+func (c *seriesCache) shard(k cacheKey) *cacheShard {
+	return &c.shards[(k.h^uint64(k.t.AccountID)*0x9e3779b97f4a7c15)%cacheShards]
+}
+
+// lock locks the shard of k, emptied first if its window is over.
+func (c *seriesCache) lock(k cacheKey, now time.Time) *cacheShard {
+	sh := c.shard(k)
+	gen := now.UnixNano() / c.window
+	sh.mu.Lock()
+	if sh.gen != gen {
+		clear(sh.m)
+		sh.gen = gen
+	}
+	return sh
+}
+
+// get returns the entry of k and whether it exists.
+func (c *seriesCache) get(k cacheKey, now time.Time) (cacheEntry, bool) {
+	sh := c.lock(k, now)
+	e, ok := sh.m[k]
+	sh.mu.Unlock()
+	return e, ok
+}
+
+// put stores e for k, unless the shard is full.
+func (c *seriesCache) put(k cacheKey, e cacheEntry, now time.Time) {
+	sh := c.lock(k, now)
+	if sh.m == nil {
+		sh.m = make(map[cacheKey]cacheEntry)
+	}
+	if _, ok := sh.m[k]; ok || len(sh.m) < maxEntriesPerShard {
+		sh.m[k] = e
+	}
+	sh.mu.Unlock()
+}
+
+// len counts the entries, for cardguard_ingest_series_cache_entries.
+func (c *seriesCache) len() int {
+	if c == nil {
+		return 0
+	}
+	n := 0
+	for i := range c.shards {
+		sh := &c.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}

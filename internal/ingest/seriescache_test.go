@@ -1,0 +1,180 @@
+package ingest
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/guard"
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/internal/upstream"
+)
+
+type pipelineUnderTest struct {
+	h       *Handler
+	up      *fakeUpstream
+	reg     *prometheus.Registry
+	tracker *cardinality.Tracker
+	enf     *limits.Enforcer
+}
+
+// switchRules lets a test change the rules between requests, as SIGHUP does.
+type switchRules struct{ r *relabel.Rules }
+
+func (s *switchRules) RulesFor(tenant.ID) *relabel.Rules { return s.r }
+
+func newPipelineUnderTest(t *testing.T, clock func() time.Time, def limits.Limits, rules *switchRules, cached bool) *pipelineUnderTest {
+	t.Helper()
+	up := newFakeUpstream(t)
+	scheme, _ := upstream.New(upstream.Config{Mode: upstream.ModeSingle, URL: up.srv.URL, Timeout: 5 * time.Second})
+	reg := prometheus.NewRegistry()
+	logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tracker, err := cardinality.New(cardinality.Config{Now: clock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	registry, err := limits.NewRegistry(def, nil, nil, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enf := limits.NewEnforcer(limits.EnforcerOptions{Registerer: reg, Now: clock})
+	h := New(Config{}, scheme, Stages{
+		Rules:    rules,
+		Observer: tracker,
+		Guard:    guard.New(guard.Options{Now: clock}),
+		Limits:   registry,
+		Enforcer: enf,
+	}, reg, logger)
+	h.now = clock
+	// A cache window much longer than the stages' windows, so that the test shows
+	// the per-stage period checks at work and not the cache's own reset.
+	h.cache = newSeriesCache(24 * time.Hour)
+	if !cached {
+		h.cache = nil
+	}
+	return &pipelineUnderTest{h: h, up: up, reg: reg, tracker: tracker, enf: enf}
+}
+
+// TestSeriesCacheMatchesUncached is a differential test: the same stream of
+// requests, across guard and limiter windows and estimation buckets, through a
+// handler with the series cache and one without, must forward the same bytes,
+// answer the same statuses and count the same discards and estimates.
+func TestSeriesCacheMatchesUncached(t *testing.T) {
+	t.Parallel()
+	for _, mode := range []limits.Mode{limits.ModeEnforce, limits.ModeDryRun} {
+		t.Run(string(mode), func(t *testing.T) {
+			t.Parallel()
+			cacheDifferential(t, mode)
+		})
+	}
+}
+
+func cacheDifferential(t *testing.T, mode limits.Mode) {
+	now := time.Date(2026, 11, 21, 9, 0, 0, 0, time.UTC)
+	clock := func() time.Time { return now }
+	cfgs, err := relabel.ParseConfigs([]byte(`
+- action: labeldrop
+  regex: az
+- action: drop
+  source_labels: [__name__]
+  regex: debug_.*
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := relabel.Compile(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	def := limits.Default()
+	def.MaxSeries = 300
+	def.MaxSeriesPerMetric = 120
+	def.LabelGuard.MaxValuesPerLabel = 40
+	def.LabelGuard.Action = limits.GuardOverflowValue
+	def.Mode = mode
+	cfgs2, err := relabel.ParseConfigs([]byte("- action: drop_metrics\n  regex: queue_depth\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules2, err := relabel.Compile(cfgs2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rulesA, rulesB := &switchRules{rules}, &switchRules{rules}
+	cached := newPipelineUnderTest(t, clock, def, rulesA, true)
+	plain := newPipelineUnderTest(t, clock, def, rulesB, false)
+
+	rng := rand.New(rand.NewPCG(1, 2))
+	tn := tenant.MustParse("1")
+	for req := 0; req < 300; req++ {
+		if req == 150 {
+			rulesA.r, rulesB.r = rules2, rules2
+		}
+		if req%25 == 24 {
+			// 25 minutes: crosses estimation buckets, and every 60 minutes the
+			// guard's and the limiter's windows.
+			now = now.Add(25 * time.Minute)
+			cached.tracker.Rotate(now)
+			plain.tracker.Rotate(now)
+		}
+		var wr prompb.WriteRequest
+		for s := 0; s < 50; s++ {
+			metric := []string{"http_requests_total", "debug_events", "queue_depth", "user_logins"}[rng.IntN(4)]
+			ls := []prompb.Label{{Name: "__name__", Value: metric}, {Name: "az", Value: fmt.Sprint("z", rng.IntN(3))}}
+			ls = append(ls, prompb.Label{Name: "user", Value: fmt.Sprint(rng.IntN(60 + req))})
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: ls, Samples: []prompb.Sample{{Value: 1, Timestamp: now.UnixMilli()}}})
+		}
+		body := encode(&wr)
+		for _, p := range []*pipelineUnderTest{cached, plain} {
+			hr := httptest.NewRequest("POST", "/api/v1/write", bytes.NewReader(body))
+			rec := httptest.NewRecorder()
+			p.h.ServeWrite(rec, hr, tn)
+			if rec.Code != 204 {
+				t.Fatalf("request %d: %d %s", req, rec.Code, rec.Body)
+			}
+		}
+		a, b := cached.up.last(), plain.up.last()
+		if !bytes.Equal(a, b) {
+			t.Fatalf("request %d: forwarded bodies differ with the cache", req)
+		}
+	}
+	discards, relabeled := "cardguard_discarded_samples_total", "cardguard_relabeled_series_total"
+	if mode == limits.ModeDryRun {
+		discards, relabeled = "cardguard_dry_run_discarded_samples_total", "cardguard_dry_run_relabeled_series_total"
+	}
+	for _, reason := range []string{"max_series", "max_series_per_metric", "relabel_drop", "label_guard"} {
+		a := counterValue(t, cached.reg, discards, map[string]string{"reason": reason})
+		b := counterValue(t, plain.reg, discards, map[string]string{"reason": reason})
+		if a != b {
+			t.Errorf("%s discards: %v with the cache, %v without", reason, a, b)
+		}
+	}
+	for _, action := range []string{"rewrite", "drop", "overflow_value"} {
+		a := counterValue(t, cached.reg, relabeled, map[string]string{"action": action})
+		b := counterValue(t, plain.reg, relabeled, map[string]string{"action": action})
+		if a != b || a == 0 {
+			t.Errorf("%s: %v with the cache, %v without (and it must happen)", action, a, b)
+		}
+	}
+	if a, b := cached.enf.SeriesCount(tn), plain.enf.SeriesCount(tn); a != b || a == 0 {
+		t.Errorf("series count %d with the cache, %d without", a, b)
+	}
+	cached.tracker.Refresh()
+	plain.tracker.Refresh()
+	ta, _ := cached.tracker.Tenant(tn)
+	tb, _ := plain.tracker.Tenant(tn)
+	if ta.ActiveSeries != tb.ActiveSeries || ta.DailySeries != tb.DailySeries {
+		t.Errorf("estimates %+v with the cache, %+v without", ta, tb)
+	}
+}
