@@ -34,18 +34,26 @@ type seriesCache struct {
 
 const (
 	cacheShards        = 64
-	maxEntriesPerShard = 1 << 16 // 4M series in all, about 250 MiB at most
+	maxEntriesPerShard = 1 << 16 // 4M series in all, about 200 MiB at most
 )
 
 type cacheShard struct {
 	mu  sync.Mutex
 	gen int64
-	m   map[cacheKey]cacheEntry
+	m   map[uint64]cacheEntry
 }
 
+// cacheKey identifies a series of a tenant.
 type cacheKey struct {
 	t tenant.ID
 	h uint64
+}
+
+// sum folds a key into the 64 bits the map is keyed by: like the series hash
+// itself, it treats a 64-bit collision as impossible, and halves the key's size.
+func (k cacheKey) sum() uint64 {
+	t := uint64(k.t.AccountID)<<32 | uint64(k.t.ProjectID)
+	return k.h ^ (t * 0x9e3779b97f4a7c15)
 }
 
 // Relabel outcomes remembered for a rules pointer.
@@ -75,13 +83,13 @@ func newSeriesCache(window time.Duration) *seriesCache {
 	return &seriesCache{window: int64(window)}
 }
 
-func (c *seriesCache) shard(k cacheKey) *cacheShard {
-	return &c.shards[(k.h^uint64(k.t.AccountID)*0x9e3779b97f4a7c15)%cacheShards]
+func (c *seriesCache) shard(sum uint64) *cacheShard {
+	return &c.shards[sum%cacheShards]
 }
 
-// lock locks the shard of k, emptied first if its window is over.
-func (c *seriesCache) lock(k cacheKey, now time.Time) *cacheShard {
-	sh := c.shard(k)
+// lock locks the shard of sum, emptied first if its window is over.
+func (c *seriesCache) lock(sum uint64, now time.Time) *cacheShard {
+	sh := c.shard(sum)
 	gen := now.UnixNano() / c.window
 	sh.mu.Lock()
 	if sh.gen != gen {
@@ -93,20 +101,22 @@ func (c *seriesCache) lock(k cacheKey, now time.Time) *cacheShard {
 
 // get returns the entry of k and whether it exists.
 func (c *seriesCache) get(k cacheKey, now time.Time) (cacheEntry, bool) {
-	sh := c.lock(k, now)
-	e, ok := sh.m[k]
+	sum := k.sum()
+	sh := c.lock(sum, now)
+	e, ok := sh.m[sum]
 	sh.mu.Unlock()
 	return e, ok
 }
 
 // put stores e for k, unless the shard is full.
 func (c *seriesCache) put(k cacheKey, e cacheEntry, now time.Time) {
-	sh := c.lock(k, now)
+	sum := k.sum()
+	sh := c.lock(sum, now)
 	if sh.m == nil {
-		sh.m = make(map[cacheKey]cacheEntry)
+		sh.m = make(map[uint64]cacheEntry)
 	}
-	if _, ok := sh.m[k]; ok || len(sh.m) < maxEntriesPerShard {
-		sh.m[k] = e
+	if _, ok := sh.m[sum]; ok || len(sh.m) < maxEntriesPerShard {
+		sh.m[sum] = e
 	}
 	sh.mu.Unlock()
 }
