@@ -40,7 +40,121 @@ const (
 type cacheShard struct {
 	mu  sync.Mutex
 	gen int64
-	m   map[uint64]cacheEntry
+	t   table
+}
+
+// table is an open-addressing hash table with linear probing, keyed by a 64-bit
+// sum that is already a good hash. A lookup of a series not in the CPU cache
+// costs about one memory access, where a Go map costs three (directory, table,
+// group); on the write path, with every series looked up once, that is the
+// difference that shows. Entries are only added or replaced, never deleted: the
+// table is emptied as a whole when its window ends.
+type table struct {
+	slots []slot // len is a power of two, or 0
+	n     int
+}
+
+type slot struct {
+	key uint64 // 0: empty
+	e   cacheEntry
+}
+
+// slotKey maps a sum to a stored key; 0 marks empty slots.
+func slotKey(sum uint64) uint64 {
+	if sum == 0 {
+		return 1
+	}
+	return sum
+}
+
+func (t *table) get(sum uint64) (cacheEntry, bool) {
+	if len(t.slots) == 0 {
+		return cacheEntry{}, false
+	}
+	k, mask := slotKey(sum), uint64(len(t.slots)-1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.key == k {
+			return s.e, true
+		}
+		if s.key == 0 {
+			return cacheEntry{}, false
+		}
+	}
+}
+
+// put stores e under sum; a new key is added only while the table holds fewer
+// than max entries.
+func (t *table) put(sum uint64, e cacheEntry, max int) {
+	k := slotKey(sum)
+	if len(t.slots) == 0 || (t.n+1)*4 > len(t.slots)*3 {
+		if t.n >= max {
+			t.replace(k, e)
+			return
+		}
+		t.grow()
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.key == k {
+			s.e = e
+			return
+		}
+		if s.key == 0 {
+			if t.n >= max {
+				return
+			}
+			s.key, s.e = k, e
+			t.n++
+			return
+		}
+	}
+}
+
+// replace updates an existing key and never adds one.
+func (t *table) replace(k uint64, e cacheEntry) {
+	if len(t.slots) == 0 {
+		return
+	}
+	mask := uint64(len(t.slots) - 1)
+	for i := k & mask; ; i = (i + 1) & mask {
+		s := &t.slots[i]
+		if s.key == k {
+			s.e = e
+			return
+		}
+		if s.key == 0 {
+			return
+		}
+	}
+}
+
+func (t *table) grow() {
+	old := t.slots
+	size := 2 * len(old)
+	if size == 0 {
+		size = 1024
+	}
+	t.slots = make([]slot, size)
+	mask := uint64(size - 1)
+	for _, s := range old {
+		if s.key == 0 {
+			continue
+		}
+		for i := s.key & mask; ; i = (i + 1) & mask {
+			if t.slots[i].key == 0 {
+				t.slots[i] = s
+				break
+			}
+		}
+	}
+}
+
+// reset empties the table and keeps its memory for the next window.
+func (t *table) reset() {
+	clear(t.slots)
+	t.n = 0
 }
 
 // cacheKey identifies a series of a tenant.
@@ -93,7 +207,7 @@ func (c *seriesCache) lock(sum uint64, now time.Time) *cacheShard {
 	gen := now.UnixNano() / c.window
 	sh.mu.Lock()
 	if sh.gen != gen {
-		clear(sh.m)
+		sh.t.reset()
 		sh.gen = gen
 	}
 	return sh
@@ -103,7 +217,7 @@ func (c *seriesCache) lock(sum uint64, now time.Time) *cacheShard {
 func (c *seriesCache) get(k cacheKey, now time.Time) (cacheEntry, bool) {
 	sum := k.sum()
 	sh := c.lock(sum, now)
-	e, ok := sh.m[sum]
+	e, ok := sh.t.get(sum)
 	sh.mu.Unlock()
 	return e, ok
 }
@@ -112,12 +226,7 @@ func (c *seriesCache) get(k cacheKey, now time.Time) (cacheEntry, bool) {
 func (c *seriesCache) put(k cacheKey, e cacheEntry, now time.Time) {
 	sum := k.sum()
 	sh := c.lock(sum, now)
-	if sh.m == nil {
-		sh.m = make(map[uint64]cacheEntry)
-	}
-	if _, ok := sh.m[sum]; ok || len(sh.m) < maxEntriesPerShard {
-		sh.m[sum] = e
-	}
+	sh.t.put(sum, e, maxEntriesPerShard)
 	sh.mu.Unlock()
 }
 
@@ -130,7 +239,7 @@ func (c *seriesCache) len() int {
 	for i := range c.shards {
 		sh := &c.shards[i]
 		sh.mu.Lock()
-		n += len(sh.m)
+		n += sh.t.n
 		sh.mu.Unlock()
 	}
 	return n

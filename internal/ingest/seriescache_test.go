@@ -178,3 +178,69 @@ func cacheDifferential(t *testing.T, mode limits.Mode) {
 		t.Errorf("estimates %+v with the cache, %+v without", ta, tb)
 	}
 }
+
+// TestTable checks the open-addressing table against a Go map, including key 0,
+// growth, the entry cap and reset.
+func TestTable(t *testing.T) {
+	t.Parallel()
+	var tb table
+	want := map[uint64]cacheEntry{}
+	rng := rand.New(rand.NewPCG(3, 4))
+	const max = 5000
+	for i := 0; i < 20000; i++ {
+		k := rng.Uint64() % 8000
+		if i%997 == 0 {
+			k = 0
+		}
+		e := cacheEntry{relHash: uint64(i), observed: uint32(i)}
+		tb.put(k, e, max)
+		if _, ok := want[slotKey(k)]; ok || len(want) < max {
+			want[slotKey(k)] = e
+		}
+		if tb.n != len(want) {
+			t.Fatalf("step %d: %d entries, want %d", i, tb.n, len(want))
+		}
+	}
+	for k, e := range want {
+		if got, ok := tb.get(k); !ok || got != e {
+			t.Fatalf("key %d: %+v %v, want %+v", k, got, ok, e)
+		}
+	}
+	if _, ok := tb.get(123456789); ok {
+		t.Fatal("found a key never put")
+	}
+	tb.reset()
+	if _, ok := tb.get(1); ok || tb.n != 0 {
+		t.Fatal("reset kept entries")
+	}
+}
+
+// BenchmarkCacheLookup compares the table with a Go map on 67,500 random keys
+// (the benchmark workload's distinct series), looked up in random order.
+func BenchmarkCacheLookup(b *testing.B) {
+	const n = 67500
+	rng := rand.New(rand.NewPCG(5, 6))
+	keys := make([]uint64, n)
+	var tb table
+	m := make(map[uint64]cacheEntry)
+	for i := range keys {
+		keys[i] = rng.Uint64()
+		tb.put(keys[i], cacheEntry{observed: 1}, 1<<30)
+		m[keys[i]] = cacheEntry{observed: 1}
+	}
+	order := rng.Perm(n)
+	b.Run("table", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, ok := tb.get(keys[order[i%n]]); !ok {
+				b.Fatal("missing")
+			}
+		}
+	})
+	b.Run("map", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, ok := m[keys[order[i%n]]]; !ok {
+				b.Fatal("missing")
+			}
+		}
+	})
+}
