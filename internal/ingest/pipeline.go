@@ -81,12 +81,14 @@ type seriesScratch struct {
 	// updated once per request, not once per series.
 	relabeled []actionCount
 	entries   []requestEntry
+	order     []int32 // entries grouped by cache shard
 }
 
 // requestEntry is a series' cache entry while its request is processed.
 type requestEntry struct {
 	cacheEntry
 	raw   uint64 // hash of the labels as received
+	sum   uint64 // cache key
 	known bool   // the cache had an entry
 }
 
@@ -160,16 +162,19 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		e := &sc.entries[i]
 		e.raw = hashLabels(labels, &sc.hashBuf)
 		e.known = false
-		if h.cache != nil {
-			e.cacheEntry, e.known = h.cache.get(cacheKey{t, e.raw}, now)
-		}
+		res.received += len(tss[i].Samples)
+	}
+	if h.cache != nil {
+		h.cache.getAll(t, sc.entries, &sc.order, now)
+	}
+	for i := range tss {
+		e := &sc.entries[i]
 		if !e.known {
-			if _, err := validateSeries(labels); err != nil {
+			if _, err := validateSeries(tss[i].Labels); err != nil {
 				return res, err
 			}
 			e.cacheEntry = cacheEntry{}
 		}
-		res.received += len(tss[i].Samples)
 	}
 	st := &h.stages
 	var lim *limits.Limits
