@@ -24,6 +24,12 @@ type Config struct {
 	// ChurnBuckets splits ChurnWindow; a churn bucket must be a whole number of series
 	// buckets. Default 24.
 	ChurnBuckets int `yaml:"churn_buckets"`
+	// MetricChurnBuckets splits ChurnWindow for the per-metric churn sketches, which
+	// are many (one ring per metric): fewer, wider buckets keep their memory small at
+	// the price of a coarser window (between ChurnWindow minus one bucket and
+	// ChurnWindow of history). A bucket must be a whole number of series buckets.
+	// Default 4 (6h buckets over 24h), or ChurnBuckets if that is smaller.
+	MetricChurnBuckets int `yaml:"metric_churn_buckets"`
 	// SeriesPrecision is the HLL precision of series sketches. Default 14
 	// (0.81% standard error, 16 KiB once dense).
 	SeriesPrecision uint8 `yaml:"series_precision"`
@@ -62,6 +68,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.ChurnBuckets == 0 {
 		c.ChurnBuckets = 24
+	}
+	if c.MetricChurnBuckets == 0 {
+		c.MetricChurnBuckets = min(4, c.ChurnBuckets)
 	}
 	if c.SeriesPrecision == 0 {
 		c.SeriesPrecision = 14
@@ -108,6 +117,13 @@ func (c Config) validate() error {
 	if c.ChurnWindow%time.Duration(c.ChurnBuckets) != 0 || (c.ChurnWindow/time.Duration(c.ChurnBuckets))%w != 0 {
 		return fmt.Errorf("cardinality churn bucket %s/%d is not a whole number of %s series buckets",
 			c.ChurnWindow, c.ChurnBuckets, w)
+	}
+	if c.MetricChurnBuckets < 1 || c.MetricChurnBuckets > 1440 {
+		return fmt.Errorf("cardinality metric_churn_buckets %d out of range [1, 1440]", c.MetricChurnBuckets)
+	}
+	if c.ChurnWindow%time.Duration(c.MetricChurnBuckets) != 0 || (c.ChurnWindow/time.Duration(c.MetricChurnBuckets))%w != 0 {
+		return fmt.Errorf("cardinality metric churn bucket %s/%d is not a whole number of %s series buckets",
+			c.ChurnWindow, c.MetricChurnBuckets, w)
 	}
 	if c.ChurnWindow < c.Window {
 		return fmt.Errorf("cardinality churn_window %s is shorter than window %s", c.ChurnWindow, c.Window)

@@ -25,10 +25,16 @@ type TenantSummary struct {
 
 // MetricSummary is one metric's series estimate and labels.
 type MetricSummary struct {
-	Name     string       `json:"name"`
-	Overflow bool         `json:"overflow,omitempty"`
-	Series   int64        `json:"series"`
-	Labels   []LabelCount `json:"labels"`
+	Name     string `json:"name"`
+	Overflow bool   `json:"overflow,omitempty"`
+	// Series is the distinct series of the metric seen in Config.Window.
+	Series int64 `json:"series"`
+	// Churn is the metric's distinct series in Config.ChurnWindow (over
+	// Config.MetricChurnBuckets buckets) divided by Series: 1 for a stable set of
+	// series, 2 when the whole set was replaced once within the churn window. Never
+	// below 1; 0 when Series is.
+	Churn  float64      `json:"churn"`
+	Labels []LabelCount `json:"labels"`
 }
 
 // LabelCount is one label name of a metric.
@@ -124,6 +130,7 @@ func (mv *metricView) summary(k int) MetricSummary {
 		Name:     mv.name,
 		Overflow: mv.overflow,
 		Series:   mv.series,
+		Churn:    mv.churn,
 		Labels:   slices.Clone(mv.labels[:min(max(k, 0), len(mv.labels))]),
 	}
 }

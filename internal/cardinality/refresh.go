@@ -31,6 +31,7 @@ type metricView struct {
 	name     string
 	overflow bool
 	series   int64
+	churn    float64
 	labels   []LabelCount // values descending, then name
 }
 
@@ -63,6 +64,7 @@ func (t *Tracker) Refresh() {
 	t.lastRefresh = cur
 	labelCur := floorDiv(cur, t.labelDiv)
 	dayCur := floorDiv(cur, t.dayDiv)
+	metricDayCur := floorDiv(cur, t.metricDayDiv)
 
 	t.mu.RLock()
 	states := make([]*tenantState, 0, len(t.tenants)+1)
@@ -77,7 +79,7 @@ func (t *Tracker) Refresh() {
 	v := &view{updated: t.cfg.Now(), byID: make(map[tenant.ID]*tenantView, len(states))}
 	var dead []*tenantState
 	for _, ts := range states {
-		tv, alive := t.refreshTenant(ts, cur, labelCur, dayCur, moved, v)
+		tv, alive := t.refreshTenant(ts, epochs{cur, labelCur, dayCur, metricDayCur}, moved, v)
 		if !alive {
 			dead = append(dead, ts)
 			continue
@@ -115,7 +117,11 @@ func (t *Tracker) Refresh() {
 	t.view.Store(v)
 }
 
-func (t *Tracker) refreshTenant(ts *tenantState, cur, labelCur, dayCur int64, moved bool, v *view) (*tenantView, bool) {
+// epochs are the current buckets of every level.
+type epochs struct{ series, labels, day, metricDay int64 }
+
+func (t *Tracker) refreshTenant(ts *tenantState, e epochs, moved bool, v *view) (*tenantView, bool) {
+	cur, labelCur, dayCur := e.series, e.labels, e.day
 	ts.mu.Lock()
 	if ts.daily.newest() <= dayCur-int64(t.cfg.ChurnBuckets) {
 		ts.mu.Unlock()
@@ -207,7 +213,7 @@ func (t *Tracker) refreshTenant(ts *tenantState, cur, labelCur, dayCur int64, mo
 	tv.byName = make(map[string]*metricView, len(metrics))
 	var deadMetrics []*metricState
 	for _, ms := range metrics {
-		mv, alive := t.refreshMetric(ms, cur, labelCur, moved, v)
+		mv, alive := t.refreshMetric(ms, e, moved, v)
 		if !alive {
 			deadMetrics = append(deadMetrics, ms)
 			continue
@@ -249,7 +255,8 @@ type labelPair struct {
 	values, series *sketch
 }
 
-func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool, v *view) (*metricView, bool) {
+func (t *Tracker) refreshMetric(ms *metricState, e epochs, moved bool, v *view) (*metricView, bool) {
+	cur, labelCur := e.series, e.labels
 	ms.mu.Lock()
 	if ms.series.newest() <= cur-int64(t.cfg.Buckets) {
 		ms.mu.Unlock()
@@ -257,10 +264,13 @@ func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool
 	}
 	recompute := moved || ms.dirty
 	ms.dirty = false
-	var series *sketch
+	var series, daily *sketch
 	if recompute {
-		series = ms.series.window(cur)
-		ms.mem, t.scratch = ms.series.bytes(t.scratch)
+		series, daily = ms.series.window(cur), ms.daily.window(e.metricDay)
+		var m1, m2 int64
+		m1, t.scratch = ms.series.bytes(t.scratch)
+		m2, t.scratch = ms.daily.bytes(t.scratch)
+		ms.mem = m1 + m2
 	}
 	labels := make([]*labelState, 0, len(ms.labels)+1)
 	var work []labelPair
@@ -288,12 +298,12 @@ func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool
 	ms.mu.Unlock()
 
 	if recompute {
-		ms.est = estimate(series)
+		ms.est, ms.estDaily = estimate(series), estimate(daily)
 	}
 	for i := range work {
 		work[i].ls.est = estimate(work[i].values)
 	}
-	mv := &metricView{name: ms.name, overflow: ms.overflow, series: ms.est, labels: make([]LabelCount, 0, len(labels))}
+	mv := &metricView{name: ms.name, overflow: ms.overflow, series: ms.est, churn: churn(ms.estDaily, ms.est), labels: make([]LabelCount, 0, len(labels))}
 	v.memory += ms.mem + stateBytes
 	for _, ls := range labels {
 		v.memory += ls.mem + stateBytes
@@ -312,6 +322,16 @@ func (t *Tracker) refreshMetric(ms *metricState, cur, labelCur int64, moved bool
 // stateBytes is the bookkeeping of one tracked tenant, metric or label besides its
 // sketches: the state struct, its ring slots, its name and its map entry.
 const stateBytes = 320
+
+// churn is a metric's churn-window series over its window series, at least 1: the
+// churn window holds the window, so less is estimation noise (or a churn window of a
+// single, young bucket). 0 without series.
+func churn(daily, series int64) float64 {
+	if series <= 0 {
+		return 0
+	}
+	return max(1, float64(daily)/float64(series))
+}
 
 func share(values, series int64) float64 {
 	if series <= 0 {

@@ -29,6 +29,9 @@ const (
 	// LevelChurn buckets (ChurnWindow/ChurnBuckets wide) carry the tenant's long-window
 	// series sketch.
 	LevelChurn Level = "churn"
+	// LevelMetricChurn buckets (ChurnWindow/MetricChurnBuckets wide) carry the
+	// long-window series sketches of the tenant's metrics.
+	LevelMetricChurn Level = "metric_churn"
 )
 
 // Bucket is one bucket of one tenant at one level, with its sketches in the axiomhq
@@ -48,8 +51,8 @@ type Bucket struct {
 	Labels []LabelBucket `json:"labels,omitempty"`
 }
 
-// MetricBucket is one metric's part of a Bucket: Series at the series level, Labels
-// at the labels level.
+// MetricBucket is one metric's part of a Bucket: Series at the series and metric
+// churn levels, Labels at the labels level.
 type MetricBucket struct {
 	Name     string        `json:"name"`
 	Overflow bool          `json:"overflow,omitempty"`
@@ -74,6 +77,8 @@ func (t *Tracker) levelWidth(l Level) (time.Duration, error) {
 		return t.width * time.Duration(t.labelDiv), nil
 	case LevelChurn:
 		return t.width * time.Duration(t.dayDiv), nil
+	case LevelMetricChurn:
+		return t.width * time.Duration(t.metricDayDiv), nil
 	}
 	return 0, fmt.Errorf("unknown bucket level %q", truncate(string(l)))
 }
@@ -112,7 +117,7 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 		return nil
 	}
 	cur := t.epoch.Load()
-	labelCur, dayCur := floorDiv(cur, t.labelDiv), floorDiv(cur, t.dayDiv)
+	labelCur, dayCur, metricDayCur := floorDiv(cur, t.labelDiv), floorDiv(cur, t.dayDiv), floorDiv(cur, t.metricDayDiv)
 	out := map[[2]int64]*Bucket{} // (level, epoch)
 	bucket := func(l Level, li, epoch int64) *Bucket {
 		b := out[[2]int64{li, epoch}]
@@ -150,8 +155,8 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 	}
 
 	ts.mu.Lock()
-	each(&ts.series, cur, func(e int64, d []byte) { bucket(LevelSeries, 0, e).Series = d })
-	each(&ts.daily, dayCur, func(e int64, d []byte) { bucket(LevelChurn, 2, e).Series = d })
+	each(&ts.series, cur, func(e int64, d []byte) { bucket(LevelSeries, keySeries, e).Series = d })
+	each(&ts.daily, dayCur, func(e int64, d []byte) { bucket(LevelChurn, keyChurn, e).Series = d })
 	tenantLabels := make([]*labelState, 0, len(ts.labels)+1)
 	for _, ls := range ts.labels {
 		tenantLabels = append(tenantLabels, ls)
@@ -161,7 +166,7 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 	}
 	for _, ls := range tenantLabels {
 		for e, lb := range exportLabel(ls, true) {
-			b := bucket(LevelLabels, 1, e)
+			b := bucket(LevelLabels, keyLabels, e)
 			b.Labels = append(b.Labels, *lb)
 		}
 	}
@@ -177,7 +182,11 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 	for _, ms := range metrics {
 		ms.mu.Lock()
 		each(&ms.series, cur, func(e int64, d []byte) {
-			b := bucket(LevelSeries, 0, e)
+			b := bucket(LevelSeries, keySeries, e)
+			b.Metrics = append(b.Metrics, MetricBucket{Name: ms.name, Overflow: ms.overflow, Series: d})
+		})
+		each(&ms.daily, metricDayCur, func(e int64, d []byte) {
+			b := bucket(LevelMetricChurn, keyMetricChurn, e)
 			b.Metrics = append(b.Metrics, MetricBucket{Name: ms.name, Overflow: ms.overflow, Series: d})
 		})
 		labels := map[int64][]LabelBucket{}
@@ -194,7 +203,7 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 		}
 		ms.mu.Unlock()
 		for e, lbs := range labels {
-			b := bucket(LevelLabels, 1, e)
+			b := bucket(LevelLabels, keyLabels, e)
 			b.Metrics = append(b.Metrics, MetricBucket{Name: ms.name, Overflow: ms.overflow, Labels: lbs})
 		}
 	}
@@ -237,6 +246,8 @@ func (t *Tracker) mergeBucket(b *Bucket) error {
 		curL, n = floorDiv(cur, t.labelDiv), int64(t.cfg.LabelBuckets)
 	case LevelChurn:
 		curL, n = floorDiv(cur, t.dayDiv), int64(t.cfg.ChurnBuckets)
+	case LevelMetricChurn:
+		curL, n = floorDiv(cur, t.metricDayDiv), int64(t.cfg.MetricChurnBuckets)
 	}
 	if epoch <= curL-n || epoch > curL {
 		return nil // out of window: nothing to keep
@@ -278,6 +289,8 @@ func (t *Tracker) mergeBucket(b *Bucket) error {
 		metrics = b.Metrics
 	case LevelChurn:
 		err = mergeInto(&ts.daily, b.Series)
+	case LevelMetricChurn:
+		metrics = b.Metrics
 	case LevelLabels:
 		for i := 0; i < len(b.Labels) && err == nil; i++ {
 			lb := &b.Labels[i]
@@ -321,8 +334,11 @@ func (t *Tracker) mergeBucket(b *Bucket) error {
 			continue // no data in its window until this very merge: rare, and harmless to skip
 		}
 		ms.dirty = true
-		if b.Level == LevelSeries {
+		switch b.Level {
+		case LevelSeries:
 			err = mergeInto(&ms.series, mb.Series)
+		case LevelMetricChurn:
+			err = mergeInto(&ms.daily, mb.Series)
 		}
 		for j := 0; j < len(mb.Labels) && err == nil && b.Level == LevelLabels; j++ {
 			lb := &mb.Labels[j]

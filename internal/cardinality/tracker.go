@@ -28,10 +28,11 @@ const (
 type Tracker struct {
 	cfg Config
 	// Bucket widths in series buckets: a label bucket is labelDiv series buckets, a
-	// churn bucket dayDiv.
-	width    time.Duration
-	labelDiv int64
-	dayDiv   int64
+	// churn bucket dayDiv, a metric churn bucket metricDayDiv.
+	width        time.Duration
+	labelDiv     int64
+	dayDiv       int64
+	metricDayDiv int64
 
 	// epoch is the current series bucket (UnixNano / width), advanced by Rotate.
 	epoch atomic.Int64
@@ -68,6 +69,14 @@ const (
 	levelMetricLabel
 	levelTenantLabel
 	numLevels
+)
+
+// Bucket key of a level in export: its position among the Levels.
+const (
+	keySeries int64 = iota
+	keyLabels
+	keyChurn
+	keyMetricChurn
 )
 
 func (l level) String() string {
@@ -109,12 +118,13 @@ type metricState struct {
 	mu            sync.Mutex
 	evicted       bool
 	series        ring
+	daily         ring                   // series, metric churn buckets
 	labels        map[string]*labelState // values only
 	overflowLabel *labelState
 	dirty         bool
 
-	est int64
-	mem int64
+	est, estDaily int64
+	mem           int64
 }
 
 type labelState struct {
@@ -142,6 +152,7 @@ func New(cfg Config) (*Tracker, error) {
 		lastRefresh: -1,
 	}
 	t.dayDiv = int64(cfg.ChurnWindow / time.Duration(cfg.ChurnBuckets) / t.width)
+	t.metricDayDiv = int64(cfg.ChurnWindow / time.Duration(cfg.MetricChurnBuckets) / t.width)
 	for i := range t.seen {
 		t.seen[i].m = make(map[uint64]struct{})
 	}
@@ -250,6 +261,7 @@ func (t *Tracker) insert(tn tenant.ID, metric string, labels []prompb.Label, ser
 	}
 	ms.dirty = true
 	ms.series.insert(epoch, seriesHash)
+	ms.daily.insert(floorDiv(epoch, t.metricDayDiv), seriesHash)
 	for i := range labels {
 		l := &labels[i]
 		if l.Value == "" || l.Name == metricNameLabel {
@@ -319,6 +331,7 @@ func (t *Tracker) newMetric(name string, overflow bool) *metricState {
 		name:     name,
 		overflow: overflow,
 		series:   newRing(t.cfg.SeriesPrecision, t.cfg.Buckets),
+		daily:    newRing(t.cfg.SeriesPrecision, t.cfg.MetricChurnBuckets),
 		labels:   make(map[string]*labelState),
 	}
 }

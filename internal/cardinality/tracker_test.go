@@ -461,6 +461,9 @@ func TestConfigValidate(t *testing.T) {
 		{"precision", Config{LabelPrecision: 19}, false},
 		{"negative cap", Config{MaxTenants: -1}, false},
 		{"one bucket", Config{Buckets: 1, ChurnBuckets: 1, ChurnWindow: time.Hour}, true},
+		{"metric churn bucket not whole series buckets", Config{MetricChurnBuckets: 5}, false},
+		{"metric churn buckets negative", Config{MetricChurnBuckets: -1}, false},
+		{"metric churn buckets 8", Config{MetricChurnBuckets: 8}, true},
 	}
 	for _, tt := range tests {
 		if _, err := New(tt.cfg); (err == nil) != tt.ok {
@@ -519,5 +522,78 @@ func TestReadNegativeLimits(t *testing.T) {
 	}
 	if got := tr.TSDBStatus(tenant.ID{}, -1); len(got.Data.SeriesCountByMetricName) != 0 || got.Data.TotalSeries != 1 {
 		t.Errorf("TSDBStatus(-1) = %+v", got)
+	}
+}
+
+func TestMetricChurn(t *testing.T) {
+	t.Parallel()
+	tr, clk := newTracker(t, Config{}) // 1h window, 4 metric churn buckets of 6h
+	tn := tenant.ID{AccountID: 7}
+	scrape := func(metric string, from, to int) {
+		for i := from; i < to; i++ {
+			observe(tr, tn, series(metric, "id", strconv.Itoa(i)))
+		}
+	}
+	// "stable" keeps series 0..499; "replaced" has 0..499 for an hour, then 500..999.
+	for step := range 12 {
+		scrape("stable", 0, 500)
+		if step < 6 {
+			scrape("replaced", 0, 500)
+		} else {
+			scrape("replaced", 500, 1000)
+		}
+		clk.Add(10 * time.Minute)
+		tr.Refresh()
+	}
+	for _, tt := range []struct {
+		metric string
+		want   float64
+	}{{"stable", 1}, {"replaced", 2}} {
+		m, ok := tr.Metric(tn, tt.metric)
+		if !ok {
+			t.Fatalf("%s not tracked", tt.metric)
+		}
+		if m.Series < 490 || m.Series > 510 || math.Abs(m.Churn-tt.want) > 0.03 {
+			t.Errorf("%s: series %d churn %v, want 500 and %v", tt.metric, m.Series, m.Churn, tt.want)
+		}
+		if top := tr.TopMetrics(tn, 10, 0); len(top) != 2 || top[0].Churn == 0 || top[1].Churn == 0 {
+			t.Errorf("TopMetrics without churn: %+v", top)
+		}
+	}
+
+	// A snapshot keeps the metric churn.
+	var buf bytes.Buffer
+	if err := tr.WriteSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back, err := New(Config{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := back.ReadSnapshot(&buf); err != nil {
+		t.Fatal(err)
+	}
+	back.Refresh()
+	for _, name := range []string{"stable", "replaced"} {
+		got, _ := back.Metric(tn, name)
+		want, _ := tr.Metric(tn, name)
+		if got.Churn != want.Churn || got.Series != want.Series {
+			t.Errorf("%s after snapshot: series %d churn %v, want %d and %v", name, got.Series, got.Churn, want.Series, want.Churn)
+		}
+	}
+
+	// A metric churn bucket replayed into a tracker with other widths is refused.
+	other, _ := New(Config{Now: clk.Now, MetricChurnBuckets: 8})
+	var mc []Bucket
+	for _, b := range tr.ExportBuckets(tn) {
+		if b.Level == LevelMetricChurn {
+			mc = append(mc, b)
+		}
+	}
+	if len(mc) == 0 {
+		t.Fatal("no metric churn bucket exported")
+	}
+	if err := other.MergeBuckets(mc); err == nil {
+		t.Error("metric churn bucket of another width was accepted")
 	}
 }
