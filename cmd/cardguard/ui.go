@@ -134,7 +134,7 @@ func (s uiSource) TenantMetrics(t tenant.ID) (web.MetricList, bool) {
 		Rows:         make([]web.MetricRow, 0, len(ms)),
 	}
 	for _, m := range ms {
-		row := web.MetricRow{Name: m.Name, Overflow: m.Overflow, Series: m.Series}
+		row := web.MetricRow{Name: m.Name, Overflow: m.Overflow, Series: m.Series, Churn: m.Churn, HasChurn: m.Churn > 0}
 		if u, ok := used[m.Name]; ok {
 			row.Queries = u.n
 			if u.last != nil {
