@@ -550,11 +550,7 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 		if s.published[name] == d {
 			continue
 		}
-		window := s.o.SketchWindow
-		if b.Level == cardinality.LevelChurn {
-			window = s.o.ChurnWindow
-		}
-		put = append(put, Blob{Name: name, Digest: d, Data: buf.Bytes(), ExpireAt: b.Start.Add(b.Width + window)})
+		put = append(put, Blob{Name: name, Digest: d, Data: buf.Bytes(), ExpireAt: s.bucketExpiry(b)})
 	}
 	var del []string
 	for name := range s.published {
@@ -750,3 +746,13 @@ func (s *Syncer) watchLimits(ctx context.Context) {
 
 // Logger returns the logger the Syncer writes to.
 func (s *Syncer) Logger() *slog.Logger { return s.log }
+
+// bucketExpiry is when a published bucket leaves every window that reads it:
+// churn buckets, the tenant's and the metrics', live for the churn window.
+func (s *Syncer) bucketExpiry(b *cardinality.Bucket) time.Time {
+	window := s.o.SketchWindow
+	if b.Level == cardinality.LevelChurn || b.Level == cardinality.LevelMetricChurn {
+		window = s.o.ChurnWindow
+	}
+	return b.Start.Add(b.Width + window)
+}

@@ -331,3 +331,24 @@ func observeAndSync(rs ...*replica) {
 		}
 	}
 }
+
+// TestBucketExpiry: churn buckets, the tenant's and the metrics', stay in Redis for
+// the whole churn window; the other levels only for the estimation window.
+func TestBucketExpiry(t *testing.T) {
+	t.Parallel()
+	s := &Syncer{o: Options{SketchWindow: time.Hour, ChurnWindow: 24 * time.Hour}}
+	start := time.Date(2026, 11, 21, 0, 0, 0, 0, time.UTC)
+	for _, c := range []struct {
+		level cardinality.Level
+		want  time.Duration
+	}{
+		{cardinality.LevelSeries, time.Hour},
+		{cardinality.LevelChurn, 24 * time.Hour},
+		{cardinality.LevelMetricChurn, 24 * time.Hour},
+	} {
+		b := &cardinality.Bucket{Level: c.level, Start: start, Width: 10 * time.Minute}
+		if got := s.bucketExpiry(b); !got.Equal(start.Add(10*time.Minute + c.want)) {
+			t.Errorf("%s: expires %s, want %s after the bucket", c.level, got, c.want)
+		}
+	}
+}
