@@ -10,6 +10,7 @@ VMAGENT   := $(BIN)/vmagent
 TOOLS_MOD := tools/vm/go.mod
 PROM_BIN  := $(BIN)/prometheus
 PROM_MOD  := tools/prometheus/go.mod
+STATICCHECK := v0.6.1
 
 .PHONY: all build tools test test-short vet run bench clean fuzz
 
@@ -39,6 +40,7 @@ $(PROM_BIN): $(PROM_MOD)
 vet:
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (gofmt -l $$(git ls-files '*.go'); echo 'gofmt: files above need formatting'; exit 1)
 	$(GO) vet ./...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK) ./...
 
 test: tools vet
 	$(GO) test -count=1 -timeout 20m ./...

@@ -33,14 +33,6 @@ func newForwarder(timeout time.Duration, bearer string, maxConns int) *forwarder
 	return &forwarder{client: &http.Client{Transport: tr}, timeout: timeout, bearer: bearer}
 }
 
-// upstreamError keeps what VictoriaMetrics said, for the client and the logs.
-type upstreamError struct {
-	status int // 0 for transport errors
-	msg    string
-}
-
-func (e *upstreamError) Error() string { return e.msg }
-
 // forward sends body to url and maps the answer to cardguard's own status:
 //   - 2xx: nil; the client gets 204.
 //   - network error, timeout, 5xx: 503, so Prometheus keeps the batch and retries.

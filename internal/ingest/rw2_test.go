@@ -329,13 +329,13 @@ func TestRemoteWrite2Rejected(t *testing.T) {
 		{name: "duplicate label name", body: one(v2Series{refs: []uint32{1, 2, 3, 4, 3, 2}, samples: sample}).marshal(), want: 400, wantIn: "duplicate label name"},
 		{name: "truncated", body: goodRaw[:len(goodRaw)/2], want: 400, wantIn: "cannot parse remote write 2.0"},
 		{name: "garbage", body: []byte{0xff, 0xff, 0xff, 0xff, 0x0f}, want: 400, wantIn: "cannot parse remote write 2.0"},
-		{name: "symbol is a varint", body: []byte{4<<3 | 0, 1}, want: 400, wantIn: "symbols[0] is not a string"},
-		{name: "timeseries is a varint", body: []byte{5<<3 | 0, 1}, want: 400, wantIn: "timeseries[0] is not a message"},
+		{name: "symbol is a varint", body: []byte{4 << 3 /* varint */, 1}, want: 400, wantIn: "symbols[0] is not a string"},
+		{name: "timeseries is a varint", body: []byte{5 << 3 /* varint */, 1}, want: 400, wantIn: "timeseries[0] is not a message"},
 		{name: "labels_refs is a double", body: []byte{5<<3 | 2, 9, 1<<3 | 1, 0, 0, 0, 0, 0, 0, 0, 0}, want: 400, wantIn: "bad labels_refs"},
-		{name: "labels_ref over 32 bits", body: []byte{5<<3 | 2, 6, 1<<3 | 0, 0x80, 0x80, 0x80, 0x80, 0x10}, want: 400, wantIn: "bad labels_refs"},
-		{name: "sample value is a varint", body: []byte{5<<3 | 2, 4, 2<<3 | 2, 2, 1<<3 | 0, 1}, want: 400, wantIn: "value is not a double"},
+		{name: "labels_ref over 32 bits", body: []byte{5<<3 | 2, 6, 1 << 3 /* varint */, 0x80, 0x80, 0x80, 0x80, 0x10}, want: 400, wantIn: "bad labels_refs"},
+		{name: "sample value is a varint", body: []byte{5<<3 | 2, 4, 2<<3 | 2, 2, 1 << 3 /* varint */, 1}, want: 400, wantIn: "value is not a double"},
 		{name: "sample timestamp is a string", body: []byte{5<<3 | 2, 5, 2<<3 | 2, 3, 2<<3 | 2, 1, 'x'}, want: 400, wantIn: "timestamp is not an int64"},
-		{name: "metadata is a varint", body: []byte{5<<3 | 2, 2, 5<<3 | 0, 1}, want: 400, wantIn: "metadata is not a message"},
+		{name: "metadata is a varint", body: []byte{5<<3 | 2, 2, 5 << 3 /* varint */, 1}, want: 400, wantIn: "metadata is not a message"},
 		{name: "metadata help_ref is a string", body: []byte{5<<3 | 2, 5, 5<<3 | 2, 3, 3<<3 | 2, 1, 'x'}, want: 400, wantIn: "field 3 has the wrong type"},
 	}
 	for _, tt := range tests {

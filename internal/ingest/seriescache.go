@@ -214,15 +214,6 @@ func (c *seriesCache) lock(sum uint64, now time.Time) *cacheShard {
 	return sh
 }
 
-// get returns the entry of k and whether it exists.
-func (c *seriesCache) get(k cacheKey, now time.Time) (cacheEntry, bool) {
-	sum := k.sum()
-	sh := c.lock(sum, now)
-	e, ok := sh.t.get(sum)
-	sh.mu.Unlock()
-	return e, ok
-}
-
 // put stores e for k, unless the shard is full.
 func (c *seriesCache) put(k cacheKey, e cacheEntry, now time.Time) {
 	sum := k.sum()

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 )
@@ -306,7 +307,7 @@ func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 	name := ""
 	var nameMatchers []*labels.Matcher
 	for _, m := range ms {
-		if m.Name != labels.MetricName {
+		if m.Name != model.MetricNameLabel {
 			continue
 		}
 		if m.Type == labels.MatchEqual && name == "" {
@@ -332,7 +333,7 @@ func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 		w.sels = append(w.sels, Selector{Name: name, NameMatchers: nameMatchers})
 	}
 	for _, m := range ms {
-		if m.Name != labels.MetricName {
+		if m.Name != model.MetricNameLabel {
 			w.use([]int{idx}, m.Name, UseMatcher)
 		}
 	}
@@ -343,7 +344,7 @@ func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 }
 
 func (w *walker) use(ids []int, label string, how LabelUse) {
-	if label == labels.MetricName || label == "" {
+	if label == model.MetricNameLabel || label == "" {
 		return
 	}
 	for _, i := range ids {

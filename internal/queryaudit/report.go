@@ -15,7 +15,7 @@ import (
 	"time"
 
 	"github.com/go-chi/chi/v5"
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 
 	"github.com/cardguard/cardguard/internal/tenant"
 )
@@ -52,7 +52,7 @@ func SeriesSavedByDroppingLabels(series int64, distinct map[string]int64, drop [
 	}
 	var maxKept int64 = 1
 	for l, n := range distinct {
-		if l != labels.MetricName && !slices.Contains(drop, l) {
+		if l != model.MetricNameLabel && !slices.Contains(drop, l) {
 			maxKept = max(maxKept, n)
 		}
 	}
@@ -372,7 +372,7 @@ func unusedLabels(series int64, distinct map[string]int64, used map[string]label
 	out := []UnusedLabel{}
 	var drop []string
 	for l, n := range distinct {
-		if _, ok := used[l]; ok || l == labels.MetricName {
+		if _, ok := used[l]; ok || l == model.MetricNameLabel {
 			continue
 		}
 		out = append(out, UnusedLabel{Label: l, DistinctValues: n})

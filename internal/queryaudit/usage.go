@@ -19,6 +19,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/cardguard/cardguard/internal/tenant"
@@ -506,7 +507,7 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 				mr.labels[l] |= how
 			}
 			mr.all = mr.all || s.AllLabels || ev.kind == readSeries
-			if ev.kind == readLabelValues && ev.label != labels.MetricName {
+			if ev.kind == readLabelValues && ev.label != model.MetricNameLabel {
 				mr.labels[ev.label] |= UseValues
 			}
 		}
@@ -889,7 +890,7 @@ func (r *Recorder) Merge(s Snapshot) error {
 			mu.labelsOverflow += msn.LabelsOverflow
 			mu.sourcesOverflow += msn.SourcesOverflow
 			for _, ls := range msn.Labels {
-				if dailyCounts(ls.Queries).sum(from) == 0 || ls.Name == "" || ls.Name == labels.MetricName {
+				if dailyCounts(ls.Queries).sum(from) == 0 || ls.Name == "" || ls.Name == model.MetricNameLabel {
 					continue
 				}
 				lu := r.label(mu, ls.Name)

@@ -11,6 +11,7 @@ import (
 	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 )
 
@@ -103,9 +104,9 @@ func compileRule(c *Config) (rule, error) {
 	}
 	switch ru.action {
 	case DropMetrics:
-		ru.action, ru.sources = Drop, []string{labels.MetricName}
+		ru.action, ru.sources = Drop, []string{model.MetricNameLabel}
 	case KeepMetrics:
-		ru.action, ru.sources = Keep, []string{labels.MetricName}
+		ru.action, ru.sources = Keep, []string{model.MetricNameLabel}
 	case HashMod:
 		if ru.modulus <= hashModCacheMax {
 			ru.hashStrs = make([]string, ru.modulus)

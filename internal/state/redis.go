@@ -212,8 +212,9 @@ func (r *Redis) PutUsage(ctx context.Context, replica string, data []byte, now t
 
 // AllUsage implements UsageStore.
 func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
-	reps, err := r.c.ZRangeByScore(ctx, r.key("usage"), &redis.ZRangeBy{
-		Min: strconv.FormatInt(now.Add(-retention).UnixMilli(), 10), Max: "+inf",
+	reps, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
+		Key: r.key("usage"), ByScore: true,
+		Start: strconv.FormatInt(now.Add(-retention).UnixMilli(), 10), Stop: "+inf",
 	}).Result()
 	if err != nil || len(reps) == 0 {
 		return map[string][]byte{}, err
