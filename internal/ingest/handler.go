@@ -1,16 +1,16 @@
 // Package ingest is cardguard's remote-write handler.
 //
 // A request goes through: bounded read → snappy (declared size checked first) →
-// protobuf decode (VictoriaMetrics lib/prompb) → validation → per-series stages
-// (relabel, cardinality observation, label guard, limits) → forward to
-// VictoriaMetrics → answer. The answer is never 2xx before VictoriaMetrics answered
-// 2xx for what was forwarded; upstream trouble is a 503 so that Prometheus keeps the
-// batch in its WAL and retries.
+// protobuf scan (wire.go; lib/prompb for native histograms and 2.0 converted by
+// rw2.go) → validation → per-series stages (relabel, cardinality observation,
+// label guard, limits) → forward to VictoriaMetrics → answer. The answer is never
+// 2xx before VictoriaMetrics answered 2xx for what was forwarded; upstream trouble
+// is a 503 so that Prometheus keeps the batch in its WAL and retries.
 //
 // When no stage changed any series, the original compressed bytes are forwarded as
-// they came: lib/prompb skips exemplars and expands native histograms, so re-encoding
-// would lose data the client sent. Only a request in which a series was dropped or
-// rewritten is re-encoded.
+// they came. When one did, the request is spliced together again from the bytes
+// it came with (wire.go): only rewritten series' labels are encoded anew, and
+// samples, exemplars and metadata are copied as received.
 package ingest
 
 import (
@@ -22,7 +22,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
-	"github.com/golang/snappy"
+	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -148,6 +148,7 @@ type writeCtx struct {
 	decoded []byte
 	encoded []byte
 	out     []byte
+	batch   batch
 	wru     prompb.WriteRequestUnmarshaler
 	v2      v2Decoder
 	series  seriesScratch
@@ -161,6 +162,7 @@ func (h *Handler) getCtx() *writeCtx {
 }
 
 func (h *Handler) putCtx(wc *writeCtx) {
+	wc.batch.reset()
 	wc.wru.Reset()
 	wc.v2.reset()
 	wc.series.reset()
@@ -238,29 +240,41 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if err != nil {
 		return err
 	}
-	var wr *prompb.WriteRequest
+	b := &wc.batch
 	if proto == protoV2 {
 		// Converted to 1.0 (rw2.go): VictoriaMetrics would read a 2.0 body as an
 		// empty 1.0 request and answer 204, silently losing every sample.
-		if wr, err = wc.v2.decode(wc.decoded); err != nil {
+		wr, err := wc.v2.decode(wc.decoded)
+		if err != nil {
 			return err
 		}
+		b.fromWriteRequest(wr)
 		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
-	} else if wr, err = wc.wru.UnmarshalProtobuf(wc.decoded); err != nil {
-		return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
+	} else if histograms, err := b.scan(wc.decoded); err != nil {
+		return err
+	} else if histograms {
+		// lib/prompb expands native histograms into series; the request is
+		// encoded from its decoded form when something changes.
+		wr, err := wc.wru.UnmarshalProtobuf(wc.decoded)
+		if err != nil {
+			return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
+		}
+		b.fromWriteRequest(wr)
 	}
-	res, err := h.process(t, tl, wr, &wc.series)
+	res, err := h.process(t, tl, b, &wc.series)
 	if err != nil {
 		return err
 	}
 	h.metrics.samplesReceived.WithLabelValues(tl).Add(float64(res.received))
-	if res.forwardSeries == 0 && len(wr.Metadata) == 0 {
+	if res.forwardSeries == 0 && b.metadata == 0 {
 		return res.verdict
 	}
 	body := wc.body
 	if res.modified || proto == protoV2 {
-		wc.encoded = wr.MarshalProtobuf(wc.encoded[:0])
-		wc.out = snappy.Encode(wc.out[:cap(wc.out)], wc.encoded)
+		wc.encoded = b.marshal(wc.encoded[:0])
+		// s2 writes the snappy block format, faster and smaller than
+		// github.com/golang/snappy (BenchmarkSnappyEncode).
+		wc.out = s2.EncodeSnappy(wc.out[:cap(wc.out)], wc.encoded)
 		body = wc.out
 	}
 	if err := h.fwd.forward(r.Context(), h.scheme.WriteURL(t), body, r.Header.Get("User-Agent")); err != nil {

@@ -145,12 +145,12 @@ type result struct {
 	verdict        error // nil → 204; or the 4xx to answer after forwarding the rest
 }
 
-// process runs the stages over every series, filtering wr.Timeseries in place.
+// process runs the stages over every series, filtering b.series in place.
 // Validation errors reject the whole request before anything is forwarded; limit
 // decisions drop single series and let the rest through.
-func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *seriesScratch) (result, error) {
+func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (result, error) {
 	var res result
-	tss := wr.Timeseries
+	tss := b.series
 	now := h.now()
 	// Validate everything first: a request with one bad series is refused whole and
 	// leaves no trace in estimates or limits. Series validated before (same labels,
@@ -162,7 +162,7 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		e := &sc.entries[i]
 		e.raw = hashLabels(labels, &sc.hashBuf)
 		e.known = false
-		res.received += len(tss[i].Samples)
+		res.received += tss[i].Samples
 	}
 	if h.cache != nil {
 		h.cache.getAll(t, sc.entries, &sc.order, now)
@@ -312,7 +312,7 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 			h.cache.put(cacheKey{t, e.raw}, e.cacheEntry, now)
 		}
 		if drop != "" {
-			sc.addDiscard(drop, dry, len(ts.Samples))
+			sc.addDiscard(drop, dry, ts.Samples)
 			if !dry {
 				res.modified = true
 				if firstEnforced == "" {
@@ -330,13 +330,14 @@ func (h *Handler) process(t tenant.ID, tl string, wr *prompb.WriteRequest, sc *s
 		}
 		tss[kept] = *ts
 		tss[kept].Labels = labels
+		tss[kept].rewritten = rewritten
 		kept++
 		res.forwardSeries++
-		res.forwardSamples += len(ts.Samples)
+		res.forwardSamples += ts.Samples
 	}
 	if res.modified {
 		clear(tss[kept:])
-		wr.Timeseries = tss[:kept]
+		b.series = tss[:kept]
 	}
 	for _, rc := range sc.relabeled {
 		h.metrics.relabeled(tl, rc.action, dry, rc.n)

@@ -1,0 +1,512 @@
+package ingest
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"net/http"
+	"unsafe"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+)
+
+// A remote-write 1.0 request is scanned rather than decoded: the labels of each
+// series are read (as strings aliasing the decompressed request, the way
+// lib/prompb reads them), samples are checked and counted but not copied, and
+// everything else is remembered as byte ranges. When some series were dropped or
+// rewritten, the request is encoded again by splicing: kept series are copied as
+// they came, and a rewritten series gets its new labels followed by its other
+// fields (samples, exemplars) copied as they came. Nothing is decoded into values
+// that are encoded again, which is what decoding with lib/prompb and marshalling
+// its WriteRequest cost, and fields lib/prompb does not keep (exemplars, fields of
+// later versions) survive a rewrite.
+//
+// A request with native histograms is left to lib/prompb (see handler.go): it
+// expands each histogram into several series, which no longer map to one series
+// of the request.
+
+// series is one series as the stages see it.
+type series struct {
+	Labels  []prompb.Label
+	Samples int
+	// raw is the series' field as received (key, length, message) and msg the
+	// offset of the message in it; rest is the offset in raw of the first field
+	// after the labels when all labels come first (as every client writes them),
+	// or 0. Unset for a request decoded by lib/prompb.
+	raw       []byte
+	msg, rest uint32
+	// rewritten: Labels are no longer those in raw.
+	rewritten bool
+	// idx is the series' index in batch.wr when the request was decoded by
+	// lib/prompb or converted from 2.0.
+	idx int32
+}
+
+// batch is a decoded request: the series the stages run over, and what encoding
+// it again needs.
+type batch struct {
+	series []series
+	// From a scan: the fields of the request that are not series (metadata, and
+	// fields this version does not know), in order.
+	others   [][]byte
+	metadata int // metadata entries
+	arena    []prompb.Label
+	// wr is set when the request was decoded by lib/prompb (native histograms) or
+	// converted from 2.0; it is encoded from wr then.
+	wr *prompb.WriteRequest
+}
+
+func (b *batch) reset() {
+	clear(b.series)
+	b.series = b.series[:0]
+	clear(b.others)
+	b.others = b.others[:0]
+	b.metadata = 0
+	clear(b.arena)
+	b.arena = b.arena[:0]
+	b.wr = nil
+}
+
+// fromWriteRequest fills b with the series of a decoded request.
+func (b *batch) fromWriteRequest(wr *prompb.WriteRequest) {
+	b.reset()
+	b.wr = wr
+	b.metadata = len(wr.Metadata)
+	for i := range wr.Timeseries {
+		ts := &wr.Timeseries[i]
+		b.series = append(b.series, series{Labels: ts.Labels, Samples: len(ts.Samples), idx: int32(i)})
+	}
+}
+
+func parseError(format string, args ...any) error {
+	return errorf(http.StatusBadRequest, "cannot parse remote write request: "+format, args...)
+}
+
+// field is one protobuf field: its number, wire type, and where its value
+// starts and ends (for a length-delimited field, its data; for the others, the
+// encoded value).
+type field struct {
+	num        uint64
+	wt         uint8
+	start, end int
+}
+
+const (
+	wtVarint = 0
+	wtI64    = 1
+	wtLen    = 2
+	wtI32    = 5
+)
+
+// nextField reads the field at b[i:], accepting what easyproto (lib/prompb's
+// reader) accepts.
+func nextField(b []byte, i int) (field, error) {
+	var f field
+	key, n := uvarint(b[i:])
+	if n <= 0 {
+		return f, fmt.Errorf("cannot read field key at offset %d", i)
+	}
+	i += n
+	f.num, f.wt = key>>3, uint8(key&7)
+	if f.num > math.MaxUint32 {
+		return f, fmt.Errorf("field number %d out of range", f.num)
+	}
+	switch f.wt {
+	case wtLen:
+		l, n := uvarint(b[i:])
+		if n <= 0 {
+			return f, fmt.Errorf("cannot read length of field #%d", f.num)
+		}
+		i += n
+		if l > uint64(len(b)-i) {
+			return f, fmt.Errorf("field #%d needs %d bytes, %d left", f.num, l, len(b)-i)
+		}
+		f.start, f.end = i, i+int(l)
+	case wtVarint:
+		_, n := uvarint(b[i:])
+		if n <= 0 {
+			return f, fmt.Errorf("cannot read varint of field #%d", f.num)
+		}
+		f.start, f.end = i, i+n
+	case wtI64:
+		if len(b)-i < 8 {
+			return f, fmt.Errorf("cannot read 8 bytes of field #%d", f.num)
+		}
+		f.start, f.end = i, i+8
+	case wtI32:
+		if len(b)-i < 4 {
+			return f, fmt.Errorf("cannot read 4 bytes of field #%d", f.num)
+		}
+		f.start, f.end = i, i+4
+	default:
+		return f, fmt.Errorf("unsupported wire type %d of field #%d", f.wt, f.num)
+	}
+	return f, nil
+}
+
+func uvarint(b []byte) (uint64, int) {
+	if len(b) > 0 && b[0] < 0x80 {
+		return uint64(b[0]), 1
+	}
+	return binary.Uvarint(b)
+}
+
+// scan reads a remote-write 1.0 request into b. It accepts and refuses what
+// lib/prompb does; histograms reports a series with native histograms, in which
+// case b is unusable and the request must be decoded by lib/prompb.
+func (b *batch) scan(src []byte) (histograms bool, err error) {
+	b.reset()
+	for i := 0; i < len(src); {
+		f, err := nextField(src, i)
+		if err != nil {
+			return false, parseError("%v", err)
+		}
+		switch f.num {
+		case 1:
+			if f.wt != wtLen {
+				return false, parseError("cannot read timeseries data")
+			}
+			hist, err := b.scanSeries(src[i:f.end], f.start-i)
+			if err != nil {
+				return false, parseError("cannot unmarshal timeseries: %v", err)
+			}
+			if hist {
+				return true, nil
+			}
+		case 3:
+			if f.wt != wtLen {
+				return false, parseError("cannot read metricMetadata data")
+			}
+			if err := checkMetadata(src[f.start:f.end]); err != nil {
+				return false, parseError("cannot unmarshal metricMetadata: %v", err)
+			}
+			b.metadata++
+			b.others = append(b.others, src[i:f.end])
+		default:
+			b.others = append(b.others, src[i:f.end])
+		}
+		i = f.end
+	}
+	return false, nil
+}
+
+// scanSeries reads one TimeSeries field (raw: key, length, message starting at
+// msg) and appends it to b unless it has no samples (lib/prompb skips those).
+func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
+	start := len(b.arena)
+	samples, rest := 0, 0
+	labelsFirst := true
+	for i := msg; i < len(raw); {
+		// Fast path: labels and samples shorter than 128 bytes, one-byte key and
+		// length, which is nearly every field of every real request.
+		if i+1 < len(raw) && raw[i+1] < 0x80 && i+2+int(raw[i+1]) <= len(raw) {
+			data := raw[i+2 : i+2+int(raw[i+1])]
+			switch raw[i] {
+			case 1<<3 | wtLen:
+				l, err := scanLabel(data)
+				if err != nil {
+					return false, fmt.Errorf("cannot unmarshal label: %v", err)
+				}
+				b.arena = append(b.arena, l)
+				if !labelsFirst {
+					rest = 0
+				}
+				i += 2 + len(data)
+				continue
+			case 2<<3 | wtLen:
+				if !isPlainSample(data) {
+					if err := checkSample(data); err != nil {
+						return false, fmt.Errorf("cannot unmarshal sample: %v", err)
+					}
+				}
+				samples++
+				if labelsFirst {
+					labelsFirst, rest = false, i
+				}
+				i += 2 + len(data)
+				continue
+			}
+		}
+		f, err := nextField(raw, i)
+		if err != nil {
+			return false, err
+		}
+		switch f.num {
+		case 1:
+			if f.wt != wtLen {
+				return false, fmt.Errorf("cannot read label data")
+			}
+			l, err := scanLabel(raw[f.start:f.end])
+			if err != nil {
+				return false, fmt.Errorf("cannot unmarshal label: %v", err)
+			}
+			b.arena = append(b.arena, l)
+			if !labelsFirst {
+				rest = 0
+			}
+		case 2:
+			if f.wt != wtLen {
+				return false, fmt.Errorf("cannot read sample data")
+			}
+			if err := checkSample(raw[f.start:f.end]); err != nil {
+				return false, fmt.Errorf("cannot unmarshal sample: %v", err)
+			}
+			samples++
+		case 4:
+			if f.wt != wtLen {
+				return false, fmt.Errorf("cannot read native histogram data")
+			}
+			return true, nil
+		}
+		if f.num != 1 && labelsFirst {
+			labelsFirst, rest = false, i
+		}
+		i = f.end
+	}
+	if samples == 0 {
+		b.arena = b.arena[:start]
+		return false, nil
+	}
+	if labelsFirst {
+		rest = len(raw)
+	}
+	b.series = append(b.series, series{
+		Labels:  b.arena[start:len(b.arena):len(b.arena)],
+		Samples: samples,
+		raw:     raw,
+		msg:     uint32(msg),
+		rest:    uint32(rest),
+	})
+	return false, nil
+}
+
+func scanLabel(src []byte) (prompb.Label, error) {
+	// Fast path: name then value, each shorter than 128 bytes.
+	if len(src) >= 4 && src[0] == 1<<3|wtLen && src[1] < 0x80 {
+		n := 2 + int(src[1])
+		if n+2 <= len(src) && src[n] == 2<<3|wtLen && src[n+1] < 0x80 && n+2+int(src[n+1]) == len(src) {
+			return prompb.Label{Name: bytesString(src[2:n]), Value: bytesString(src[n+2:])}, nil
+		}
+	}
+	var l prompb.Label
+	for i := 0; i < len(src); {
+		f, err := nextField(src, i)
+		if err != nil {
+			return l, err
+		}
+		switch f.num {
+		case 1:
+			if f.wt != wtLen {
+				return l, fmt.Errorf("cannot read label name")
+			}
+			l.Name = bytesString(src[f.start:f.end])
+		case 2:
+			if f.wt != wtLen {
+				return l, fmt.Errorf("cannot read label value")
+			}
+			l.Value = bytesString(src[f.start:f.end])
+		}
+		i = f.end
+	}
+	return l, nil
+}
+
+// isPlainSample reports a sample written as every client writes it: value, then
+// a timestamp varint that ends the message.
+func isPlainSample(src []byte) bool {
+	if len(src) < 11 || src[0] != 1<<3|wtI64 || src[9] != 2<<3|wtVarint {
+		return false
+	}
+	_, n := uvarint(src[10:])
+	return n > 0 && 10+n == len(src)
+}
+
+func checkSample(src []byte) error {
+	for i := 0; i < len(src); {
+		f, err := nextField(src, i)
+		if err != nil {
+			return err
+		}
+		switch {
+		case f.num == 1 && f.wt != wtI64:
+			return fmt.Errorf("cannot read sample value")
+		case f.num == 2 && f.wt != wtVarint:
+			return fmt.Errorf("cannot read sample timestamp")
+		}
+		i = f.end
+	}
+	return nil
+}
+
+func checkMetadata(src []byte) error {
+	for i := 0; i < len(src); {
+		f, err := nextField(src, i)
+		if err != nil {
+			return err
+		}
+		switch f.num {
+		case 1, 11, 12:
+			if v, _ := uvarint(src[f.start:f.end]); f.wt != wtVarint || v > math.MaxUint32 {
+				return fmt.Errorf("cannot read uint32 field #%d", f.num)
+			}
+		case 2, 4, 5:
+			if f.wt != wtLen {
+				return fmt.Errorf("cannot read string field #%d", f.num)
+			}
+		}
+		i = f.end
+	}
+	return nil
+}
+
+// bytesString aliases b, which must not change while the string is in use (the
+// decompressed request does not change until the request is done).
+func bytesString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
+}
+
+// marshal appends the request with its current series to dst: series that were
+// not rewritten as they came, rewritten ones with their new labels and their
+// other fields as they came, then the request's other fields.
+func (b *batch) marshal(dst []byte) []byte {
+	if b.wr != nil {
+		return b.marshalDecoded(dst)
+	}
+	for i := range b.series {
+		s := &b.series[i]
+		if !s.rewritten {
+			dst = append(dst, s.raw...)
+			continue
+		}
+		n := labelsSize(s.Labels)
+		if s.rest != 0 {
+			n += len(s.raw) - int(s.rest)
+		} else {
+			n += s.otherFieldsSize()
+		}
+		dst = append(dst, 1<<3|wtLen)
+		dst = binary.AppendUvarint(dst, uint64(n))
+		dst = appendLabels(dst, s.Labels)
+		if s.rest != 0 {
+			dst = append(dst, s.raw[s.rest:]...)
+		} else {
+			dst = s.appendOtherFields(dst)
+		}
+	}
+	for _, o := range b.others {
+		dst = append(dst, o...)
+	}
+	return dst
+}
+
+// otherFieldsSize is the size of the fields of s that are not labels; the
+// message was checked by scan.
+func (s *series) otherFieldsSize() int {
+	n := 0
+	for i := int(s.msg); i < len(s.raw); {
+		f, _ := nextField(s.raw, i)
+		if f.num != 1 {
+			n += f.end - i
+		}
+		i = f.end
+	}
+	return n
+}
+
+func (s *series) appendOtherFields(dst []byte) []byte {
+	for i := int(s.msg); i < len(s.raw); {
+		f, _ := nextField(s.raw, i)
+		if f.num != 1 {
+			dst = append(dst, s.raw[i:f.end]...)
+		}
+		i = f.end
+	}
+	return dst
+}
+
+func varintSize(v uint64) int {
+	n := 1
+	for v >= 0x80 {
+		v >>= 7
+		n++
+	}
+	return n
+}
+
+func labelSize(l *prompb.Label) int {
+	n := 1 + varintSize(uint64(len(l.Name))) + len(l.Name)
+	if l.Value != "" {
+		n += 1 + varintSize(uint64(len(l.Value))) + len(l.Value)
+	}
+	return n
+}
+
+// shortLabel reports the size of l's message when it and its name and value
+// are shorter than 128 bytes, so that every length fits in one byte.
+func shortLabel(l *prompb.Label) (int, bool) {
+	n := 2 + len(l.Name)
+	if l.Value != "" {
+		n += 2 + len(l.Value)
+	}
+	return n, n < 0x80
+}
+
+// labelsSize is the encoded size of labels as fields of a TimeSeries.
+func labelsSize(ls []prompb.Label) int {
+	n := 0
+	for i := range ls {
+		if m, ok := shortLabel(&ls[i]); ok {
+			n += 2 + m
+			continue
+		}
+		m := labelSize(&ls[i])
+		n += 1 + varintSize(uint64(m)) + m
+	}
+	return n
+}
+
+func appendLabels(dst []byte, ls []prompb.Label) []byte {
+	for i := range ls {
+		l := &ls[i]
+		if m, ok := shortLabel(l); ok {
+			dst = append(dst, 1<<3|wtLen, byte(m), 1<<3|wtLen, byte(len(l.Name)))
+			dst = append(dst, l.Name...)
+			if l.Value != "" {
+				dst = append(dst, 2<<3|wtLen, byte(len(l.Value)))
+				dst = append(dst, l.Value...)
+			}
+			continue
+		}
+		dst = append(dst, 1<<3|wtLen)
+		dst = binary.AppendUvarint(dst, uint64(labelSize(l)))
+		dst = append(dst, 1<<3|wtLen)
+		dst = binary.AppendUvarint(dst, uint64(len(l.Name)))
+		dst = append(dst, l.Name...)
+		if l.Value != "" {
+			dst = append(dst, 2<<3|wtLen)
+			dst = binary.AppendUvarint(dst, uint64(len(l.Value)))
+			dst = append(dst, l.Value...)
+		}
+	}
+	return dst
+}
+
+// marshalDecoded encodes a request decoded by lib/prompb or converted from 2.0
+// with its current series, keeping their order.
+func (b *batch) marshalDecoded(dst []byte) []byte {
+	tss := b.wr.Timeseries
+	// b.series is a subsequence of tss in order, so tss[s.idx] is read before
+	// position idx is written.
+	for k := range b.series {
+		s := &b.series[k]
+		ts := tss[s.idx]
+		ts.Labels = s.Labels
+		tss[k] = ts
+	}
+	clear(tss[len(b.series):])
+	b.wr.Timeseries = tss[:len(b.series)]
+	return b.wr.MarshalProtobuf(dst)
+}
