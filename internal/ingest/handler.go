@@ -173,6 +173,9 @@ func (h *Handler) putCtx(wc *writeCtx) {
 	}
 	if cap(wc.decoded) > 4*keep {
 		wc.decoded = nil
+		// Label strings point into it: let it go for real.
+		wc.batch.release()
+		wc.series.release()
 	}
 	if cap(wc.encoded) > 4*keep {
 		wc.encoded = nil

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/cespare/xxhash/v2"
 
 	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/limits"
@@ -87,9 +88,9 @@ type seriesScratch struct {
 // requestEntry is a series' cache entry while its request is processed.
 type requestEntry struct {
 	cacheEntry
-	raw   uint64 // hash of the labels as received
-	sum   uint64 // cache key
-	known bool   // the cache had an entry
+	raw       uint64 // the series' key: see seriesKey
+	known     bool   // the cache had an entry
+	reordered bool   // the labels came unsorted and were sorted
 }
 
 type actionCount struct {
@@ -114,16 +115,19 @@ type discard struct {
 	series  int
 }
 
+// reset empties the scratch space for the next request. Label sets are not
+// cleared: they point into the decompressed request of the same pooled context,
+// which stays allocated anyway (putCtx clears them when it lets that go).
 func (s *seriesScratch) reset() {
-	clear(s.buf)
-	clear(s.buf2)
-	clear(s.arena)
 	s.buf, s.buf2, s.arena = s.buf[:0], s.buf2[:0], s.arena[:0]
 	s.discards = s.discards[:0]
 	s.relabeled = s.relabeled[:0]
-	clear(s.entries)
 	s.entries = s.entries[:0]
 }
+
+// release drops s's memory and with it every reference into the request's
+// buffers.
+func (s *seriesScratch) release() { *s = seriesScratch{} }
 
 func (s *seriesScratch) addDiscard(r limits.Reason, dryRun bool, samples int) {
 	for i := range s.discards {
@@ -145,6 +149,18 @@ type result struct {
 	verdict        error // nil → 204; or the 4xx to answer after forwarding the rest
 }
 
+// seriesKey is what the series cache knows a series by: the hash of its label
+// fields as received when they come first in the series (as every client writes
+// them), which costs one hash over bytes already in memory; otherwise the series
+// hash of its labels. Both are 64-bit hashes of the series' labels, and like the
+// series hash itself, a collision between two keys is taken as impossible.
+func seriesKey(s *series, hashBuf *[]byte) uint64 {
+	if s.rest != 0 {
+		return xxhash.Sum64(s.raw[s.msg:s.rest])
+	}
+	return hashLabels(s.Labels, hashBuf)
+}
+
 // process runs the stages over every series, filtering b.series in place.
 // Validation errors reject the whole request before anything is forwarded; limit
 // decisions drop single series and let the rest through.
@@ -153,16 +169,15 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	tss := b.series
 	now := h.now()
 	// Validate everything first: a request with one bad series is refused whole and
-	// leaves no trace in estimates or limits. Series validated before (same labels,
-	// same hash) are not validated again.
+	// leaves no trace in estimates or limits. Series validated before (same key)
+	// are not validated again.
 	sc.entries = slices.Grow(sc.entries[:0], len(tss))[:len(tss)]
 	for i := range tss {
-		labels := tss[i].Labels
-		sortIfNeeded(labels)
 		e := &sc.entries[i]
-		e.raw = hashLabels(labels, &sc.hashBuf)
+		e.reordered = sortIfNeeded(tss[i].Labels)
+		e.raw = seriesKey(&tss[i], &sc.hashBuf)
 		e.known = false
-		res.received += tss[i].Samples
+		res.received += int(tss[i].Samples)
 	}
 	if h.cache != nil {
 		h.cache.getAll(t, sc.entries, &sc.order, now)
@@ -230,26 +245,41 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		ts := &tss[i]
 		e := &sc.entries[i]
 		before := e.cacheEntry
-		if e.rules != rules {
+		if e.rules != rules || e.relabel == relabelUnknown {
 			// Relabel outcomes were for other rules; with new rules the series may
 			// map to other labels, so nothing decided downstream holds either.
-			e.cacheEntry = cacheEntry{rules: rules}
+			e.cacheEntry = cacheEntry{rules: rules, hash: hashLabels(ts.Labels, &sc.hashBuf)}
+			if rules == nil {
+				e.relabel = relabelUnchanged
+			}
 		}
 		labels := ts.Labels
 		metric := metricName(labels)
-		rewritten, guardRewrote := false, false
+		out, guardRewrote := outRaw, false
 		drop := limits.Reason("")
-		hash := e.raw
+		hash := e.hash
 
+		if e.relabel == relabelMasked && (ts.rest == 0 || e.reordered) {
+			// A mask is by position in label fields as received, which these
+			// labels are not (only a key collision leads here).
+			e.relabel = relabelChanged
+		}
 		if rules != nil {
 			switch e.relabel {
 			case relabelUnchanged:
 			case relabelDropped:
 				drop = limits.ReasonRelabelDrop
 				sc.addRelabeled("drop")
+			case relabelMasked:
+				sc.addRelabeled("rewrite")
+				if !dry {
+					sc.buf = maskLabels(labels, e.mask, sc.buf[:0])
+					labels, out = sc.buf, outMasked
+					metric = metricName(labels)
+				}
 			default:
-				out, keep, changed := rules.Apply(labels, sc.buf[:0])
-				sc.buf = out[:0]
+				relabeled, keep, changed := rules.Apply(labels, sc.buf[:0])
+				sc.buf = relabeled[:0]
 				switch {
 				case !keep:
 					e.relabel = relabelDropped
@@ -257,12 +287,23 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					sc.addRelabeled("drop")
 				case changed:
 					sc.addRelabeled("rewrite")
+					relabeledMetric := metricName(relabeled)
 					if e.relabel != relabelChanged {
-						e.relabel, e.relHash = relabelChanged, hashLabels(out, &sc.hashBuf)
+						e.hash = hashLabels(relabeled, &sc.hashBuf)
+						e.relabel = relabelChanged
+						// Removing labels from sorted label fields that come first
+						// is remembered as a mask, so that the next time neither the
+						// rules run nor the labels are encoded again.
+						if m, ok := removedMask(labels, relabeled); ok && ts.rest != 0 && !e.reordered && relabeledMetric != "" {
+							e.relabel, e.mask = relabelMasked, m
+						}
 					}
 					if !dry {
-						labels, rewritten, hash = out, true, e.relHash
-						if metric = metricName(labels); metric == "" {
+						labels, out, hash, metric = relabeled, outLabels, e.hash, relabeledMetric
+						if e.relabel == relabelMasked {
+							out = outMasked
+						}
+						if metric == "" {
 							drop = limits.ReasonInvalidSeries
 						}
 					}
@@ -270,6 +311,10 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					e.relabel = relabelUnchanged
 				}
 			}
+		}
+		if dry && e.relabel != relabelUnchanged {
+			// Stages in dry run see the labels as received.
+			hash = hashLabels(labels, &sc.hashBuf)
 		}
 		if drop == "" && lim != nil {
 			drop = limits.CheckLabels(lim, labels)
@@ -280,7 +325,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				e.observed = observed
 			}
 			if guarded && e.guarded != guardGen {
-				out, gr := checker.Check(metric, labels, sc.buf2[:0])
+				g, gr := checker.Check(metric, labels, sc.buf2[:0])
 				switch gr.Outcome {
 				case guard.Pass:
 					e.guarded = guardGen
@@ -289,8 +334,8 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				case guard.Rewritten:
 					sc.addRelabeled(string(gr.Action))
 					if !dry {
-						sc.buf2 = out[:0]
-						labels, rewritten, guardRewrote = out, true, true
+						sc.buf2 = g[:0]
+						labels, out, guardRewrote = g, outLabels, true
 						hash = hashLabels(labels, &sc.hashBuf)
 					}
 				}
@@ -312,7 +357,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			h.cache.put(cacheKey{t, e.raw}, e.cacheEntry, now)
 		}
 		if drop != "" {
-			sc.addDiscard(drop, dry, ts.Samples)
+			sc.addDiscard(drop, dry, int(ts.Samples))
 			if !dry {
 				res.modified = true
 				if firstEnforced == "" {
@@ -321,22 +366,26 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				continue
 			}
 		}
-		if rewritten {
+		if out != outRaw {
+			res.modified = true
+		}
+		if out == outLabels {
 			// The stage buffers are reused for the next series: keep a copy.
 			start := len(sc.arena)
 			sc.arena = append(sc.arena, labels...)
 			labels = sc.arena[start:len(sc.arena):len(sc.arena)]
-			res.modified = true
 		}
 		tss[kept] = *ts
-		tss[kept].Labels = labels
-		tss[kept].rewritten = rewritten
+		tss[kept].out = out
+		tss[kept].mask = e.mask
+		if out == outLabels {
+			tss[kept].Labels = labels
+		}
 		kept++
 		res.forwardSeries++
-		res.forwardSamples += ts.Samples
+		res.forwardSamples += int(ts.Samples)
 	}
 	if res.modified {
-		clear(tss[kept:])
 		b.series = tss[:kept]
 	}
 	for _, rc := range sc.relabeled {
@@ -351,6 +400,34 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		res.verdict = errorf(http.StatusBadRequest, "%s; %s", dropSummary(sc.discards), firstEnforced.Message(lim))
 	}
 	return res, nil
+}
+
+// removedMask reports whether out is in with some labels removed and nothing
+// else changed, and which ones (bit i for in[i]).
+func removedMask(in, out []prompb.Label) (uint64, bool) {
+	if len(in) > 64 || len(out) >= len(in) {
+		return 0, false
+	}
+	var m uint64
+	j := 0
+	for i := range in {
+		if j < len(out) && in[i] == out[j] {
+			j++
+			continue
+		}
+		m |= 1 << i
+	}
+	return m, j == len(out)
+}
+
+// maskLabels appends to dst the labels of in whose bit in m is clear.
+func maskLabels(in []prompb.Label, m uint64, dst []prompb.Label) []prompb.Label {
+	for i := range in {
+		if m&(1<<i) == 0 {
+			dst = append(dst, in[i])
+		}
+	}
+	return dst
 }
 
 func dropSummary(ds []discard) string {

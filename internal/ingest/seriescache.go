@@ -9,8 +9,8 @@ import (
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
-// seriesCache remembers, per tenant and series (by the hash of the labels as
-// received), what the stages already decided in the current periods, so that the
+// seriesCache remembers, per tenant and series (by the hash of the label bytes as
+// received, see seriesKey), what the stages already decided in the current periods, so that the
 // series every scrape repeats cost one lookup instead of a validation pass, a
 // relabel run, a second hash and one set lookup in each of the cardinality
 // tracker, the label guard and the series limiter.
@@ -18,7 +18,8 @@ import (
 // The stages keep their own state and stay the source of truth: an entry only lets
 // ingest skip a call whose answer is known to be the same as last time:
 //   - validation: the same labels validated before (same hash);
-//   - relabeling: the same rules (pointer) kept or dropped the series unchanged;
+//   - relabeling: the same rules (pointer) kept the series unchanged, dropped it,
+//     or removed the same labels from it;
 //   - Observe: already observed in the tracker's current dedup period;
 //   - the guard: passed in the guard's current window (admitted values only grow
 //     within a window, so it passes again);
@@ -35,7 +36,7 @@ type seriesCache struct {
 
 const (
 	cacheShards        = 64
-	maxEntriesPerShard = 1 << 16 // 4M series in all, about 200 MiB at most
+	maxEntriesPerShard = 1 << 16 // 4M series in all: at most 2^17 slots of 48 bytes per shard, 384 MiB
 )
 
 type cacheShard struct {
@@ -175,19 +176,25 @@ func (k cacheKey) sum() uint64 {
 const (
 	relabelUnknown uint8 = iota
 	relabelUnchanged
-	relabelChanged
+	relabelChanged // labels changed: the rules run again for the new labels
+	relabelMasked  // labels removed, nothing else: cacheEntry.mask says which
 	relabelDropped
 )
 
-// cacheEntry is what is known about one series: 32 bytes. Periods are stored
+// cacheEntry is what is known about one series: 40 bytes. Periods are stored
 // plus one, so that zero means "not yet", and truncated to 32 bits, which only
 // matters if a period number repeats after 2^32 periods.
 type cacheEntry struct {
-	rules    *relabel.Rules // the rules the relabel fields are valid for
-	relHash  uint64         // hash after relabeling, when relabel == relabelChanged
-	observed uint32         // tracker dedup period + 1
-	guarded  uint32         // guard window + 1
-	admitted uint32         // limiter generation + 1
+	rules *relabel.Rules // the rules the relabel fields are valid for
+	// hash is the series identity the stages use: the hash of the labels as
+	// forwarded (after relabeling). Valid once relabel is known.
+	hash uint64
+	// mask has bit i set for each label, in the order received, that the rules
+	// remove, when relabel == relabelMasked.
+	mask     uint64
+	observed uint32 // tracker dedup period + 1
+	guarded  uint32 // guard window + 1
+	admitted uint32 // limiter generation + 1
 	relabel  uint8
 }
 
@@ -244,8 +251,7 @@ func (c *seriesCache) getAll(t tenant.ID, entries []requestEntry, order *[]int32
 	gen := now.UnixNano() / c.window
 	var counts [cacheShards + 1]int32
 	for i := range entries {
-		entries[i].sum = cacheKey{t, entries[i].raw}.sum()
-		counts[entries[i].sum%cacheShards+1]++
+		counts[cacheKey{t, entries[i].raw}.sum()%cacheShards+1]++
 	}
 	for i := 1; i <= cacheShards; i++ {
 		counts[i] += counts[i-1]
@@ -253,7 +259,7 @@ func (c *seriesCache) getAll(t tenant.ID, entries []requestEntry, order *[]int32
 	o := slices.Grow((*order)[:0], len(entries))[:len(entries)]
 	next := counts
 	for i := range entries {
-		sh := entries[i].sum % cacheShards
+		sh := cacheKey{t, entries[i].raw}.sum() % cacheShards
 		o[next[sh]] = int32(i)
 		next[sh]++
 	}
@@ -271,7 +277,7 @@ func (c *seriesCache) getAll(t tenant.ID, entries []requestEntry, order *[]int32
 		}
 		for _, i := range o[from:to] {
 			e := &entries[i]
-			e.cacheEntry, e.known = sh.t.get(e.sum)
+			e.cacheEntry, e.known = sh.t.get(cacheKey{t, e.raw}.sum())
 		}
 		sh.mu.Unlock()
 	}

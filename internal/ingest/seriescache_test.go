@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -89,6 +90,11 @@ func cacheDifferential(t *testing.T, mode limits.Mode) {
 - action: drop
   source_labels: [__name__]
   regex: debug_.*
+- action: replace
+  source_labels: [user]
+  regex: "1(.*)"
+  target_label: user
+  replacement: one$1
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -148,6 +154,21 @@ func cacheDifferential(t *testing.T, mode limits.Mode) {
 		if !bytes.Equal(a, b) {
 			t.Fatalf("request %d: forwarded bodies differ with the cache", req)
 		}
+		if mode == limits.ModeEnforce && req < 150 && a != nil {
+			// What the rules do shows in what VictoriaMetrics gets.
+			var wru prompb.WriteRequestUnmarshaler
+			fw, err := wru.UnmarshalProtobuf(mustDecode(a))
+			if err != nil {
+				t.Fatalf("request %d: forwarded body: %v", req, err)
+			}
+			for _, ts := range fw.Timeseries {
+				for _, l := range ts.Labels {
+					if l.Name == "az" || (l.Name == "user" && strings.HasPrefix(l.Value, "1")) || strings.HasPrefix(l.Value, "debug_") {
+						t.Fatalf("request %d: forwarded %v", req, ts.Labels)
+					}
+				}
+			}
+		}
 	}
 	discards, relabeled := "cardguard_discarded_samples_total", "cardguard_relabeled_series_total"
 	if mode == limits.ModeDryRun {
@@ -192,7 +213,7 @@ func TestTable(t *testing.T) {
 		if i%997 == 0 {
 			k = 0
 		}
-		e := cacheEntry{relHash: uint64(i), observed: uint32(i)}
+		e := cacheEntry{hash: uint64(i), observed: uint32(i)}
 		tb.put(k, e, max)
 		if _, ok := want[slotKey(k)]; ok || len(want) < max {
 			want[slotKey(k)] = e

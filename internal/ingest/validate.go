@@ -47,14 +47,16 @@ func validateSeries(labels []prompb.Label) (string, error) {
 }
 
 // sortIfNeeded sorts labels by name in place when a client sent them unsorted, so
-// that the series hash does not depend on the order; it does not validate.
-func sortIfNeeded(labels []prompb.Label) {
+// that the series hash does not depend on the order, and reports whether it did;
+// it does not validate.
+func sortIfNeeded(labels []prompb.Label) bool {
 	for i := 1; i < len(labels); i++ {
 		if labels[i-1].Name > labels[i].Name {
 			sortLabels(labels)
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // sortLabels is an insertion sort: label sets are short and it does not allocate.

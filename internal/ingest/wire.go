@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"math/bits"
 	"net/http"
 	"unsafe"
 
@@ -25,22 +26,33 @@ import (
 // expands each histogram into several series, which no longer map to one series
 // of the request.
 
-// series is one series as the stages see it.
+// series is one series as the stages see it: 80 bytes.
 type series struct {
-	Labels  []prompb.Label
-	Samples int
+	Labels []prompb.Label
 	// raw is the series' field as received (key, length, message) and msg the
 	// offset of the message in it; rest is the offset in raw of the first field
 	// after the labels when all labels come first (as every client writes them),
 	// or 0. Unset for a request decoded by lib/prompb.
-	raw       []byte
+	raw []byte
+	// mask: see out.
+	mask      uint64
 	msg, rest uint32
-	// rewritten: Labels are no longer those in raw.
-	rewritten bool
 	// idx is the series' index in batch.wr when the request was decoded by
 	// lib/prompb or converted from 2.0.
-	idx int32
+	idx     int32
+	Samples int32
+	// out says how the series is encoded when the request is: as received, with
+	// Labels, or as received without the label fields whose bit is set in mask
+	// (by position in raw; only when all labels come first).
+	out uint8
 }
+
+// How a series is encoded again.
+const (
+	outRaw uint8 = iota
+	outLabels
+	outMasked
+)
 
 // batch is a decoded request: the series the stages run over, and what encoding
 // it again needs.
@@ -56,16 +68,20 @@ type batch struct {
 	wr *prompb.WriteRequest
 }
 
+// reset empties b for the next request. What b holds points into the
+// decompressed request of the same pooled context, which stays allocated anyway,
+// so it is not cleared (release does, when the context lets that buffer go).
 func (b *batch) reset() {
-	clear(b.series)
 	b.series = b.series[:0]
-	clear(b.others)
 	b.others = b.others[:0]
 	b.metadata = 0
-	clear(b.arena)
 	b.arena = b.arena[:0]
 	b.wr = nil
 }
+
+// release drops b's memory and with it every reference into the request's
+// buffers.
+func (b *batch) release() { *b = batch{} }
 
 // fromWriteRequest fills b with the series of a decoded request.
 func (b *batch) fromWriteRequest(wr *prompb.WriteRequest) {
@@ -74,7 +90,7 @@ func (b *batch) fromWriteRequest(wr *prompb.WriteRequest) {
 	b.metadata = len(wr.Metadata)
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]
-		b.series = append(b.series, series{Labels: ts.Labels, Samples: len(ts.Samples), idx: int32(i)})
+		b.series = append(b.series, series{Labels: ts.Labels, Samples: int32(len(ts.Samples)), idx: int32(i)})
 	}
 }
 
@@ -101,6 +117,24 @@ const (
 // nextField reads the field at b[i:], accepting what easyproto (lib/prompb's
 // reader) accepts.
 func nextField(b []byte, i int) (field, error) {
+	// Fast path: a length-delimited field with a one-byte key and a length of
+	// one or two bytes (up to 16 KiB), as nearly every field of a request is.
+	if i+2 < len(b) && b[i] < 0x80 && b[i]&7 == wtLen {
+		l, n := int(b[i+1]), 2
+		if l >= 0x80 {
+			if b[i+2] >= 0x80 {
+				return nextFieldSlow(b, i)
+			}
+			l, n = l&0x7f|int(b[i+2])<<7, 3
+		}
+		if end := i + n + l; end <= len(b) {
+			return field{num: uint64(b[i] >> 3), wt: wtLen, start: i + n, end: end}, nil
+		}
+	}
+	return nextFieldSlow(b, i)
+}
+
+func nextFieldSlow(b []byte, i int) (field, error) {
 	var f field
 	key, n := uvarint(b[i:])
 	if n <= 0 {
@@ -272,7 +306,7 @@ func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
 	}
 	b.series = append(b.series, series{
 		Labels:  b.arena[start:len(b.arena):len(b.arena)],
-		Samples: samples,
+		Samples: int32(samples),
 		raw:     raw,
 		msg:     uint32(msg),
 		rest:    uint32(rest),
@@ -377,29 +411,74 @@ func (b *batch) marshal(dst []byte) []byte {
 	}
 	for i := range b.series {
 		s := &b.series[i]
-		if !s.rewritten {
+		switch s.out {
+		case outRaw:
 			dst = append(dst, s.raw...)
-			continue
-		}
-		n := labelsSize(s.Labels)
-		if s.rest != 0 {
-			n += len(s.raw) - int(s.rest)
-		} else {
-			n += s.otherFieldsSize()
-		}
-		dst = append(dst, 1<<3|wtLen)
-		dst = binary.AppendUvarint(dst, uint64(n))
-		dst = appendLabels(dst, s.Labels)
-		if s.rest != 0 {
-			dst = append(dst, s.raw[s.rest:]...)
-		} else {
-			dst = s.appendOtherFields(dst)
+		case outMasked:
+			dst = s.appendMasked(dst)
+		default:
+			n := labelsSize(s.Labels)
+			if s.rest != 0 {
+				n += len(s.raw) - int(s.rest)
+			} else {
+				n += s.otherFieldsSize()
+			}
+			dst = append(dst, 1<<3|wtLen)
+			dst = binary.AppendUvarint(dst, uint64(n))
+			dst = appendLabels(dst, s.Labels)
+			if s.rest != 0 {
+				dst = append(dst, s.raw[s.rest:]...)
+			} else {
+				dst = s.appendOtherFields(dst)
+			}
 		}
 	}
 	for _, o := range b.others {
 		dst = append(dst, o...)
 	}
 	return dst
+}
+
+// appendMasked appends s without the label fields masked out: the label fields
+// come first (s.rest != 0) and were checked by scan. What is kept is copied in
+// runs between the removed fields.
+func (s *series) appendMasked(dst []byte) []byte {
+	raw := s.raw
+	var ends [64]int // end of each label field
+	n := 0
+	for i := int(s.msg); i < int(s.rest) && n < len(ends); n++ {
+		if l := raw[i+1]; l < 0x80 {
+			i += 2 + int(l)
+		} else {
+			f, _ := nextField(raw, i)
+			i = f.end
+		}
+		ends[n] = i
+	}
+	start := func(j int) int {
+		if j == 0 {
+			return int(s.msg)
+		}
+		return ends[j-1]
+	}
+	m := s.mask
+	if n < 64 {
+		m &= 1<<n - 1
+	}
+	removed := 0
+	for r := m; r != 0; r &= r - 1 {
+		j := bits.TrailingZeros64(r)
+		removed += ends[j] - start(j)
+	}
+	dst = append(dst, 1<<3|wtLen)
+	dst = binary.AppendUvarint(dst, uint64(len(raw)-int(s.msg)-removed))
+	from := int(s.msg)
+	for r := m; r != 0; r &= r - 1 {
+		j := bits.TrailingZeros64(r)
+		dst = append(dst, raw[from:start(j)]...)
+		from = ends[j]
+	}
+	return append(dst, raw[from:]...)
 }
 
 // otherFieldsSize is the size of the fields of s that are not labels; the

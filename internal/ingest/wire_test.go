@@ -81,7 +81,7 @@ func checkScan(t *testing.T, data []byte) {
 	}
 	for i := range b.series {
 		s, w := &b.series[i], &want.Timeseries[i]
-		if !slices.Equal(s.Labels, w.Labels) || s.Samples != len(w.Samples) {
+		if !slices.Equal(s.Labels, w.Labels) || int(s.Samples) != len(w.Samples) {
 			t.Fatalf("series %d: scan %v × %d, lib/prompb %v × %d", i, s.Labels, s.Samples, w.Labels, len(w.Samples))
 		}
 	}
@@ -94,7 +94,7 @@ func checkScan(t *testing.T, data []byte) {
 		if n := len(s.Labels); n > 0 {
 			s.Labels = s.Labels[: n-1 : n-1]
 		}
-		s.rewritten = true
+		s.out = outLabels
 		wantLabels[i] = s.Labels
 	}
 	out := b.marshal(nil)
@@ -118,6 +118,35 @@ func checkScan(t *testing.T, data []byte) {
 	}
 	if !slices.Equal(got.Metadata, want.Metadata) {
 		t.Fatalf("metadata %v, want %v", got.Metadata, want.Metadata)
+	}
+
+	// Masks: every other label field removed where labels come first.
+	var bm batch
+	if _, err := bm.scan(data); err != nil {
+		t.Fatal(err)
+	}
+	for i := range bm.series {
+		s := &bm.series[i]
+		wantLabels[i] = s.Labels
+		if s.rest == 0 {
+			continue
+		}
+		s.out, s.mask = outMasked, 0x5555555555555555
+		wantLabels[i] = maskLabels(s.Labels, s.mask, nil)
+	}
+	var wru3 prompb.WriteRequestUnmarshaler
+	got, err = wru3.UnmarshalProtobuf(bm.marshal(nil))
+	if err != nil {
+		t.Fatalf("masked request does not parse: %v", err)
+	}
+	if len(got.Timeseries) != len(want.Timeseries) {
+		t.Fatalf("masked: %d series, want %d", len(got.Timeseries), len(want.Timeseries))
+	}
+	for i := range got.Timeseries {
+		g, w := &got.Timeseries[i], &want.Timeseries[i]
+		if !sameLabels(g.Labels, wantLabels[i]) || !sameSamples(g.Samples, w.Samples) {
+			t.Fatalf("masked series %d: %v %v, want %v %v", i, g.Labels, g.Samples, wantLabels[i], w.Samples)
+		}
 	}
 }
 
@@ -198,7 +227,7 @@ func TestRewriteKeepsExemplars(t *testing.T) {
 		t.Fatalf("scan: %+v", b.series)
 	}
 	b.series[0].Labels = []prompb.Label{{Name: "__name__", Value: "renamed"}}
-	b.series[0].rewritten = true
+	b.series[0].out = outLabels
 	out := b.marshal(nil)
 	exemplar := pb(nil).bytes(1, pbLabel("trace_id", "abc")).double(2, 1.5).varint(3, 1700000000000)
 	if !bytes.Contains(out, exemplar) || !bytes.Contains(out, []byte("renamed")) || bytes.Contains(out, []byte("with_exemplar\x12")) {
@@ -255,7 +284,7 @@ func BenchmarkEncode(b *testing.B) {
 		for i := range bt.series {
 			s := &bt.series[i]
 			s.Labels = s.Labels[:len(s.Labels)-1]
-			s.rewritten = true
+			s.out = outLabels
 		}
 		var out []byte
 		b.SetBytes(int64(len(data)))
