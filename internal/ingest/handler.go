@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
-	"github.com/klauspost/compress/s2"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -146,7 +145,7 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 type writeCtx struct {
 	body    []byte
 	decoded []byte
-	encoded []byte
+	chunk   []byte // scratch for appendSnappy
 	out     []byte
 	batch   batch
 	wru     prompb.WriteRequestUnmarshaler
@@ -177,8 +176,8 @@ func (h *Handler) putCtx(wc *writeCtx) {
 		wc.batch.release()
 		wc.series.release()
 	}
-	if cap(wc.encoded) > 4*keep {
-		wc.encoded = nil
+	if cap(wc.chunk) > 4*keep {
+		wc.chunk = nil
 	}
 	if cap(wc.out) > keep {
 		wc.out = nil
@@ -274,10 +273,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	}
 	body := wc.body
 	if res.modified || proto == protoV2 {
-		wc.encoded = b.marshal(wc.encoded[:0])
-		// s2 writes the snappy block format, faster and smaller than
-		// github.com/golang/snappy (BenchmarkSnappyEncode).
-		wc.out = s2.EncodeSnappy(wc.out[:cap(wc.out)], wc.encoded)
+		wc.out = b.appendSnappy(wc.out[:0], &wc.chunk)
 		body = wc.out
 	}
 	if err := h.fwd.forward(r.Context(), h.scheme.WriteURL(t), body, r.Header.Get("User-Agent")); err != nil {

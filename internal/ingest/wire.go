@@ -6,9 +6,11 @@ import (
 	"math"
 	"math/bits"
 	"net/http"
+	"slices"
 	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/klauspost/compress/s2"
 )
 
 // A remote-write 1.0 request is scanned rather than decoded: the labels of each
@@ -410,33 +412,95 @@ func (b *batch) marshal(dst []byte) []byte {
 		return b.marshalDecoded(dst)
 	}
 	for i := range b.series {
-		s := &b.series[i]
-		switch s.out {
-		case outRaw:
-			dst = append(dst, s.raw...)
-		case outMasked:
-			dst = s.appendMasked(dst)
-		default:
-			n := labelsSize(s.Labels)
-			if s.rest != 0 {
-				n += len(s.raw) - int(s.rest)
-			} else {
-				n += s.otherFieldsSize()
-			}
-			dst = append(dst, 1<<3|wtLen)
-			dst = binary.AppendUvarint(dst, uint64(n))
-			dst = appendLabels(dst, s.Labels)
-			if s.rest != 0 {
-				dst = append(dst, s.raw[s.rest:]...)
-			} else {
-				dst = s.appendOtherFields(dst)
-			}
-		}
+		dst = b.series[i].append(dst)
 	}
 	for _, o := range b.others {
 		dst = append(dst, o...)
 	}
 	return dst
+}
+
+// append appends s's field as it is to be forwarded.
+func (s *series) append(dst []byte) []byte {
+	switch s.out {
+	case outRaw:
+		return append(dst, s.raw...)
+	case outMasked:
+		return s.appendMasked(dst)
+	}
+	n := labelsSize(s.Labels)
+	if s.rest != 0 {
+		n += len(s.raw) - int(s.rest)
+	} else {
+		n += s.otherFieldsSize()
+	}
+	dst = append(dst, 1<<3|wtLen)
+	dst = binary.AppendUvarint(dst, uint64(n))
+	dst = appendLabels(dst, s.Labels)
+	if s.rest != 0 {
+		return append(dst, s.raw[s.rest:]...)
+	}
+	return s.appendOtherFields(dst)
+}
+
+// snappyChunk is how much of the encoded request is compressed at a time: the
+// size golang/snappy compresses independently too, small enough for the chunk
+// to be in the CPU cache while it is compressed.
+const snappyChunk = 64 << 10
+
+// appendSnappy appends the request, encoded as marshal does and compressed in
+// the snappy block format, to dst. It encodes and compresses one chunk at a time
+// (chunk is scratch space), so that what is compressed was just written and is
+// still in the CPU cache: a snappy block is a sequence of elements whose copies
+// may refer to anything before them, so compressing chunks one after the other
+// gives a valid block, as golang/snappy itself does in 64 KiB steps.
+func (b *batch) appendSnappy(dst []byte, chunk *[]byte) []byte {
+	const hdr = binary.MaxVarintLen32 // room for the block header: at most 4 GiB
+	start := len(dst)
+	dst = append(dst, make([]byte, hdr)...)
+	c, total := (*chunk)[:0], 0
+	flush := func() {
+		total += len(c)
+		dst = appendSnappyElements(dst, c)
+		c = c[:0]
+	}
+	if b.wr != nil {
+		c = b.marshalDecoded(c)
+		flush()
+	} else {
+		for i := range b.series {
+			if c = b.series[i].append(c); len(c) >= snappyChunk {
+				flush()
+			}
+		}
+		for _, o := range b.others {
+			if c = append(c, o...); len(c) >= snappyChunk {
+				flush()
+			}
+		}
+		flush()
+	}
+	*chunk = c
+	// The header is the total length; what follows moves up to meet it.
+	n := binary.PutUvarint(dst[start:], uint64(total))
+	m := copy(dst[start+n:], dst[start+hdr:])
+	return dst[:start+n+m]
+}
+
+// appendSnappyElements appends the snappy elements of src, without a block
+// header, to dst.
+func appendSnappyElements(dst, src []byte) []byte {
+	if len(src) == 0 {
+		return dst
+	}
+	need := s2.MaxEncodedLen(len(src))
+	dst = slices.Grow(dst, need)
+	// s2 writes the snappy block format, faster and smaller than
+	// github.com/golang/snappy (BenchmarkSnappyEncode).
+	enc := s2.EncodeSnappy(dst[len(dst):len(dst)+need], src)
+	h := varintSize(uint64(len(src)))
+	n := copy(enc, enc[h:])
+	return dst[:len(dst)+n]
 }
 
 // appendMasked appends s without the label fields masked out: the label fields

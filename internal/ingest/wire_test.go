@@ -88,6 +88,10 @@ func checkScan(t *testing.T, data []byte) {
 	if out := b.marshal(nil); !bytes.Equal(out, keptFields(data)) {
 		t.Fatalf("unchanged re-encode differs from the input")
 	}
+	var chunk []byte
+	if got, err := snappy.Decode(nil, b.appendSnappy(nil, &chunk)); err != nil || !bytes.Equal(got, keptFields(data)) {
+		t.Fatalf("appendSnappy: %v", err)
+	}
 	wantLabels := make([][]prompb.Label, len(b.series))
 	for i := range b.series {
 		s := &b.series[i]
@@ -310,6 +314,35 @@ func BenchmarkEncode(b *testing.B) {
 			out = wr.MarshalProtobuf(out[:0])
 		}
 	})
+}
+
+// TestAppendSnappy: compressing chunk by chunk gives a snappy block of exactly
+// what marshal encodes, for requests of one chunk, many chunks and none.
+func TestAppendSnappy(t *testing.T) {
+	for _, data := range [][]byte{{}, unusualRequest(), mustDecode(makeRequest(2000, 10)), mustDecode(makeRequest(1, 300))} {
+		var b batch
+		if _, err := b.scan(data); err != nil {
+			t.Fatal(err)
+		}
+		for i := range b.series {
+			if s := &b.series[i]; i%3 == 0 && s.rest != 0 {
+				s.out, s.mask = outMasked, 1
+			}
+		}
+		want := b.marshal(nil)
+		var chunk []byte
+		block := b.appendSnappy([]byte("prefix"), &chunk)
+		if !bytes.HasPrefix(block, []byte("prefix")) {
+			t.Fatalf("dst's bytes were not kept")
+		}
+		got, err := snappy.Decode(nil, block[len("prefix"):])
+		if err != nil || !bytes.Equal(got, want) {
+			t.Fatalf("%d bytes: decoded %d bytes, %v; want %d bytes", len(data), len(got), err, len(want))
+		}
+		if len(want) > 2*snappyChunk && len(block) > len(want)/3 {
+			t.Errorf("%d bytes compressed to %d", len(want), len(block))
+		}
+	}
 }
 
 // TestS2WritesSnappy: what the handler forwards after a rewrite is encoded by s2;
