@@ -172,20 +172,39 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	// leaves no trace in estimates or limits. Series validated before (same key)
 	// are not validated again.
 	sc.entries = slices.Grow(sc.entries[:0], len(tss))[:len(tss)]
+	// parse reads a series' labels when something needs them, sorted.
+	parse := func(ts *series, e *requestEntry) error {
+		if ts.parsed {
+			return nil
+		}
+		if err := b.parseLabels(ts); err != nil {
+			return err
+		}
+		e.reordered = sortIfNeeded(ts.Labels)
+		return nil
+	}
 	for i := range tss {
-		e := &sc.entries[i]
-		e.reordered = sortIfNeeded(tss[i].Labels)
-		e.raw = seriesKey(&tss[i], &sc.hashBuf)
-		e.known = false
-		res.received += int(tss[i].Samples)
+		ts, e := &tss[i], &sc.entries[i]
+		e.known, e.reordered = false, false
+		if ts.rest == 0 {
+			if err := parse(ts, e); err != nil {
+				return res, err
+			}
+			e.reordered = sortIfNeeded(ts.Labels) || e.reordered
+		}
+		e.raw = seriesKey(ts, &sc.hashBuf)
+		res.received += int(ts.Samples)
 	}
 	if h.cache != nil {
 		h.cache.getAll(t, sc.entries, &sc.order, now)
 	}
 	for i := range tss {
-		e := &sc.entries[i]
+		ts, e := &tss[i], &sc.entries[i]
 		if !e.known {
-			if _, err := validateSeries(tss[i].Labels); err != nil {
+			if err := parse(ts, e); err != nil {
+				return res, err
+			}
+			if _, err := validateSeries(ts.Labels); err != nil {
 				return res, err
 			}
 			e.cacheEntry = cacheEntry{}
@@ -245,13 +264,58 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		ts := &tss[i]
 		e := &sc.entries[i]
 		before := e.cacheEntry
+		if e.relabel == relabelMasked && ts.rest == 0 {
+			// A mask is by position in label fields that come first, which these
+			// do not (only a key collision leads here).
+			e.relabel = relabelUnknown
+		}
 		if e.rules != rules || e.relabel == relabelUnknown {
 			// Relabel outcomes were for other rules; with new rules the series may
 			// map to other labels, so nothing decided downstream holds either.
+			if err := parse(ts, e); err != nil {
+				return res, err
+			}
 			e.cacheEntry = cacheEntry{rules: rules, hash: hashLabels(ts.Labels, &sc.hashBuf)}
 			if rules == nil {
 				e.relabel = relabelUnchanged
+				e.setLabelStats(ts.Labels)
 			}
+		}
+		// Fast path: a series whose every decision is known and still holds is
+		// forwarded (or dropped) without its labels being read.
+		if !dry && (e.relabel == relabelDropped ||
+			((e.relabel == relabelUnchanged || e.relabel == relabelMasked) &&
+				(lim == nil || e.withinLabelLimits(lim)) &&
+				(st.Observer == nil || e.observed == observed) &&
+				(!guarded || e.guarded == guardGen) &&
+				(!admitting || e.admitted == admitGen))) {
+			if h.cache != nil && (!e.known || e.cacheEntry != before) {
+				h.cache.put(cacheKey{t, e.raw}, e.cacheEntry, now)
+			}
+			out := outRaw
+			switch e.relabel {
+			case relabelDropped:
+				sc.addRelabeled("drop")
+				sc.addDiscard(limits.ReasonRelabelDrop, false, int(ts.Samples))
+				res.modified = true
+				if firstEnforced == "" {
+					firstEnforced = limits.ReasonRelabelDrop
+				}
+				continue
+			case relabelMasked:
+				sc.addRelabeled("rewrite")
+				out = outMasked
+				res.modified = true
+			}
+			tss[kept] = *ts
+			tss[kept].out, tss[kept].mask = out, e.mask
+			kept++
+			res.forwardSeries++
+			res.forwardSamples += int(ts.Samples)
+			continue
+		}
+		if err := parse(ts, e); err != nil {
+			return res, err
 		}
 		labels := ts.Labels
 		metric := metricName(labels)
@@ -293,9 +357,10 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 						e.relabel = relabelChanged
 						// Removing labels from sorted label fields that come first
 						// is remembered as a mask, so that the next time neither the
-						// rules run nor the labels are encoded again.
+						// rules run nor the labels are read.
 						if m, ok := removedMask(labels, relabeled); ok && ts.rest != 0 && !e.reordered && relabeledMetric != "" {
 							e.relabel, e.mask = relabelMasked, m
+							e.setLabelStats(relabeled)
 						}
 					}
 					if !dry {
@@ -309,6 +374,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					}
 				default:
 					e.relabel = relabelUnchanged
+					e.setLabelStats(labels)
 				}
 			}
 		}
@@ -376,8 +442,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			labels = sc.arena[start:len(sc.arena):len(sc.arena)]
 		}
 		tss[kept] = *ts
-		tss[kept].out = out
-		tss[kept].mask = e.mask
+		tss[kept].out, tss[kept].mask = out, e.mask
 		if out == outLabels {
 			tss[kept].Labels = labels
 		}
@@ -404,11 +469,11 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 
 // removedMask reports whether out is in with some labels removed and nothing
 // else changed, and which ones (bit i for in[i]).
-func removedMask(in, out []prompb.Label) (uint64, bool) {
-	if len(in) > 64 || len(out) >= len(in) {
+func removedMask(in, out []prompb.Label) (uint32, bool) {
+	if len(in) > 32 || len(out) >= len(in) {
 		return 0, false
 	}
-	var m uint64
+	var m uint32
 	j := 0
 	for i := range in {
 		if j < len(out) && in[i] == out[j] {
@@ -421,7 +486,7 @@ func removedMask(in, out []prompb.Label) (uint64, bool) {
 }
 
 // maskLabels appends to dst the labels of in whose bit in m is clear.
-func maskLabels(in []prompb.Label, m uint64, dst []prompb.Label) []prompb.Label {
+func maskLabels(in []prompb.Label, m uint32, dst []prompb.Label) []prompb.Label {
 	for i := range in {
 		if m&(1<<i) == 0 {
 			dst = append(dst, in[i])

@@ -1,10 +1,14 @@
 package ingest
 
 import (
+	"math"
 	"slices"
 	"sync"
 	"time"
 
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
@@ -188,14 +192,38 @@ type cacheEntry struct {
 	rules *relabel.Rules // the rules the relabel fields are valid for
 	// hash is the series identity the stages use: the hash of the labels as
 	// forwarded (after relabeling). Valid once relabel is known.
-	hash uint64
-	// mask has bit i set for each label, in the order received, that the rules
-	// remove, when relabel == relabelMasked.
-	mask     uint64
+	hash     uint64
 	observed uint32 // tracker dedup period + 1
 	guarded  uint32 // guard window + 1
 	admitted uint32 // limiter generation + 1
-	relabel  uint8
+	// mask has bit i set for each label, in the order received, that the rules
+	// remove, when relabel == relabelMasked.
+	mask uint32
+	// The forwarded labels' count and longest name and value, saturating, when
+	// relabel is relabelUnchanged or relabelMasked: enough to check the label
+	// limits without reading the labels.
+	maxName, maxValue uint16
+	labels            uint8
+	relabel           uint8
+}
+
+// setLabelStats records what checking label limits needs to know of ls.
+func (e *cacheEntry) setLabelStats(ls []prompb.Label) {
+	e.labels = uint8(min(len(ls), math.MaxUint8))
+	e.maxName, e.maxValue = 0, 0
+	for i := range ls {
+		e.maxName = max(e.maxName, uint16(min(len(ls[i].Name), math.MaxUint16)))
+		e.maxValue = max(e.maxValue, uint16(min(len(ls[i].Value), math.MaxUint16)))
+	}
+}
+
+// withinLabelLimits reports whether the forwarded labels are known to pass
+// limits.CheckLabels with l; false means they must be checked.
+func (e *cacheEntry) withinLabelLimits(l *limits.Limits) bool {
+	within := func(v, sat uint16, limit int) bool { return limit <= 0 || (v != sat && int(v) <= limit) }
+	return within(uint16(e.labels), math.MaxUint8, l.MaxLabelsPerSeries) &&
+		within(e.maxName, math.MaxUint16, l.MaxLabelNameLength) &&
+		within(e.maxValue, math.MaxUint16, l.MaxLabelValueLength)
 }
 
 func newSeriesCache(window time.Duration) *seriesCache {

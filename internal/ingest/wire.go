@@ -13,10 +13,10 @@ import (
 	"github.com/klauspost/compress/s2"
 )
 
-// A remote-write 1.0 request is scanned rather than decoded: the labels of each
-// series are read (as strings aliasing the decompressed request, the way
-// lib/prompb reads them), samples are checked and counted but not copied, and
-// everything else is remembered as byte ranges. When some series were dropped or
+// A remote-write 1.0 request is scanned rather than decoded: samples are checked
+// and counted but not copied, everything is remembered as byte ranges, and the
+// labels of a series are read only when something needs them (parseLabels; as
+// strings aliasing the decompressed request, the way lib/prompb reads them). When some series were dropped or
 // rewritten, the request is encoded again by splicing: kept series are copied as
 // they came, and a rewritten series gets its new labels followed by its other
 // fields (samples, exemplars) copied as they came. Nothing is decoded into values
@@ -28,17 +28,17 @@ import (
 // expands each histogram into several series, which no longer map to one series
 // of the request.
 
-// series is one series as the stages see it: 80 bytes.
+// series is one series as the stages see it: 72 bytes.
 type series struct {
 	Labels []prompb.Label
 	// raw is the series' field as received (key, length, message) and msg the
 	// offset of the message in it; rest is the offset in raw of the first field
 	// after the labels when all labels come first (as every client writes them),
 	// or 0. Unset for a request decoded by lib/prompb.
-	raw []byte
-	// mask: see out.
-	mask      uint64
+	raw       []byte
 	msg, rest uint32
+	// mask: see out.
+	mask uint32
 	// idx is the series' index in batch.wr when the request was decoded by
 	// lib/prompb or converted from 2.0.
 	idx     int32
@@ -47,6 +47,8 @@ type series struct {
 	// Labels, or as received without the label fields whose bit is set in mask
 	// (by position in raw; only when all labels come first).
 	out uint8
+	// parsed: Labels were read (see parseLabels).
+	parsed bool
 }
 
 // How a series is encoded again.
@@ -92,7 +94,7 @@ func (b *batch) fromWriteRequest(wr *prompb.WriteRequest) {
 	b.metadata = len(wr.Metadata)
 	for i := range wr.Timeseries {
 		ts := &wr.Timeseries[i]
-		b.series = append(b.series, series{Labels: ts.Labels, Samples: int32(len(ts.Samples)), idx: int32(i)})
+		b.series = append(b.series, series{Labels: ts.Labels, Samples: int32(len(ts.Samples)), idx: int32(i), parsed: true})
 	}
 }
 
@@ -229,7 +231,6 @@ func (b *batch) scan(src []byte) (histograms bool, err error) {
 // scanSeries reads one TimeSeries field (raw: key, length, message starting at
 // msg) and appends it to b unless it has no samples (lib/prompb skips those).
 func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
-	start := len(b.arena)
 	samples, rest := 0, 0
 	labelsFirst := true
 	for i := msg; i < len(raw); {
@@ -239,11 +240,6 @@ func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
 			data := raw[i+2 : i+2+int(raw[i+1])]
 			switch raw[i] {
 			case 1<<3 | wtLen:
-				l, err := scanLabel(data)
-				if err != nil {
-					return false, fmt.Errorf("cannot unmarshal label: %v", err)
-				}
-				b.arena = append(b.arena, l)
 				if !labelsFirst {
 					rest = 0
 				}
@@ -272,11 +268,6 @@ func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
 			if f.wt != wtLen {
 				return false, fmt.Errorf("cannot read label data")
 			}
-			l, err := scanLabel(raw[f.start:f.end])
-			if err != nil {
-				return false, fmt.Errorf("cannot unmarshal label: %v", err)
-			}
-			b.arena = append(b.arena, l)
 			if !labelsFirst {
 				rest = 0
 			}
@@ -300,20 +291,61 @@ func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
 		i = f.end
 	}
 	if samples == 0 {
+		// lib/prompb skips the series, after reading its labels.
+		start := len(b.arena)
+		b.arena, err = readLabels(b.arena, raw, msg, len(raw))
 		b.arena = b.arena[:start]
-		return false, nil
+		return false, err
 	}
 	if labelsFirst {
 		rest = len(raw)
 	}
 	b.series = append(b.series, series{
-		Labels:  b.arena[start:len(b.arena):len(b.arena)],
 		Samples: int32(samples),
 		raw:     raw,
 		msg:     uint32(msg),
 		rest:    uint32(rest),
 	})
 	return false, nil
+}
+
+// parseLabels reads the labels of a scanned series, once: a series the cache
+// knows and whose decisions all hold is forwarded without its labels ever
+// being read. This is also where a malformed label is found, with the error
+// lib/prompb would give for it.
+func (b *batch) parseLabels(s *series) error {
+	if s.parsed {
+		return nil
+	}
+	end := len(s.raw)
+	if s.rest != 0 {
+		end = int(s.rest)
+	}
+	start := len(b.arena)
+	var err error
+	if b.arena, err = readLabels(b.arena, s.raw, int(s.msg), end); err != nil {
+		b.arena = b.arena[:start]
+		return parseError("cannot unmarshal timeseries: %v", err)
+	}
+	s.Labels, s.parsed = b.arena[start:len(b.arena):len(b.arena)], true
+	return nil
+}
+
+// readLabels appends the labels among the fields raw[from:to] (checked by scan)
+// to dst.
+func readLabels(dst []prompb.Label, raw []byte, from, to int) ([]prompb.Label, error) {
+	for i := from; i < to; {
+		f, _ := nextField(raw, i)
+		if f.num == 1 {
+			l, err := scanLabel(raw[f.start:f.end])
+			if err != nil {
+				return dst, fmt.Errorf("cannot unmarshal label: %v", err)
+			}
+			dst = append(dst, l)
+		}
+		i = f.end
+	}
+	return dst, nil
 }
 
 func scanLabel(src []byte) (prompb.Label, error) {
@@ -508,7 +540,7 @@ func appendSnappyElements(dst, src []byte) []byte {
 // runs between the removed fields.
 func (s *series) appendMasked(dst []byte) []byte {
 	raw := s.raw
-	var ends [64]int // end of each label field
+	var ends [32]int // end of each label field
 	n := 0
 	for i := int(s.msg); i < int(s.rest) && n < len(ends); n++ {
 		if l := raw[i+1]; l < 0x80 {
@@ -526,19 +558,19 @@ func (s *series) appendMasked(dst []byte) []byte {
 		return ends[j-1]
 	}
 	m := s.mask
-	if n < 64 {
+	if n < 32 {
 		m &= 1<<n - 1
 	}
 	removed := 0
 	for r := m; r != 0; r &= r - 1 {
-		j := bits.TrailingZeros64(r)
+		j := bits.TrailingZeros32(r)
 		removed += ends[j] - start(j)
 	}
 	dst = append(dst, 1<<3|wtLen)
 	dst = binary.AppendUvarint(dst, uint64(len(raw)-int(s.msg)-removed))
 	from := int(s.msg)
 	for r := m; r != 0; r &= r - 1 {
-		j := bits.TrailingZeros64(r)
+		j := bits.TrailingZeros32(r)
 		dst = append(dst, raw[from:start(j)]...)
 		from = ends[j]
 	}
