@@ -186,10 +186,10 @@ func bench(ctx context.Context, c config, argv []string) error {
 	info := collectRunInfo(c)
 	e.logf("work dir %s; %s", work, info.machine())
 
-	if err := e.startVM(); err != nil {
-		return err
-	}
 	if c.memory {
+		if err := e.startVM("vm-data"); err != nil {
+			return err
+		}
 		res, err := e.memory(ctx)
 		if err != nil {
 			return err
@@ -207,7 +207,14 @@ func bench(ctx context.Context, c config, argv []string) error {
 		parts[strings.TrimSpace(p)] = true
 	}
 	var results []scenarioResult
+	// Each target writes to a VictoriaMetrics of its own, started afresh: one
+	// that earlier targets filled would spend more CPU per sample (merges, a
+	// larger index) on the later ones, and the share of the two CPUs left to
+	// the target under test would depend on the order of the targets.
 	if parts["direct"] {
+		if err := e.startVM("vm-data-direct"); err != nil {
+			return err
+		}
 		r, err := e.runDirect(ctx)
 		if err != nil {
 			return err
@@ -215,6 +222,9 @@ func bench(ctx context.Context, c config, argv []string) error {
 		results = append(results, r)
 	}
 	if parts["vmagent"] {
+		if err := e.startVM("vm-data-vmagent"); err != nil {
+			return err
+		}
 		r, err := e.runVMAgent(ctx)
 		if err != nil {
 			return err
@@ -223,6 +233,9 @@ func bench(ctx context.Context, c config, argv []string) error {
 	}
 	var queries []queryResult
 	if parts["cardguard"] || parts["query"] {
+		if err := e.startVM("vm-data-cardguard"); err != nil {
+			return err
+		}
 		cg, base, err := e.startCardguard(ctx, "cardguard")
 		if err != nil {
 			return err
@@ -264,14 +277,19 @@ func (e *env) saveJSON(name string, v any) {
 	}
 }
 
-func (e *env) startVM() error {
+// startVM starts a VictoriaMetrics on an empty data directory, dir under the
+// work directory, and stops the one started before, if any.
+func (e *env) startVM(dir string) error {
+	if e.vm != nil {
+		e.vm.stop(15 * time.Second)
+	}
 	addr, err := freeAddr()
 	if err != nil {
 		return err
 	}
 	vm, err := startProcess("victoria-metrics", filepath.Join(e.cfg.binDir, "victoria-metrics"), []string{
 		"-httpListenAddr=" + addr,
-		"-storageDataPath=" + filepath.Join(e.work, "vm-data"),
+		"-storageDataPath=" + filepath.Join(e.work, dir),
 		"-retentionPeriod=1y",
 		"-loggerLevel=ERROR",
 	}, filepath.Join(e.work, "victoria-metrics.log"))
