@@ -540,9 +540,9 @@ func appendSnappyElements(dst, src []byte) []byte {
 // runs between the removed fields.
 func (s *series) appendMasked(dst []byte) []byte {
 	raw := s.raw
-	var ends [32]int // end of each label field
-	n := 0
-	for i := int(s.msg); i < int(s.rest) && n < len(ends); n++ {
+	var ends [32]int // end of each label field, up to the last one removed
+	n, last := 0, bits.Len32(s.mask)
+	for i := int(s.msg); i < int(s.rest) && n < last; n++ {
 		if l := raw[i+1]; l < 0x80 {
 			i += 2 + int(l)
 		} else {
