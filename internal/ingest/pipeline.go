@@ -220,12 +220,12 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	var (
 		admit     limits.Admitter
 		admitting bool   // a series limit is on: admissions are tracked
-		admitGen  uint32 // limiter generation + 1
+		admitGen  uint16 // limiter generation + 1
 	)
 	if lim != nil && st.Enforcer != nil {
 		admit = st.Enforcer.Admitter(t, lim, now)
 		admitting = lim.MaxSeries > 0 || lim.MaxSeriesPerMetric > 0
-		admitGen = uint32(st.Enforcer.Generation(now) + 1)
+		admitGen = uint16(st.Enforcer.Generation(now) + 1)
 		if ok, retry := st.Enforcer.AllowSamples(t, lim, res.received, now); !ok {
 			st.Enforcer.RecordDiscard(t, limits.ReasonRateLimited, res.received, dry)
 			if !dry {
@@ -240,22 +240,26 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	var (
 		guarded  bool
 		checker  guard.Checker
-		guardGen uint32
+		guardGen uint16
 	)
 	if lim != nil && st.Guard != nil && lim.LabelGuard.MaxValuesPerLabel > 0 {
 		guarded = true
 		// lim is a shared snapshot that is never modified, so the pointer stays
 		// valid for the request.
 		checker = st.Guard.Checker(t, &lim.LabelGuard, now, dry)
-		guardGen = uint32(checker.Window() + 1)
+		guardGen = uint16(checker.Window() + 1)
 	}
 	var rules *relabel.Rules
 	if st.Rules != nil {
 		rules = st.Rules.RulesFor(t)
 	}
-	var observed uint32
+	var rid uint32 // 0 (no cache) matches only entries made in this request
+	if h.cache != nil {
+		rid = h.cache.rulesID(rules)
+	}
+	var observed uint16
 	if st.Observer != nil {
-		observed = uint32(st.Observer.Epoch() + 1)
+		observed = uint16(st.Observer.Epoch() + 1)
 	}
 
 	kept := 0
@@ -269,13 +273,13 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			// do not (only a key collision leads here).
 			e.relabel = relabelUnknown
 		}
-		if e.rules != rules || e.relabel == relabelUnknown {
+		if e.rules != rid || e.relabel == relabelUnknown {
 			// Relabel outcomes were for other rules; with new rules the series may
 			// map to other labels, so nothing decided downstream holds either.
 			if err := parse(ts, e); err != nil {
 				return res, err
 			}
-			e.cacheEntry = cacheEntry{rules: rules, hash: hashLabels(ts.Labels, &sc.hashBuf)}
+			e.cacheEntry = cacheEntry{rules: rid}
 			if rules == nil {
 				e.relabel = relabelUnchanged
 				e.setLabelStats(ts.Labels)
@@ -321,7 +325,6 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		metric := metricName(labels)
 		out, guardRewrote := outRaw, false
 		drop := limits.Reason("")
-		hash := e.hash
 
 		if e.relabel == relabelMasked && (ts.rest == 0 || e.reordered) {
 			// A mask is by position in label fields as received, which these
@@ -353,7 +356,6 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					sc.addRelabeled("rewrite")
 					relabeledMetric := metricName(relabeled)
 					if e.relabel != relabelChanged {
-						e.hash = hashLabels(relabeled, &sc.hashBuf)
 						e.relabel = relabelChanged
 						// Removing labels from sorted label fields that come first
 						// is remembered as a mask, so that the next time neither the
@@ -364,7 +366,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 						}
 					}
 					if !dry {
-						labels, out, hash, metric = relabeled, outLabels, e.hash, relabeledMetric
+						labels, out, metric = relabeled, outLabels, relabeledMetric
 						if e.relabel == relabelMasked {
 							out = outMasked
 						}
@@ -378,12 +380,15 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				}
 			}
 		}
-		if dry && e.relabel != relabelUnchanged {
-			// Stages in dry run see the labels as received.
-			hash = hashLabels(labels, &sc.hashBuf)
-		}
 		if drop == "" && lim != nil {
 			drop = limits.CheckLabels(lim, labels)
+		}
+		// The series identity the stages share: the hash of the labels as
+		// forwarded (in dry run, as received), computed only when a stage needs
+		// it, which for a known series is once per period.
+		var hash uint64
+		if drop == "" && ((st.Observer != nil && e.observed != observed) || (admitting && e.admitted != admitGen)) {
+			hash = hashLabels(labels, &sc.hashBuf)
 		}
 		if drop == "" {
 			if st.Observer != nil && e.observed != observed {

@@ -36,11 +36,12 @@ import (
 type seriesCache struct {
 	window int64 // nanoseconds
 	shards [cacheShards]cacheShard
+	rules  rulesIDs
 }
 
 const (
 	cacheShards        = 64
-	maxEntriesPerShard = 1 << 16 // 4M series in all: at most 2^17 slots of 48 bytes per shard, 384 MiB
+	maxEntriesPerShard = 1 << 16 // 4M series in all: at most 2^17 slots of 32 bytes per shard, 256 MiB
 )
 
 type cacheShard struct {
@@ -185,26 +186,27 @@ const (
 	relabelDropped
 )
 
-// cacheEntry is what is known about one series: 40 bytes. Periods are stored
-// plus one, so that zero means "not yet", and truncated to 32 bits, which only
-// matters if a period number repeats after 2^32 periods.
+// cacheEntry is what is known about one series: 20 bytes, without pointers, so
+// that a slot is 32 bytes (two to a cache line) and the garbage collector
+// does not scan the table. Periods are stored plus one, so that zero means
+// "not yet", and truncated to 16 bits: a stored period could only be taken
+// for a later one 65,536 periods on, and no entry lives longer than the
+// cache's window.
 type cacheEntry struct {
-	rules *relabel.Rules // the rules the relabel fields are valid for
-	// hash is the series identity the stages use: the hash of the labels as
-	// forwarded (after relabeling). Valid once relabel is known.
-	hash     uint64
-	observed uint32 // tracker dedup period + 1
-	guarded  uint32 // guard window + 1
-	admitted uint32 // limiter generation + 1
+	rules uint32 // id of the rules the relabel fields are valid for (rulesID)
 	// mask has bit i set for each label, in the order received, that the rules
 	// remove, when relabel == relabelMasked.
-	mask uint32
+	mask     uint32
+	observed uint16 // tracker dedup period + 1
+	guarded  uint16 // guard window + 1
+	admitted uint16 // limiter generation + 1
 	// The forwarded labels' count and longest name and value, saturating, when
 	// relabel is relabelUnchanged or relabelMasked: enough to check the label
 	// limits without reading the labels.
-	maxName, maxValue uint16
-	labels            uint8
-	relabel           uint8
+	maxValue uint16
+	labels   uint8
+	maxName  uint8
+	relabel  uint8
 }
 
 // setLabelStats records what checking label limits needs to know of ls.
@@ -212,7 +214,7 @@ func (e *cacheEntry) setLabelStats(ls []prompb.Label) {
 	e.labels = uint8(min(len(ls), math.MaxUint8))
 	e.maxName, e.maxValue = 0, 0
 	for i := range ls {
-		e.maxName = max(e.maxName, uint16(min(len(ls[i].Name), math.MaxUint16)))
+		e.maxName = max(e.maxName, uint8(min(len(ls[i].Name), math.MaxUint8)))
 		e.maxValue = max(e.maxValue, uint16(min(len(ls[i].Value), math.MaxUint16)))
 	}
 }
@@ -220,10 +222,40 @@ func (e *cacheEntry) setLabelStats(ls []prompb.Label) {
 // withinLabelLimits reports whether the forwarded labels are known to pass
 // limits.CheckLabels with l; false means they must be checked.
 func (e *cacheEntry) withinLabelLimits(l *limits.Limits) bool {
-	within := func(v, sat uint16, limit int) bool { return limit <= 0 || (v != sat && int(v) <= limit) }
-	return within(uint16(e.labels), math.MaxUint8, l.MaxLabelsPerSeries) &&
-		within(e.maxName, math.MaxUint16, l.MaxLabelNameLength) &&
-		within(e.maxValue, math.MaxUint16, l.MaxLabelValueLength)
+	within := func(v, sat, limit int) bool { return limit <= 0 || (v != sat && v <= limit) }
+	return within(int(e.labels), math.MaxUint8, l.MaxLabelsPerSeries) &&
+		within(int(e.maxName), math.MaxUint8, l.MaxLabelNameLength) &&
+		within(int(e.maxValue), math.MaxUint16, l.MaxLabelValueLength)
+}
+
+// rulesIDs numbers the relabel rules the cache has seen, so that an entry can
+// say which rules its relabel outcome is for in 4 bytes rather than a pointer.
+// Numbers are never given twice (short of 2^32 rule sets): the map may forget
+// old rules, whose entries then simply do not match.
+type rulesIDs struct {
+	mu   sync.Mutex
+	ids  map[*relabel.Rules]uint32
+	next uint32
+}
+
+// rulesID is the number of r, never 0.
+func (c *seriesCache) rulesID(r *relabel.Rules) uint32 {
+	c.rules.mu.Lock()
+	defer c.rules.mu.Unlock()
+	if id, ok := c.rules.ids[r]; ok {
+		return id
+	}
+	if c.rules.ids == nil || len(c.rules.ids) >= 1024 {
+		// Rules replaced by a reload or the API are not used again: forget
+		// them rather than keep them alive.
+		c.rules.ids = make(map[*relabel.Rules]uint32)
+	}
+	c.rules.next++
+	if c.rules.next == 0 {
+		c.rules.next++
+	}
+	c.rules.ids[r] = c.rules.next
+	return c.rules.next
 }
 
 func newSeriesCache(window time.Duration) *seriesCache {

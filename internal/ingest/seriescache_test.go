@@ -10,6 +10,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -200,6 +201,13 @@ func cacheDifferential(t *testing.T, mode limits.Mode) {
 	}
 }
 
+// TestSlotSize: two slots to a cache line, as the table's design assumes.
+func TestSlotSize(t *testing.T) {
+	if n := unsafe.Sizeof(slot{}); n != 32 {
+		t.Fatalf("slot is %d bytes, want 32", n)
+	}
+}
+
 // TestTable checks the open-addressing table against a Go map, including key 0,
 // growth, the entry cap and reset.
 func TestTable(t *testing.T) {
@@ -213,7 +221,7 @@ func TestTable(t *testing.T) {
 		if i%997 == 0 {
 			k = 0
 		}
-		e := cacheEntry{hash: uint64(i), observed: uint32(i)}
+		e := cacheEntry{mask: uint32(i), observed: uint16(i)}
 		tb.put(k, e, max)
 		if _, ok := want[slotKey(k)]; ok || len(want) < max {
 			want[slotKey(k)] = e
