@@ -15,6 +15,8 @@ import (
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/golang/snappy"
+
+	"github.com/cardguard/cardguard/internal/relabel"
 )
 
 // lastBody is an upstream that keeps only the last body it was sent. A fuzz worker
@@ -111,7 +113,21 @@ func FuzzRemoteWrite1(f *testing.F) {
 		f.Add(snappy.Encode(nil, s), true)
 	}
 	up := newLastBody(f)
-	h := newTestHandler(f, up.srv.URL, Config{MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20}, 5*time.Second)
+	cfg := Config{MaxRequestBytes: 1 << 20, MaxDecodedBytes: 4 << 20}
+	h := newTestHandler(f, up.srv.URL, cfg, 5*time.Second)
+	// The same handler with a rule that removes a label, so that requests are
+	// rewritten: what it forwards must be what the plain one forwards, without
+	// the label.
+	hr := newTestHandler(f, up.srv.URL, cfg, 5*time.Second)
+	cfgs, err := relabel.ParseConfigs([]byte("- action: labeldrop\n  regex: job\n"))
+	if err != nil {
+		f.Fatal(err)
+	}
+	rules, err := relabel.Compile(cfgs)
+	if err != nil {
+		f.Fatal(err)
+	}
+	hr.stages.Rules = staticRules{rules}
 	f.Fuzz(func(t *testing.T, data []byte, compressed bool) {
 		body := data
 		if !compressed {
@@ -119,10 +135,11 @@ func FuzzRemoteWrite1(f *testing.F) {
 			body = snappy.Encode(nil, data)
 		}
 		rec := post(h, body, nil)
+		plain := -1
 		switch rec.Code {
 		case http.StatusNoContent:
 			if b := up.take(); b != nil {
-				forwardedSamples(t, b)
+				plain = forwardedSamples(t, b)
 			}
 		case http.StatusBadRequest, http.StatusRequestEntityTooLarge:
 			if b := up.take(); b != nil {
@@ -130,6 +147,32 @@ func FuzzRemoteWrite1(f *testing.F) {
 			}
 		default:
 			t.Fatalf("status %d: %s", rec.Code, rec.Body)
+		}
+		rec2 := post(hr, body, nil)
+		b := up.take()
+		if rec2.Code != rec.Code {
+			t.Fatalf("with a labeldrop rule: status %d, without: %d", rec2.Code, rec.Code)
+		}
+		if rec2.Code != http.StatusNoContent {
+			return
+		}
+		if (b == nil) != (plain < 0) {
+			t.Fatalf("forwarded %v with the rule, %v without", b != nil, plain >= 0)
+		}
+		if b == nil {
+			return
+		}
+		if n := forwardedSamples(t, b); n != plain {
+			t.Fatalf("forwarded %d samples with the rule, %d without", n, plain)
+		}
+		var wru prompb.WriteRequestUnmarshaler
+		wr, _ := wru.UnmarshalProtobuf(mustDecode(b))
+		for _, ts := range wr.Timeseries {
+			for _, l := range ts.Labels {
+				if l.Name == "job" {
+					t.Fatalf("label job forwarded: %v", ts.Labels)
+				}
+			}
 		}
 	})
 }
