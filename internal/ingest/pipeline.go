@@ -190,6 +190,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			if err := parse(ts, e); err != nil {
 				return res, err
 			}
+			// Labels decoded by lib/prompb come parsed, not yet sorted.
 			e.reordered = sortIfNeeded(ts.Labels) || e.reordered
 		}
 		e.raw = seriesKey(ts, &sc.hashBuf)
@@ -326,9 +327,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		out, guardRewrote := outRaw, false
 		drop := limits.Reason("")
 
-		if e.relabel == relabelMasked && (ts.rest == 0 || e.reordered) {
+		if e.relabel == relabelMasked && e.reordered {
 			// A mask is by position in label fields as received, which these
-			// labels are not (only a key collision leads here).
+			// sorted labels are not (only a key collision leads here).
 			e.relabel = relabelChanged
 		}
 		if rules != nil {
