@@ -347,7 +347,11 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				}
 			default:
 				relabeled, keep, changed := rules.Apply(labels, sc.buf[:0])
-				sc.buf = relabeled[:0]
+				if changed {
+					// Built in sc.buf (grown if needed). Unchanged, it is the
+					// series' own labels, which must never become scratch space.
+					sc.buf = relabeled[:0]
+				}
 				switch {
 				case !keep:
 					e.relabel = relabelDropped

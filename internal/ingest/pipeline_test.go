@@ -3,6 +3,7 @@ package ingest
 import (
 	"io"
 	"log/slog"
+	"net/http"
 	"testing"
 	"time"
 
@@ -99,6 +100,66 @@ func TestRelabelInPipeline(t *testing.T) {
 			}
 			if rewrite != 0 || dryRewrite != 2 || wouldDrop != 2 || drops != 0 {
 				t.Errorf("dry run: rewrite=%v dryRewrite=%v wouldDrop=%v drops=%v, want 0, 2, 2, 0", rewrite, dryRewrite, wouldDrop, drops)
+			}
+		}
+	}
+}
+
+// TestRelabelScratchDoesNotAliasRequest: when the rules leave a series
+// unchanged, relabel.Apply returns the series' own labels, which live in the
+// request's buffers; keeping that as the next call's scratch let a later
+// request's relabeling write over its own series' labels. A request whose
+// series the rule leaves alone, then real Prometheus requests it rewrites: what
+// is forwarded must be exactly the input without the label.
+func TestRelabelScratchDoesNotAliasRequest(t *testing.T) {
+	up := newLastBody(t)
+	h := newTestHandler(t, up.srv.URL, Config{}, 5*time.Second)
+	cfgs, err := relabel.ParseConfigs([]byte("- action: labeldrop\n  regex: job\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	rules, err := relabel.Compile(cfgs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.stages.Rules = staticRules{rules}
+	payloads := realPayloads(t, "prometheus-rw1-*.snappy")
+	if len(payloads) == 0 {
+		t.Fatal("no captured payloads")
+	}
+	for round := 0; round < 2; round++ {
+		for _, p := range payloads {
+			for _, body := range [][]byte{makeRequest(3, 4), p} {
+				if rec := post(h, body, nil); rec.Code != http.StatusNoContent {
+					t.Fatalf("status %d: %s", rec.Code, rec.Body)
+				}
+				fw := up.take()
+				if fw == nil {
+					continue
+				}
+				var w1, w2 prompb.WriteRequestUnmarshaler
+				got, err := w1.UnmarshalProtobuf(mustDecode(fw))
+				if err != nil {
+					t.Fatal(err)
+				}
+				want, err := w2.UnmarshalProtobuf(mustDecode(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got.Timeseries) != len(want.Timeseries) {
+					t.Fatalf("forwarded %d series of %d", len(got.Timeseries), len(want.Timeseries))
+				}
+				for i := range want.Timeseries {
+					var ls []prompb.Label
+					for _, l := range want.Timeseries[i].Labels {
+						if l.Name != "job" {
+							ls = append(ls, l)
+						}
+					}
+					if g := got.Timeseries[i].Labels; !sameLabels(g, ls) {
+						t.Fatalf("round %d, series %d: forwarded %v, want %v", round, i, g, ls)
+					}
+				}
 			}
 		}
 	}
