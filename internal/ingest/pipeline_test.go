@@ -109,8 +109,8 @@ func TestRelabelInPipeline(t *testing.T) {
 // unchanged, relabel.Apply returns the series' own labels, which live in the
 // request's buffers; keeping that as the next call's scratch let a later
 // request's relabeling write over its own series' labels. A request whose
-// series the rule leaves alone, then real Prometheus requests it rewrites: what
-// is forwarded must be exactly the input without the label.
+// series the rule leaves alone, then real Prometheus requests (1.0 and 2.0) it
+// rewrites: what is forwarded must be exactly the input without the label.
 func TestRelabelScratchDoesNotAliasRequest(t *testing.T) {
 	up := newLastBody(t)
 	h := newTestHandler(t, up.srv.URL, Config{}, 5*time.Second)
@@ -123,44 +123,68 @@ func TestRelabelScratchDoesNotAliasRequest(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.stages.Rules = staticRules{rules}
-	payloads := realPayloads(t, "prometheus-rw1-*.snappy")
-	if len(payloads) == 0 {
+	v1 := realPayloads(t, "prometheus-rw1-*.snappy")
+	v2 := realPayloads(t, "prometheus-rw2-*.snappy")
+	if len(v1) == 0 || len(v2) == 0 {
 		t.Fatal("no captured payloads")
 	}
+	type payload struct {
+		body []byte
+		v2   bool
+	}
+	var reqs []payload
+	for _, p := range v1 {
+		reqs = append(reqs, payload{makeRequest(3, 4), false}, payload{p, false})
+	}
+	for _, p := range v2 {
+		reqs = append(reqs, payload{makeRequest(3, 4), false}, payload{p, true})
+	}
+	var d v2Decoder
+	forwarded := 0
 	for round := 0; round < 2; round++ {
-		for _, p := range payloads {
-			for _, body := range [][]byte{makeRequest(3, 4), p} {
-				if rec := post(h, body, nil); rec.Code != http.StatusNoContent {
-					t.Fatalf("status %d: %s", rec.Code, rec.Body)
-				}
-				fw := up.take()
-				if fw == nil {
-					continue
-				}
-				var w1, w2 prompb.WriteRequestUnmarshaler
-				got, err := w1.UnmarshalProtobuf(mustDecode(fw))
-				if err != nil {
-					t.Fatal(err)
-				}
-				want, err := w2.UnmarshalProtobuf(mustDecode(body))
-				if err != nil {
-					t.Fatal(err)
-				}
-				if len(got.Timeseries) != len(want.Timeseries) {
-					t.Fatalf("forwarded %d series of %d", len(got.Timeseries), len(want.Timeseries))
-				}
-				for i := range want.Timeseries {
-					var ls []prompb.Label
-					for _, l := range want.Timeseries[i].Labels {
-						if l.Name != "job" {
-							ls = append(ls, l)
-						}
+		for _, r := range reqs {
+			body, isV2 := r.body, r.v2
+			hdr := map[string]string(nil)
+			if isV2 {
+				hdr = map[string]string{"Content-Type": contentTypeV2, "X-Prometheus-Remote-Write-Version": "2.0.0"}
+			}
+			if rec := post(h, body, hdr); rec.Code != http.StatusNoContent {
+				t.Fatalf("status %d: %s", rec.Code, rec.Body)
+			}
+			fw := up.take()
+			if fw == nil {
+				continue
+			}
+			forwarded++
+			var w1, w2 prompb.WriteRequestUnmarshaler
+			got, err := w1.UnmarshalProtobuf(mustDecode(fw))
+			if err != nil {
+				t.Fatal(err)
+			}
+			want, err := w2.UnmarshalProtobuf(mustDecode(body))
+			if isV2 {
+				want, err = d.decode(mustDecode(body))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got.Timeseries) != len(want.Timeseries) {
+				t.Fatalf("forwarded %d series of %d", len(got.Timeseries), len(want.Timeseries))
+			}
+			for i := range want.Timeseries {
+				var ls []prompb.Label
+				for _, l := range want.Timeseries[i].Labels {
+					if l.Name != "job" {
+						ls = append(ls, l)
 					}
-					if g := got.Timeseries[i].Labels; !sameLabels(g, ls) {
-						t.Fatalf("round %d, series %d: forwarded %v, want %v", round, i, g, ls)
-					}
+				}
+				if g := got.Timeseries[i].Labels; !sameLabels(g, ls) {
+					t.Fatalf("round %d, series %d: forwarded %v, want %v", round, i, g, ls)
 				}
 			}
 		}
+	}
+	if forwarded != 2*len(reqs) {
+		t.Fatalf("%d of %d requests forwarded", forwarded, 2*len(reqs))
 	}
 }
