@@ -3,6 +3,7 @@ package ingest
 import (
 	"bytes"
 	"io"
+	"log/slog"
 	"math"
 	"net/http"
 	"net/http/httptest"
@@ -16,6 +17,9 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/golang/snappy"
 
+	"github.com/cardguard/cardguard/internal/cardinality"
+	"github.com/cardguard/cardguard/internal/guard"
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/relabel"
 )
 
@@ -128,6 +132,22 @@ func FuzzRemoteWrite1(f *testing.F) {
 		f.Fatal(err)
 	}
 	hr.stages.Rules = staticRules{rules}
+	// Every other stage on too, with limits far above anything a fuzz input
+	// sends, so that nothing is cut but the cached paths are taken.
+	tracker, err := cardinality.New(cardinality.Config{})
+	if err != nil {
+		f.Fatal(err)
+	}
+	def := limits.Default()
+	def.MaxSeries, def.MaxSeriesPerMetric = 1<<40, 1<<40
+	def.LabelGuard.MaxValuesPerLabel = 1 << 40
+	def.MaxLabelsPerSeries, def.MaxLabelNameLength, def.MaxLabelValueLength = 1<<20, 1<<30, 1<<30
+	registry, err := limits.NewRegistry(def, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		f.Fatal(err)
+	}
+	hr.stages.Observer, hr.stages.Guard = tracker, guard.New(guard.Options{})
+	hr.stages.Limits, hr.stages.Enforcer = registry, limits.NewEnforcer(limits.EnforcerOptions{})
 	f.Fuzz(func(t *testing.T, data []byte, compressed bool) {
 		body := data
 		if !compressed {
