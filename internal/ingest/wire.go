@@ -16,10 +16,10 @@ import (
 // A remote-write 1.0 request is scanned rather than decoded: samples are checked
 // and counted but not copied, everything is remembered as byte ranges, and the
 // labels of a series are read only when something needs them (parseLabels; as
-// strings aliasing the decompressed request, the way lib/prompb reads them). When some series were dropped or
-// rewritten, the request is encoded again by splicing: kept series are copied as
-// they came, and a rewritten series gets its new labels followed by its other
-// fields (samples, exemplars) copied as they came. Nothing is decoded into values
+// strings aliasing the decompressed request, the way lib/prompb reads them).
+// When some series were dropped or rewritten, the request is encoded again by
+// splicing: kept series are copied as they came, and a rewritten series gets its
+// new labels followed by its other fields (samples, exemplars) copied as they came. Nothing is decoded into values
 // that are encoded again, which is what decoding with lib/prompb and marshalling
 // its WriteRequest cost, and fields lib/prompb does not keep (exemplars, fields of
 // later versions) survive a rewrite.
