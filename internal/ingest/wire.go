@@ -436,22 +436,6 @@ func bytesString(b []byte) string {
 	return unsafe.String(&b[0], len(b))
 }
 
-// marshal appends the request with its current series to dst: series that were
-// not rewritten as they came, rewritten ones with their new labels and their
-// other fields as they came, then the request's other fields.
-func (b *batch) marshal(dst []byte) []byte {
-	if b.wr != nil {
-		return b.marshalDecoded(dst)
-	}
-	for i := range b.series {
-		dst = b.series[i].append(dst)
-	}
-	for _, o := range b.others {
-		dst = append(dst, o...)
-	}
-	return dst
-}
-
 // append appends s's field as it is to be forwarded.
 func (s *series) append(dst []byte) []byte {
 	switch s.out {
@@ -480,8 +464,10 @@ func (s *series) append(dst []byte) []byte {
 // to be in the CPU cache while it is compressed.
 const snappyChunk = 64 << 10
 
-// appendSnappy appends the request, encoded as marshal does and compressed in
-// the snappy block format, to dst. It encodes and compresses one chunk at a time
+// appendSnappy appends the request with its current series, compressed in the
+// snappy block format, to dst: series that were not rewritten as they came,
+// rewritten ones with their new labels and their other fields as they came, then
+// the request's other fields. It encodes and compresses one chunk at a time
 // (chunk is scratch space), so that what is compressed was just written and is
 // still in the CPU cache: a snappy block is a sequence of elements whose copies
 // may refer to anything before them, so compressing chunks one after the other

@@ -399,3 +399,21 @@ func BenchmarkSnappyEncode(b *testing.B) {
 		})
 	}
 }
+
+// marshal is the request with its current series, uncompressed: the splice
+// appendSnappy compresses chunk by chunk, in one piece, as the reference the
+// tests compare with. Series that were not rewritten come as they came,
+// rewritten ones with their new labels and their other fields as they came,
+// then the request's other fields.
+func (b *batch) marshal(dst []byte) []byte {
+	if b.wr != nil {
+		return b.marshalDecoded(dst)
+	}
+	for i := range b.series {
+		dst = b.series[i].append(dst)
+	}
+	for _, o := range b.others {
+		dst = append(dst, o...)
+	}
+	return dst
+}
