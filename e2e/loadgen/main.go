@@ -25,10 +25,12 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cardguard/cardguard/e2e/workload"
 )
 
 type options struct {
-	wl          workload
+	wl          workload.Workload
 	url         string
 	tenants     int
 	concurrency int
@@ -103,7 +105,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		back := time.Duration(o.wl.Rounds) * o.wl.Interval
 		o.wl.Start = time.Now().Add(-back).Truncate(time.Minute).UnixMilli()
 	}
-	return o, o.wl.validate()
+	return o, o.wl.Validate()
 }
 
 // targets lists the URLs requests go to, round-robin.
@@ -168,18 +170,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	t0 := time.Now()
-	rg, err := buildRing(o.wl)
+	rg, err := workload.Build(o.wl)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 1
 	}
 	var ringSamples int64
-	for _, n := range rg.samples {
+	for _, n := range rg.Samples {
 		ringSamples += int64(n)
 	}
 	fmt.Fprintf(stderr, "loadgen: encoded %d requests, %d samples, %d unique series, %.1f MiB (%.1f MiB raw) in %s, digest %s\n",
-		len(rg.payloads), ringSamples, rg.uniqueSeries, float64(rg.encBytes)/(1<<20), float64(rg.rawBytes)/(1<<20),
-		time.Since(t0).Round(time.Millisecond), rg.digest)
+		len(rg.Payloads), ringSamples, rg.UniqueSeries, float64(rg.EncBytes)/(1<<20), float64(rg.RawBytes)/(1<<20),
+		time.Since(t0).Round(time.Millisecond), rg.Digest)
 
 	urls := o.targets()
 	cfg := sendConfig{
@@ -191,7 +193,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		MaxErrors:   o.maxErrors,
 	}
 	if o.passes > 0 {
-		n := o.passes * int64(len(rg.payloads)) * int64(len(urls))
+		n := o.passes * int64(len(rg.Payloads)) * int64(len(urls))
 		if cfg.Requests == 0 || n < cfg.Requests {
 			cfg.Requests = n
 		}
@@ -210,12 +212,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Targets:        urls,
 		Seed:           o.wl.Seed,
 		Start:          o.wl.Start,
-		PayloadDigest:  rg.digest,
-		RingRequests:   len(rg.payloads),
+		PayloadDigest:  rg.Digest,
+		RingRequests:   len(rg.Payloads),
 		RingSamples:    ringSamples,
-		RingRawBytes:   rg.rawBytes,
-		RingBytes:      rg.encBytes,
-		UniqueSeries:   rg.uniqueSeries,
+		RingRawBytes:   rg.RawBytes,
+		RingBytes:      rg.EncBytes,
+		UniqueSeries:   rg.UniqueSeries,
 		Concurrency:    o.concurrency,
 		ElapsedSeconds: elapsed.Seconds(),
 		Requests:       int64(len(st.latencies)) + st.errors,

@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/cardguard/cardguard/e2e/workload"
 )
 
 // sendConfig says where and how hard to send the ring.
@@ -58,7 +60,7 @@ func checkLoopback(raw string) error {
 
 // send runs the load and returns the merged stats and the wall time it took,
 // from the first request to the last answer.
-func send(ctx context.Context, cfg sendConfig, rg *ring) (stats, time.Duration) {
+func send(ctx context.Context, cfg sendConfig, rg *workload.Ring) (stats, time.Duration) {
 	tr := &http.Transport{
 		MaxIdleConns:        cfg.Concurrency,
 		MaxIdleConnsPerHost: cfg.Concurrency,
@@ -74,7 +76,7 @@ func send(ctx context.Context, cfg sendConfig, rg *ring) (stats, time.Duration) 
 		wg     sync.WaitGroup
 		all    = make([]stats, cfg.Concurrency)
 		nurls  = int64(len(cfg.URLs))
-		nring  = int64(len(rg.payloads))
+		nring  = int64(len(rg.Payloads))
 		start  = time.Now()
 		cancel context.CancelFunc
 	)
@@ -97,9 +99,9 @@ func send(ctx context.Context, cfg sendConfig, rg *ring) (stats, time.Duration) 
 				p := (i / nurls) % nring
 				// In-flight requests finish after the deadline so that they are
 				// counted as what they are, not as cancellations.
-				code, err := post(client, cfg.URLs[i%nurls], rg.payloads[p], st)
-				st.samplesSent += int64(rg.samples[p])
-				st.bytesSent += int64(len(rg.payloads[p]))
+				code, err := post(client, cfg.URLs[i%nurls], rg.Payloads[p], st)
+				st.samplesSent += int64(rg.Samples[p])
+				st.bytesSent += int64(len(rg.Payloads[p]))
 				if err != nil {
 					st.errors++
 					if st.firstErr == "" {
@@ -114,7 +116,7 @@ func send(ctx context.Context, cfg sendConfig, rg *ring) (stats, time.Duration) 
 				}
 				st.codes[code]++
 				if code/100 == 2 {
-					st.samplesOK += int64(rg.samples[p])
+					st.samplesOK += int64(rg.Samples[p])
 				}
 			}
 		}(&all[w])

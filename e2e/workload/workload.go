@@ -1,4 +1,8 @@
-package main
+// Package workload builds the remote-write traffic the load generator sends and
+// the write path's benchmarks replay: series shaped like a Kubernetes scrape, in
+// requests as Prometheus sends them, pre-encoded and byte-identical for the same
+// settings.
+package workload
 
 import (
 	"errors"
@@ -17,9 +21,9 @@ import (
 	"github.com/golang/snappy"
 )
 
-// workload describes the series a run sends. The same workload and seed give
+// Workload describes the series a run sends. The same workload and seed give
 // byte-identical payloads, so several targets can be measured on the same bytes.
-type workload struct {
+type Workload struct {
 	Metrics         int           // metric names
 	SeriesPerMetric int           // series of each metric in one round
 	Labels          int           // labels per series besides __name__
@@ -40,7 +44,7 @@ const (
 	maxRounds       = 1000
 )
 
-func (w workload) validate() error {
+func (w Workload) Validate() error {
 	switch {
 	case w.Metrics <= 0 || w.SeriesPerMetric <= 0:
 		return fmt.Errorf("metrics (%d) and series per metric (%d) must be positive", w.Metrics, w.SeriesPerMetric)
@@ -62,21 +66,21 @@ func (w workload) validate() error {
 	return nil
 }
 
-// ring is the pre-encoded traffic: request i of a run sends payloads[i%len].
+// Ring is the pre-encoded traffic: request i of a run sends Payloads[i%len].
 // It is read-only once built and safe for concurrent use.
-type ring struct {
-	payloads     [][]byte // snappy-compressed WriteRequests
-	samples      []int    // samples in each payload
-	uniqueSeries int      // distinct series over all rounds
-	rawBytes     int64    // protobuf bytes before compression
-	encBytes     int64    // compressed bytes
-	digest       string   // xxhash of every payload in order: equal digests, equal traffic
+type Ring struct {
+	Payloads     [][]byte // snappy-compressed WriteRequests
+	Samples      []int    // samples in each payload
+	UniqueSeries int      // distinct series over all rounds
+	RawBytes     int64    // protobuf bytes before compression
+	EncBytes     int64    // compressed bytes
+	Digest       string   // xxhash of every payload in order: equal digests, equal traffic
 }
 
-// buildRing encodes every round up front, in parallel, so that sending costs no
+// Build encodes every round up front, in parallel, so that sending costs no
 // more than writing bytes to a socket.
-func buildRing(w workload) (*ring, error) {
-	if err := w.validate(); err != nil {
+func Build(w Workload) (*Ring, error) {
+	if err := w.Validate(); err != nil {
 		return nil, err
 	}
 	total := w.Metrics * w.SeriesPerMetric
@@ -108,10 +112,10 @@ func buildRing(w workload) (*ring, error) {
 			jobs = append(jobs, job{r, lo, min(lo+w.Batch, total)})
 		}
 	}
-	rg := &ring{
-		payloads:     make([][]byte, len(jobs)),
-		samples:      make([]int, len(jobs)),
-		uniqueSeries: unique,
+	rg := &Ring{
+		Payloads:     make([][]byte, len(jobs)),
+		Samples:      make([]int, len(jobs)),
+		UniqueSeries: unique,
 	}
 	names := metricNames(w.Metrics)
 
@@ -153,10 +157,10 @@ func buildRing(w workload) (*ring, error) {
 					})
 				}
 				pb = wr.MarshalProtobuf(pb[:0])
-				rg.payloads[j] = snappy.Encode(nil, pb)
-				rg.samples[j] = jb.hi - jb.lo
+				rg.Payloads[j] = snappy.Encode(nil, pb)
+				rg.Samples[j] = jb.hi - jb.lo
 				raw.Add(int64(len(pb)))
-				if enc.Add(int64(len(rg.payloads[j]))) > w.MaxRingBytes {
+				if enc.Add(int64(len(rg.Payloads[j]))) > w.MaxRingBytes {
 					tooBig.Store(true)
 				}
 			}
@@ -166,13 +170,13 @@ func buildRing(w workload) (*ring, error) {
 	if tooBig.Load() {
 		return nil, fmt.Errorf("encoded payloads exceed %d bytes: lower rounds, series or labels, or raise -max-ring-bytes", w.MaxRingBytes)
 	}
-	rg.rawBytes, rg.encBytes = raw.Load(), enc.Load()
+	rg.RawBytes, rg.EncBytes = raw.Load(), enc.Load()
 	d := xxhash.New()
-	for _, p := range rg.payloads {
+	for _, p := range rg.Payloads {
 		_, _ = d.Write(p)
 	}
-	rg.digest = strconv.FormatUint(d.Sum64(), 16)
-	if len(rg.payloads) == 0 {
+	rg.Digest = strconv.FormatUint(d.Sum64(), 16)
+	if len(rg.Payloads) == 0 {
 		return nil, errors.New("workload has no requests")
 	}
 	return rg, nil
@@ -206,7 +210,7 @@ var (
 var labelNames = []string{"pod", "instance", "job", "namespace", "az", "container", "env", "region", "node", "team", "version", "service", "method", "handler", "code"}
 
 // appendSeriesLabels appends the sorted labels of series i (of generation gen) to dst.
-func appendSeriesLabels(dst []prompb.Label, names []string, w workload, i int, gen uint32) []prompb.Label {
+func appendSeriesLabels(dst []prompb.Label, names []string, w Workload, i int, gen uint32) []prompb.Label {
 	m, s := i/w.SeriesPerMetric, i%w.SeriesPerMetric
 	start := len(dst)
 	dst = append(dst, prompb.Label{Name: "__name__", Value: names[m]})

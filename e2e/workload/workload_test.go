@@ -1,0 +1,123 @@
+package workload
+
+import (
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
+)
+
+func smallWorkload() Workload {
+	return Workload{
+		Metrics: 3, SeriesPerMetric: 50, Labels: 12, Churn: 0.1, Rounds: 4, Batch: 40,
+		Seed: 7, Start: 1_700_000_000_000, Interval: 15 * time.Second, MaxRingBytes: 1 << 30,
+	}
+}
+
+func TestRingIsDeterministic(t *testing.T) {
+	t.Parallel()
+	a, err := Build(smallWorkload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := Build(smallWorkload())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.Digest != b.Digest {
+		t.Errorf("same seed, digests %s and %s differ", a.Digest, b.Digest)
+	}
+	w := smallWorkload()
+	w.Seed++
+	c, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Digest == a.Digest {
+		t.Errorf("different seeds, same digest %s", a.Digest)
+	}
+}
+
+// TestRingContent decodes every payload: valid remote-write requests with sorted,
+// unique label names, the right number of samples, and as many distinct series as
+// churn promises.
+func TestRingContent(t *testing.T) {
+	t.Parallel()
+	w := smallWorkload()
+	rg, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	perRound := w.Metrics * w.SeriesPerMetric
+	if want := w.Rounds * ((perRound + w.Batch - 1) / w.Batch); len(rg.Payloads) != want {
+		t.Fatalf("%d payloads, want %d", len(rg.Payloads), want)
+	}
+	seen := map[string]bool{}
+	var samples int
+	for i, p := range rg.Payloads {
+		raw, err := snappy.Decode(nil, p)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		var u prompb.WriteRequestUnmarshaler
+		wr, err := u.UnmarshalProtobuf(raw)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if len(wr.Timeseries) != rg.Samples[i] {
+			t.Errorf("payload %d: %d series, recorded %d", i, len(wr.Timeseries), rg.Samples[i])
+		}
+		for _, ts := range wr.Timeseries {
+			samples += len(ts.Samples)
+			if len(ts.Labels) != w.Labels+1 || ts.Labels[0].Name != "__name__" {
+				t.Fatalf("payload %d: labels %v", i, ts.Labels)
+			}
+			if !slices.IsSortedFunc(ts.Labels, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }) {
+				t.Fatalf("payload %d: labels not sorted: %v", i, ts.Labels)
+			}
+			for j := 1; j < len(ts.Labels); j++ {
+				if ts.Labels[j].Name == ts.Labels[j-1].Name || ts.Labels[j].Value == "" {
+					t.Fatalf("payload %d: bad labels %v", i, ts.Labels)
+				}
+			}
+			seen[prompb.LabelsToString(ts.Labels)] = true
+		}
+	}
+	if samples != w.Rounds*perRound {
+		t.Errorf("%d samples, want %d", samples, w.Rounds*perRound)
+	}
+	if len(seen) != rg.UniqueSeries {
+		t.Errorf("%d distinct series decoded, ring says %d", len(seen), rg.UniqueSeries)
+	}
+	churned := int(w.Churn*float64(perRound) + 0.5)
+	if want := perRound + (w.Rounds-1)*churned; rg.UniqueSeries != want {
+		t.Errorf("unique series %d, want %d", rg.UniqueSeries, want)
+	}
+}
+
+func TestWorkloadBounds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		edit func(*Workload)
+	}{
+		{"no metrics", func(w *Workload) { w.Metrics = 0 }},
+		{"too many series", func(w *Workload) { w.Metrics, w.SeriesPerMetric = 10_000, 10_000 }},
+		{"churn over 1", func(w *Workload) { w.Churn = 1.5 }},
+		{"no labels", func(w *Workload) { w.Labels = 0 }},
+		{"zero batch", func(w *Workload) { w.Batch = 0 }},
+		{"ring too big", func(w *Workload) { w.MaxRingBytes = 100 }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			w := smallWorkload()
+			tc.edit(&w)
+			if _, err := Build(w); err == nil {
+				t.Error("want an error")
+			}
+		})
+	}
+}
