@@ -379,21 +379,39 @@ func TestS2WritesSnappy(t *testing.T) {
 	}
 }
 
-// BenchmarkSnappyEncode compares the block encoders on a 2,000-series request,
-// side by side; bytes is the compressed size.
+// BenchmarkSnappyEncode compares the block encoders, side by side, on the
+// requests of benchRequests taken in turn (uncompressed, about 490 KiB each):
+// golang/snappy, s2 on the whole request, and s2 on 64 KiB pieces of it, as
+// golang/snappy splits its input. bytes is the compressed size of the last one.
 func BenchmarkSnappyEncode(b *testing.B) {
-	data := mustDecode(makeRequest(2000, 10))
+	bodies, err := benchRequests()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var data [][]byte
+	size := 0
+	for _, body := range bodies {
+		data = append(data, mustDecode(body))
+		size += len(data[len(data)-1])
+	}
+	pieces := func(dst, src []byte) []byte {
+		dst = dst[:0]
+		for p := 0; p < len(src); p += 64 << 10 {
+			dst = appendSnappyElements(dst, src[p:min(p+64<<10, len(src))])
+		}
+		return dst
+	}
 	for _, enc := range []struct {
 		name string
 		fn   func(dst, src []byte) []byte
-	}{{"golang-snappy", snappy.Encode}, {"s2-snappy", s2.EncodeSnappy}} {
+	}{{"golang-snappy", snappy.Encode}, {"s2-snappy", s2.EncodeSnappy}, {"s2-snappy-64KiB-pieces", pieces}} {
 		b.Run(enc.name, func(b *testing.B) {
-			out := make([]byte, snappy.MaxEncodedLen(len(data)))
-			b.SetBytes(int64(len(data)))
+			out := make([]byte, snappy.MaxEncodedLen(2*size/len(data)))
+			b.SetBytes(int64(size / len(data)))
 			b.ReportAllocs()
 			n := 0
 			for i := 0; i < b.N; i++ {
-				n = len(enc.fn(out, data))
+				n = len(enc.fn(out, data[i%len(data)]))
 			}
 			b.ReportMetric(float64(n), "bytes")
 		})
