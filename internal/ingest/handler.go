@@ -145,7 +145,7 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 type writeCtx struct {
 	body    []byte
 	decoded []byte
-	chunk   []byte // scratch for appendSnappy
+	chunk   []byte // scratch for appendSnappy: the encoded request
 	out     []byte
 	batch   batch
 	wru     prompb.WriteRequestUnmarshaler

@@ -353,17 +353,28 @@ func TestAppendSnappy(t *testing.T) {
 			}
 		}
 		want := b.marshal(nil)
-		var chunk []byte
-		block := b.appendSnappy([]byte("prefix"), &chunk)
-		if !bytes.HasPrefix(block, []byte("prefix")) {
-			t.Fatalf("dst's bytes were not kept")
+		// Whole, and in pieces cut inside series and fields: a piece of 1 byte,
+		// pieces smaller than a series, pieces a little larger than 64 KiB.
+		for _, size := range []int{snappyBlock, 1, 7, 1000, 64<<10 + 3} {
+			if size == 1 && len(want) > 20_000 {
+				continue
+			}
+			var buf []byte
+			block := b.appendSnappyBlocks([]byte("prefix"), &buf, size)
+			if !bytes.HasPrefix(block, []byte("prefix")) {
+				t.Fatalf("dst's bytes were not kept")
+			}
+			got, err := snappy.Decode(nil, block[len("prefix"):])
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%d bytes in blocks of %d: decoded %d bytes, %v; want %d bytes", len(data), size, len(got), err, len(want))
+			}
+			if size >= 64<<10 && len(want) > 100_000 && len(block) > len(want)/3 {
+				t.Errorf("%d bytes in blocks of %d compressed to %d", len(want), size, len(block))
+			}
 		}
-		got, err := snappy.Decode(nil, block[len("prefix"):])
-		if err != nil || !bytes.Equal(got, want) {
-			t.Fatalf("%d bytes: decoded %d bytes, %v; want %d bytes", len(data), len(got), err, len(want))
-		}
-		if len(want) > 2*snappyChunk && len(block) > len(want)/3 {
-			t.Errorf("%d bytes compressed to %d", len(want), len(block))
+		var buf []byte
+		if got, want := b.appendSnappy(nil, &buf), b.appendSnappyBlocks(nil, &buf, snappyBlock); !bytes.Equal(got, want) {
+			t.Errorf("appendSnappy differs from appendSnappyBlocks with snappyBlock")
 		}
 	}
 }
