@@ -40,7 +40,8 @@ type seriesCache struct {
 }
 
 const (
-	cacheShards        = 64
+	cacheShardBits     = 6
+	cacheShards        = 1 << cacheShardBits
 	maxEntriesPerShard = 1 << 16 // 4M series in all: at most 2^17 slots of 32 bytes per shard, 256 MiB
 )
 
@@ -266,8 +267,14 @@ func newSeriesCache(window time.Duration) *seriesCache {
 }
 
 func (c *seriesCache) shard(sum uint64) *cacheShard {
-	return &c.shards[sum%cacheShards]
+	return &c.shards[shardOf(sum)]
 }
+
+// shardOf is the shard of sum, taken from its top bits: a shard's table indexes
+// by the low bits, and if those chose the shard as well, all the keys of a shard
+// would share their lowest six index bits, crowd into 1/64 of its slots and make
+// every lookup probe a long run of them.
+func shardOf(sum uint64) uint64 { return sum >> (64 - cacheShardBits) }
 
 // lock locks the shard of sum, emptied first if its window is over.
 func (c *seriesCache) lock(sum uint64, now time.Time) *cacheShard {
@@ -311,7 +318,7 @@ func (c *seriesCache) getAll(t tenant.ID, entries []requestEntry, order *[]int32
 	gen := now.UnixNano() / c.window
 	var counts [cacheShards + 1]int32
 	for i := range entries {
-		counts[cacheKey{t, entries[i].raw}.sum()%cacheShards+1]++
+		counts[shardOf(cacheKey{t, entries[i].raw}.sum())+1]++
 	}
 	for i := 1; i <= cacheShards; i++ {
 		counts[i] += counts[i-1]
@@ -319,7 +326,7 @@ func (c *seriesCache) getAll(t tenant.ID, entries []requestEntry, order *[]int32
 	o := slices.Grow((*order)[:0], len(entries))[:len(entries)]
 	next := counts
 	for i := range entries {
-		sh := cacheKey{t, entries[i].raw}.sum() % cacheShards
+		sh := shardOf(cacheKey{t, entries[i].raw}.sum())
 		o[next[sh]] = int32(i)
 		next[sh]++
 	}

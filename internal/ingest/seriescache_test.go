@@ -273,3 +273,35 @@ func BenchmarkCacheLookup(b *testing.B) {
 		}
 	})
 }
+
+// TestCacheSpreadsKeys: with random keys, the entries of every shard's table sit
+// next to their home slot, so that a lookup reads one or two slots. Shards and
+// slots once took the same low bits of the key, and each shard's keys crowded
+// into 1/64 of its slots: a lookup read 17.5 slots on average.
+func TestCacheSpreadsKeys(t *testing.T) {
+	c := newSeriesCache(time.Hour)
+	now := time.Now()
+	rng := rand.New(rand.NewPCG(7, 8))
+	const n = 67500
+	for range n {
+		c.put(cacheKey{tenant.MustParse("0"), rng.Uint64()}, cacheEntry{observed: 1}, now)
+	}
+	if got := c.len(); got != n {
+		t.Fatalf("%d entries, want %d", got, n)
+	}
+	var probes, entries int
+	for i := range c.shards {
+		tb := &c.shards[i].t
+		mask := uint64(len(tb.slots) - 1)
+		for j, s := range tb.slots {
+			if s.key != 0 {
+				probes += int((uint64(j)-s.key)&mask) + 1
+				entries++
+			}
+		}
+	}
+	// Linear probing at the table's load factor (at most 3/4) averages under 2.5.
+	if mean := float64(probes) / float64(entries); mean > 2.5 {
+		t.Errorf("a lookup of a present key reads %.1f slots on average, want at most 2.5", mean)
+	}
+}
