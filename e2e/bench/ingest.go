@@ -11,6 +11,7 @@ import (
 // scenarioResult is one target of the remote-write benchmark.
 type scenarioResult struct {
 	Name     string   `json:"name"`
+	Pass     int      `json:"pass"`
 	Warmup   lgResult `json:"warmup"`
 	Measured lgResult `json:"measured"`
 	// CPU seconds over the measured window, until VictoriaMetrics had every
@@ -135,14 +136,73 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 	return r, nil
 }
 
-func (e *env) runDirect(ctx context.Context) (scenarioResult, error) {
-	return e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm)
+// runTarget measures one write target in pass number pass, each on a
+// VictoriaMetrics of its own started afresh: one that earlier targets filled
+// would spend more CPU per sample (merges, a larger index) on the later ones, and
+// the share of the two CPUs left to the target under test would depend on the
+// order of the targets. With queries, the query path is measured through the
+// cardguard just measured, on the data it wrote.
+func (e *env) runTarget(ctx context.Context, name string, pass int, queries bool) (scenarioResult, []queryResult, error) {
+	suffix := fmt.Sprintf("-%s-%d", name, pass)
+	if err := e.startVM("vm-data" + suffix); err != nil {
+		return scenarioResult{}, nil, err
+	}
+	var (
+		r   scenarioResult
+		qs  []queryResult
+		err error
+	)
+	switch name {
+	case "direct":
+		r, err = e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm)
+	case "vmagent":
+		r, err = e.runVMAgent(ctx, suffix)
+	case "cardguard":
+		var (
+			cg   *process
+			base string
+		)
+		cg, base, err = e.startCardguard(ctx, "cardguard"+suffix)
+		if err != nil {
+			return r, nil, err
+		}
+		defer cg.stop(15 * time.Second)
+		r, err = e.measure(ctx, "cardguard", base+"/api/v1/write", cg)
+		if err != nil {
+			return r, nil, err
+		}
+		r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
+		if queries {
+			qs, err = e.queryBench(ctx, base)
+		}
+	default:
+		err = fmt.Errorf("unknown target %q", name)
+	}
+	r.Pass = pass
+	return r, qs, err
+}
+
+// queryOnly measures the query path alone: it gives a fresh VictoriaMetrics
+// some data and queries it directly and through a fresh cardguard.
+func (e *env) queryOnly(ctx context.Context) ([]queryResult, error) {
+	if err := e.startVM("vm-data-query"); err != nil {
+		return nil, err
+	}
+	cg, base, err := e.startCardguard(ctx, "cardguard-query")
+	if err != nil {
+		return nil, err
+	}
+	defer cg.stop(15 * time.Second)
+	if _, err := e.loadgen(ctx, "query-data", e.vmURL+"/api/v1/write", "-passes=1", "-concurrency="+strconv.Itoa(e.cfg.concurrency)); err != nil {
+		return nil, err
+	}
+	return e.queryBench(ctx, base)
 }
 
 // runVMAgent measures a fresh vmagent forwarding to the VictoriaMetrics with the
 // same relabel rule as cardguard and an hourly series limit high enough to drop
 // nothing, so that its bloom-filter limiter is on the path as cardguard's limits are.
-func (e *env) runVMAgent(ctx context.Context) (scenarioResult, error) {
+func (e *env) runVMAgent(ctx context.Context, suffix string) (scenarioResult, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return scenarioResult{}, err
@@ -151,11 +211,11 @@ func (e *env) runVMAgent(ctx context.Context) (scenarioResult, error) {
 	p, err := startProcess("vmagent", filepath.Join(e.cfg.binDir, "vmagent"), []string{
 		"-httpListenAddr=" + addr,
 		"-remoteWrite.url=" + e.vmURL + "/api/v1/write",
-		"-remoteWrite.tmpDataPath=" + filepath.Join(e.work, "vmagent-data"),
+		"-remoteWrite.tmpDataPath=" + filepath.Join(e.work, "vmagent-data"+suffix),
 		"-remoteWrite.relabelConfig=" + e.cfg.vmagentRelabel,
 		"-remoteWrite.maxHourlySeries=" + strconv.Itoa(maxHourly),
 		"-loggerLevel=ERROR",
-	}, filepath.Join(e.work, "vmagent.log"))
+	}, filepath.Join(e.work, "vmagent"+suffix+".log"))
 	if err != nil {
 		return scenarioResult{}, err
 	}

@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -40,6 +41,7 @@ type config struct {
 	duration     time.Duration
 	concurrency  int
 	warmupPasses int
+	passes       int
 	wl           workloadFlags
 	queryIters   int
 
@@ -94,6 +96,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "measured window per target")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "requests in flight from the load generator")
 	fs.IntVar(&c.warmupPasses, "warmup-passes", 2, "passes over the pre-encoded rounds before measuring (creates every series first)")
+	fs.IntVar(&c.passes, "passes", 2, "measurements of every write target; every second pass takes the targets in reverse order, and each target's figures are over all its passes")
 	fs.IntVar(&c.wl.metrics, "metrics", 100, "metric names")
 	fs.IntVar(&c.wl.seriesPerMetric, "series-per-metric", 500, "series per metric")
 	fs.IntVar(&c.wl.labels, "labels", 10, "labels per series besides __name__")
@@ -113,6 +116,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	if c.passes < 1 || c.passes > 10 {
+		return c, fmt.Errorf("-passes %d out of range [1, 10]", c.passes)
 	}
 	if c.duration <= 0 || c.duration > 10*time.Minute {
 		return c, fmt.Errorf("-duration %s out of range (0, 10m]", c.duration)
@@ -206,61 +212,40 @@ func bench(ctx context.Context, c config, argv []string) error {
 	for _, p := range strings.Split(c.only, ",") {
 		parts[strings.TrimSpace(p)] = true
 	}
-	var results []scenarioResult
-	// Each target writes to a VictoriaMetrics of its own, started afresh: one
-	// that earlier targets filled would spend more CPU per sample (merges, a
-	// larger index) on the later ones, and the share of the two CPUs left to
-	// the target under test would depend on the order of the targets.
-	if parts["direct"] {
-		if err := e.startVM("vm-data-direct"); err != nil {
-			return err
+	var (
+		results []scenarioResult
+		queries []queryResult
+	)
+	var targets []string
+	for _, t := range []string{"direct", "vmagent", "cardguard"} {
+		if parts[t] {
+			targets = append(targets, t)
 		}
-		r, err := e.runDirect(ctx)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
 	}
-	if parts["vmagent"] {
-		if err := e.startVM("vm-data-vmagent"); err != nil {
-			return err
+	// Every second pass takes the targets in reverse order (direct, vmagent,
+	// cardguard, cardguard, vmagent, direct): a machine that gets faster or slower
+	// during the run then moves every target's mean alike, where one pass would
+	// hand the drift to whichever target ran last.
+	for pass := 1; pass <= c.passes; pass++ {
+		order := slices.Clone(targets)
+		if pass%2 == 0 {
+			slices.Reverse(order)
 		}
-		r, err := e.runVMAgent(ctx)
-		if err != nil {
-			return err
-		}
-		results = append(results, r)
-	}
-	var queries []queryResult
-	if parts["cardguard"] || parts["query"] {
-		if err := e.startVM("vm-data-cardguard"); err != nil {
-			return err
-		}
-		cg, base, err := e.startCardguard(ctx, "cardguard")
-		if err != nil {
-			return err
-		}
-		if parts["cardguard"] {
-			r, err := e.measure(ctx, "cardguard", base+"/api/v1/write", cg)
+		for _, t := range order {
+			r, q, err := e.runTarget(ctx, t, pass, parts["query"] && queries == nil)
 			if err != nil {
 				return err
 			}
-			r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
 			results = append(results, r)
+			queries = append(queries, q...)
 		}
-		if parts["query"] {
-			if !parts["cardguard"] && !parts["direct"] && !parts["vmagent"] {
-				// Nothing pushed yet: give the queries some data.
-				if _, err := e.loadgen(ctx, "query-data", e.vmURL+"/api/v1/write", "-passes=1", "-concurrency="+strconv.Itoa(c.concurrency)); err != nil {
-					return err
-				}
-			}
-			queries, err = e.queryBench(ctx, base)
-			if err != nil {
-				return err
-			}
+	}
+	if parts["query"] && !parts["cardguard"] {
+		q, err := e.queryOnly(ctx)
+		if err != nil {
+			return err
 		}
-		cg.stop(15 * time.Second)
+		queries = q
 	}
 	info.finish()
 	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "queries": queries})

@@ -196,9 +196,113 @@ func makeTarget(what string) string {
 	return "make bench"
 }
 
-func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) string {
+// combine folds the passes of each target into one result, in the order the
+// targets first ran: samples, time, CPU and statuses are summed, so that rates and
+// CPU per sample are over all passes; latency percentiles are the mean of the
+// passes' own (the load generator reports percentiles, not its samples).
+func combine(rs []scenarioResult) []scenarioResult {
+	var out []scenarioResult
+	idx := map[string]int{}
+	for _, r := range rs {
+		i, ok := idx[r.Name]
+		if !ok {
+			idx[r.Name] = len(out)
+			c := r
+			c.Pass = 0
+			c.Measured.LatencyMS = maps.Clone(r.Measured.LatencyMS)
+			c.Measured.Status = maps.Clone(r.Measured.Status)
+			c.Notes = nil
+			out = append(out, c)
+			continue
+		}
+		c := &out[i]
+		m, n := &c.Measured, r.Measured
+		m.ElapsedSeconds += n.ElapsedSeconds
+		m.Requests += n.Requests
+		m.SamplesSent += n.SamplesSent
+		m.SamplesOK += n.SamplesOK
+		m.GeneratorCPU += n.GeneratorCPU
+		for k, v := range n.Status {
+			m.Status[k] += v
+		}
+		for k, v := range n.LatencyMS {
+			m.LatencyMS[k] += v
+		}
+		if m.PayloadDigest != n.PayloadDigest {
+			m.PayloadDigest += "+" + n.PayloadDigest
+		}
+		c.ProxyCPUSeconds += r.ProxyCPUSeconds
+		c.VMCPUSeconds += r.VMCPUSeconds
+		c.Delivered += r.Delivered
+		c.DrainSeconds += r.DrainSeconds
+		c.Dropped += r.Dropped
+		c.ProxyPeakKiB = max(c.ProxyPeakKiB, r.ProxyPeakKiB)
+		c.VMPeakKiB = max(c.VMPeakKiB, r.VMPeakKiB)
+	}
+	for i := range out {
+		c := &out[i]
+		// A note every pass made is given once; others say which passes made them.
+		passes := 0
+		var texts []string
+		in := map[string][]string{}
+		for _, r := range rs {
+			if r.Name != c.Name {
+				continue
+			}
+			passes++
+			for _, n := range r.Notes {
+				if in[n] == nil {
+					texts = append(texts, n)
+				}
+				in[n] = append(in[n], strconv.Itoa(r.Pass))
+			}
+		}
+		for _, n := range texts {
+			if len(in[n]) == passes {
+				c.Notes = append(c.Notes, n)
+			} else {
+				c.Notes = append(c.Notes, fmt.Sprintf("pass %s: %s", strings.Join(in[n], ", "), n))
+			}
+		}
+		for k := range c.Measured.LatencyMS {
+			c.Measured.LatencyMS[k] /= float64(passes)
+		}
+		if c.Measured.ElapsedSeconds > 0 {
+			c.Measured.SamplesPerSecond = float64(c.Measured.SamplesOK) / c.Measured.ElapsedSeconds
+		}
+	}
+	return out
+}
+
+// ratios are the two write-path targets' figures for a set of results.
+type ratios struct {
+	cpu, throughput       float64
+	hasCPU, hasThroughput bool
+}
+
+func ratiosOf(rs []scenarioResult) ratios {
+	var x ratios
+	byName := map[string]scenarioResult{}
+	for _, r := range rs {
+		byName[r.Name] = r
+	}
+	cg, okC := byName["cardguard"]
+	if !okC {
+		return x
+	}
+	if va, ok := byName["vmagent"]; ok {
+		x.cpu, x.hasCPU = (cg.ProxyCPUSeconds/cg.MSamples())/(va.ProxyCPUSeconds/va.MSamples()), true
+	}
+	if di, ok := byName["direct"]; ok {
+		x.throughput, x.hasThroughput = cg.Measured.SamplesPerSecond/di.Measured.SamplesPerSecond, true
+	}
+	return x
+}
+
+func renderIngest(info runInfo, all []scenarioResult, qs []queryResult, e *env) string {
 	var b strings.Builder
 	c := e.cfg
+	rs := combine(all)
 	fmt.Fprintf(&b, "## Remote write: direct, through vmagent, through cardguard\n\n")
 	info.header(&b, "bench")
 	var ringSeries int
@@ -215,17 +319,19 @@ func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) s
 	fmt.Fprintf(&b, "- workload (`e2e/loadgen`): %d metrics × %d series, %d labels + `__name__`, %g%% of series replaced per round, %d rounds pre-encoded (%s distinct series, %.1f MiB snappy / %.1f MiB protobuf), %d series per request, one sample each; payloads %s (digest %s)\n",
 		c.wl.metrics, c.wl.seriesPerMetric, c.wl.labels, c.wl.churn*100, c.wl.rounds, thousands(float64(ringSeries)),
 		float64(ringBytes)/(1<<20), float64(ringRaw)/(1<<20), c.wl.batch, same, strings.Join(slices.Sorted(maps.Keys(digests)), ", "))
-	fmt.Fprintf(&b, "- method: each target started fresh, each with a VictoriaMetrics of its own started on an empty data directory (one that earlier targets filled spends more CPU per sample, which would favour the first target), %d warm-up passes over all rounds so every series exists, then %s at concurrency %d; CPU is utime+stime from /proc over the window and until VictoriaMetrics had counted every accepted sample; peak RSS is VmHWM since the target started\n",
+	fmt.Fprintf(&b, "- method: each target started fresh, each with a VictoriaMetrics of its own started on an empty data directory (one that earlier targets filled spends more CPU per sample, which would favour the first target), warm-up: %d passes over all rounds so every series exists, then %s at concurrency %d; CPU is utime+stime from /proc over the window and until VictoriaMetrics had counted every accepted sample; peak RSS is VmHWM since the target started\n",
 		c.warmupPasses, c.duration, c.concurrency)
+	if c.passes > 1 {
+		fmt.Fprintf(&b, "- passes: every target was measured %d times, every second pass in reverse order (%s), so that the machine getting faster or slower during the run moves every target alike; a target's figures are over all its passes (samples over time, CPU over samples; latency percentiles are the mean of the passes')\n",
+			c.passes, passOrder(all))
+	}
 	fmt.Fprintf(&b, "- reading throughput: the load generator, the target and VictoriaMetrics share %d CPUs; when they saturate them, throughput is bounded by the total CPU per sample (target + VictoriaMetrics + generator), so the throughput ratio restates the CPU figures; with spare cores it reflects latency instead\n", info.NProc)
 	fmt.Fprintf(&b, "- vmagent: `-remoteWrite.relabelConfig=%s` (labeldrop `az`), `-remoteWrite.maxHourlySeries` at 4× the series per round, default queues\n", c.vmagentRelabel)
 	fmt.Fprintf(&b, "- cardguard: `-config=%s`, top-level sections in use: %s\n\n", c.cardguardConfig, codeList(info.ConfigSections))
 
 	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses | load generator CPU s / M samples |\n")
 	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
-	byName := map[string]scenarioResult{}
 	for _, r := range rs {
-		byName[r.Name] = r
 		vmCPU := fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
 		if !r.proxy {
 			vmCPU = "(same)"
@@ -237,18 +343,44 @@ func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) s
 	}
 	b.WriteString("\n")
 
-	cg, okC := byName["cardguard"]
-	va, okV := byName["vmagent"]
-	di, okD := byName["direct"]
-	if okC && (okV || okD) {
+	if x := ratiosOf(rs); x.hasCPU || x.hasThroughput {
 		fmt.Fprintf(&b, "| ratio | value | target | met |\n|---|---:|---:|---|\n")
-		if okV {
-			v := (cg.ProxyCPUSeconds / cg.MSamples()) / (va.ProxyCPUSeconds / va.MSamples())
-			fmt.Fprintf(&b, "| cardguard CPU per sample ÷ vmagent CPU per sample | %.2f | ≤ 0.5 | %s |\n", v, yesNo(v <= 0.5))
+		if x.hasCPU {
+			fmt.Fprintf(&b, "| cardguard CPU per sample ÷ vmagent CPU per sample | %.2f | ≤ 0.5 | %s |\n", x.cpu, yesNo(x.cpu <= 0.5))
 		}
-		if okD {
-			v := cg.Measured.SamplesPerSecond / di.Measured.SamplesPerSecond
-			fmt.Fprintf(&b, "| cardguard throughput ÷ direct throughput | %.2f | ≥ 0.7 | %s |\n", v, yesNo(v >= 0.7))
+		if x.hasThroughput {
+			fmt.Fprintf(&b, "| cardguard throughput ÷ direct throughput | %.2f | ≥ 0.7 | %s |\n", x.throughput, yesNo(x.throughput >= 0.7))
+		}
+		b.WriteString("\n")
+	}
+	if c.passes > 1 {
+		fmt.Fprintf(&b, "Each pass on its own (the table above is over all of them):\n\n")
+		fmt.Fprintf(&b, "| pass | target | accepted samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | cardguard CPU ÷ vmagent's | cardguard throughput ÷ direct's |\n")
+		fmt.Fprintf(&b, "|---:|---|---:|---:|---:|---:|---:|\n")
+		for pass := 1; pass <= c.passes; pass++ {
+			var in []scenarioResult
+			for _, r := range all {
+				if r.Pass == pass {
+					in = append(in, r)
+				}
+			}
+			x := ratiosOf(in)
+			for i, r := range in {
+				vmCPU := fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
+				if !r.proxy {
+					vmCPU = "(same)"
+				}
+				cpuR, tpR := "", ""
+				if i == 0 {
+					if x.hasCPU {
+						cpuR = fmt.Sprintf("%.2f", x.cpu)
+					}
+					if x.hasThroughput {
+						tpR = fmt.Sprintf("%.2f", x.throughput)
+					}
+				}
+				fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %s | %s | %s |\n", pass, r.Name, thousands(r.Measured.SamplesPerSecond), r.ProxyCPUSeconds/r.MSamples(), vmCPU, cpuR, tpR)
+			}
 		}
 		b.WriteString("\n")
 	}
@@ -259,8 +391,10 @@ func renderIngest(info runInfo, rs []scenarioResult, qs []queryResult, e *env) s
 		if r.Dropped > 0 {
 			fmt.Fprintf(&b, "- %s: reported %.0f samples dropped\n", r.Name, r.Dropped)
 		}
+	}
+	for _, r := range all {
 		if r.DrainSeconds > 0 {
-			fmt.Fprintf(&b, "- %s: VictoriaMetrics had every accepted sample %.1f s after the load stopped (answers before forwarding); delivered samples/s counts that time\n", r.Name, r.DrainSeconds)
+			fmt.Fprintf(&b, "- %s, pass %d: VictoriaMetrics had every accepted sample %.1f s after the load stopped (answers before forwarding); delivered samples/s counts that time\n", r.Name, r.Pass, r.DrainSeconds)
 		}
 	}
 
@@ -301,6 +435,15 @@ func renderMemory(info runInfo, r memoryResult, c config) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// passOrder is the order the targets ran in, pass after pass.
+func passOrder(rs []scenarioResult) string {
+	var names []string
+	for _, r := range rs {
+		names = append(names, r.Name)
+	}
+	return strings.Join(names, ", ")
 }
 
 func codeList(xs []string) string {
