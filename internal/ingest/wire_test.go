@@ -429,6 +429,45 @@ func BenchmarkSnappyEncode(b *testing.B) {
 	}
 }
 
+// BenchmarkSnappyDecodeForwarded is what VictoriaMetrics (golang/snappy) pays to
+// read a request, side by side: as the load generator compressed it
+// (golang/snappy, 64 KiB blocks), as cardguard forwards it (s2, whole), and as
+// cardguard forwarded it before (s2, 64 KiB pieces); the requests of
+// benchRequests in turn.
+func BenchmarkSnappyDecodeForwarded(b *testing.B) {
+	bodies, err := benchRequests()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var whole, pieces [][]byte
+	size := 0
+	for _, body := range bodies {
+		p := mustDecode(body)
+		size += len(p)
+		whole = append(whole, s2.EncodeSnappy(nil, p))
+		block := binary.AppendUvarint(nil, uint64(len(p)))
+		for q := 0; q < len(p); q += 64 << 10 {
+			block = appendSnappyElements(block, p[q:min(q+64<<10, len(p))])
+		}
+		pieces = append(pieces, block)
+	}
+	out := make([]byte, 2*size/len(bodies))
+	for _, v := range []struct {
+		name   string
+		blocks [][]byte
+	}{{"client-golang-snappy", bodies}, {"s2-whole", whole}, {"s2-64KiB-pieces", pieces}} {
+		b.Run(v.name, func(b *testing.B) {
+			b.SetBytes(int64(size / len(bodies)))
+			b.ReportAllocs()
+			for i := 0; i < b.N; i++ {
+				if _, err := snappy.Decode(out, v.blocks[i%len(v.blocks)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
+
 // marshal is the request with its current series, uncompressed: the splice
 // appendSnappy compresses chunk by chunk, in one piece, as the reference the
 // tests compare with. Series that were not rewritten come as they came,
