@@ -15,6 +15,7 @@ package ingest
 
 import (
 	"fmt"
+	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"runtime"
@@ -61,6 +62,7 @@ type Handler struct {
 	fwd     *forwarder
 	stages  Stages
 	cache   *seriesCache
+	keySeed maphash.Seed // for seriesKey
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
@@ -127,6 +129,7 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 		stages:  stages,
 		metrics: newMetrics(reg),
 		cache:   newSeriesCache(cfg.CacheWindow),
+		keySeed: maphash.MakeSeed(),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
 		logger:  logger,
 		now:     time.Now,

@@ -2,12 +2,12 @@ package ingest
 
 import (
 	"fmt"
+	"hash/maphash"
 	"net/http"
 	"slices"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
-	"github.com/cespare/xxhash/v2"
 
 	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/limits"
@@ -151,14 +151,18 @@ type result struct {
 
 // seriesKey is what the series cache knows a series by: the hash of its label
 // fields as received when they come first in the series (as every client writes
-// them), which costs one hash over bytes already in memory; otherwise the series
-// hash of its labels. Both are 64-bit hashes of the series' labels, and like the
-// series hash itself, a collision between two keys is taken as impossible.
-func seriesKey(s *series, hashBuf *[]byte) uint64 {
+// them), which costs one hash over bytes already in memory; otherwise the hash of
+// the series hash's input. Both are 64-bit hashes of the series' labels, and a
+// collision between two keys is taken as impossible: the hash is seeded at random
+// per process, so a client cannot search offline for two of its series whose
+// keys collide, to have one pass on the other's cached decisions (an unseeded
+// 64-bit hash gives up a pair in about 2^32 tries).
+func seriesKey(s *series, hashBuf *[]byte, seed maphash.Seed) uint64 {
 	if s.rest != 0 {
-		return xxhash.Sum64(s.raw[s.msg:s.rest])
+		return maphash.Bytes(seed, s.raw[s.msg:s.rest])
 	}
-	return hashLabels(s.Labels, hashBuf)
+	*hashBuf = appendSeriesBytes((*hashBuf)[:0], s.Labels)
+	return maphash.Bytes(seed, *hashBuf)
 }
 
 // process runs the stages over every series, filtering b.series in place.
@@ -193,7 +197,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			// Labels decoded by lib/prompb come parsed, not yet sorted.
 			e.reordered = sortIfNeeded(ts.Labels) || e.reordered
 		}
-		e.raw = seriesKey(ts, &sc.hashBuf)
+		e.raw = seriesKey(ts, &sc.hashBuf, h.keySeed)
 		res.received += int(ts.Samples)
 	}
 	if h.cache != nil {

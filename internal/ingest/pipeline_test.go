@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"hash/maphash"
 	"io"
 	"log/slog"
 	"net/http"
@@ -186,5 +187,35 @@ func TestRelabelScratchDoesNotAliasRequest(t *testing.T) {
 	}
 	if forwarded != 2*len(reqs) {
 		t.Fatalf("%d of %d requests forwarded", forwarded, 2*len(reqs))
+	}
+}
+
+// TestSeriesKeyIsSeeded: the cache key depends on the process's seed, so that
+// nobody can compute keys ahead of time, and within one seed it is a function of
+// the labels alone, whether they are read from the wire or were decoded.
+func TestSeriesKeyIsSeeded(t *testing.T) {
+	var b batch
+	if _, err := b.scan(mustDecode(makeRequest(3, 5))); err != nil {
+		t.Fatal(err)
+	}
+	s := &b.series[1]
+	if s.rest == 0 {
+		t.Fatal("labels do not come first in the test request")
+	}
+	var buf []byte
+	s1, s2 := maphash.MakeSeed(), maphash.MakeSeed()
+	if seriesKey(s, &buf, s1) != seriesKey(s, &buf, s1) {
+		t.Error("the same series and seed gave two keys")
+	}
+	if seriesKey(s, &buf, s1) == seriesKey(s, &buf, s2) {
+		t.Error("two seeds gave the same key")
+	}
+	if seriesKey(s, &buf, s1) == seriesKey(&b.series[2], &buf, s1) {
+		t.Error("two series gave the same key")
+	}
+	decoded := series{Labels: []prompb.Label{{Name: "__name__", Value: "m"}}}
+	other := series{Labels: []prompb.Label{{Name: "__name__", Value: "n"}}}
+	if seriesKey(&decoded, &buf, s1) != seriesKey(&decoded, &buf, s1) || seriesKey(&decoded, &buf, s1) == seriesKey(&other, &buf, s1) {
+		t.Error("decoded labels: keys do not follow the labels")
 	}
 }

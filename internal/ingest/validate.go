@@ -83,7 +83,13 @@ func metricName(labels []prompb.Label) string {
 // series) and hashed in one call, which is about twice as fast as feeding a
 // digest four short writes per label.
 func hashLabels(labels []prompb.Label, buf *[]byte) uint64 {
-	b := (*buf)[:0]
+	*buf = appendSeriesBytes((*buf)[:0], labels)
+	return xxhash.Sum64(*buf)
+}
+
+// appendSeriesBytes appends what the series hash is computed over to b: every
+// label with a value, as name 0xff value 0xff.
+func appendSeriesBytes(b []byte, labels []prompb.Label) []byte {
 	for i := range labels {
 		l := &labels[i]
 		if l.Value == "" {
@@ -94,8 +100,7 @@ func hashLabels(labels []prompb.Label, buf *[]byte) uint64 {
 		b = append(b, l.Value...)
 		b = append(b, 0xff)
 	}
-	*buf = b
-	return xxhash.Sum64(b)
+	return b
 }
 
 // seriesString renders a series for an error message, bounded in length.
