@@ -204,18 +204,20 @@ func TestSeriesKeyIsSeeded(t *testing.T) {
 	}
 	var buf []byte
 	s1, s2 := maphash.MakeSeed(), maphash.MakeSeed()
-	if seriesKey(s, &buf, s1) != seriesKey(s, &buf, s1) {
+	key := seriesKey(s, &buf, s1)
+	if again := seriesKey(s, &buf, s1); again != key {
 		t.Error("the same series and seed gave two keys")
 	}
-	if seriesKey(s, &buf, s1) == seriesKey(s, &buf, s2) {
+	if seriesKey(s, &buf, s2) == key {
 		t.Error("two seeds gave the same key")
 	}
-	if seriesKey(s, &buf, s1) == seriesKey(&b.series[2], &buf, s1) {
+	if seriesKey(&b.series[2], &buf, s1) == key {
 		t.Error("two series gave the same key")
 	}
 	decoded := series{Labels: []prompb.Label{{Name: "__name__", Value: "m"}}}
 	other := series{Labels: []prompb.Label{{Name: "__name__", Value: "n"}}}
-	if seriesKey(&decoded, &buf, s1) != seriesKey(&decoded, &buf, s1) || seriesKey(&decoded, &buf, s1) == seriesKey(&other, &buf, s1) {
+	dkey := seriesKey(&decoded, &buf, s1)
+	if again := seriesKey(&decoded, &buf, s1); again != dkey || seriesKey(&other, &buf, s1) == dkey {
 		t.Error("decoded labels: keys do not follow the labels")
 	}
 }
