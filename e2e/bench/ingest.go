@@ -162,7 +162,7 @@ func (e *env) runTarget(ctx context.Context, name string, pass int, queries bool
 			cg   *process
 			base string
 		)
-		cg, base, err = e.startCardguard(ctx, "cardguard"+suffix)
+		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard-%d", pass))
 		if err != nil {
 			return r, nil, err
 		}

@@ -332,12 +332,8 @@ func renderIngest(info runInfo, all []scenarioResult, qs []queryResult, e *env) 
 	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses | load generator CPU s / M samples |\n")
 	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
 	for _, r := range rs {
-		vmCPU := fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
-		if !r.proxy {
-			vmCPU = "(same)"
-		}
 		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s | %.3f |\n",
-			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPU,
+			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPUCell(r),
 			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status),
 			r.Measured.GeneratorCPU/r.MSamples())
 	}
@@ -366,10 +362,6 @@ func renderIngest(info runInfo, all []scenarioResult, qs []queryResult, e *env) 
 			}
 			x := ratiosOf(in)
 			for i, r := range in {
-				vmCPU := fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
-				if !r.proxy {
-					vmCPU = "(same)"
-				}
 				cpuR, tpR := "", ""
 				if i == 0 {
 					if x.hasCPU {
@@ -379,7 +371,7 @@ func renderIngest(info runInfo, all []scenarioResult, qs []queryResult, e *env) 
 						tpR = fmt.Sprintf("%.2f", x.throughput)
 					}
 				}
-				fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %s | %s | %s |\n", pass, r.Name, thousands(r.Measured.SamplesPerSecond), r.ProxyCPUSeconds/r.MSamples(), vmCPU, cpuR, tpR)
+				fmt.Fprintf(&b, "| %d | %s | %s | %.3f | %s | %s | %s |\n", pass, r.Name, thousands(r.Measured.SamplesPerSecond), r.ProxyCPUSeconds/r.MSamples(), vmCPUCell(r), cpuR, tpR)
 			}
 		}
 		b.WriteString("\n")
@@ -435,6 +427,15 @@ func renderMemory(info runInfo, r memoryResult, c config) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// vmCPUCell is VictoriaMetrics' CPU per sample behind a proxy; for direct writes
+// it is the target's own column.
+func vmCPUCell(r scenarioResult) string {
+	if !r.proxy {
+		return "(same)"
+	}
+	return fmt.Sprintf("%.3f", r.VMCPUSeconds/r.MSamples())
 }
 
 // passOrder is the order the targets ran in, pass after pass.

@@ -89,12 +89,9 @@ func newTestHandler(t testing.TB, upstreamURL string, cfg Config, timeout time.D
 }
 
 // makeRequest builds a remote-write 1.0 body of n series with extra labels each.
-func makeRequest(n, labels int) []byte { return makeRequestFrom(0, n, labels) }
-
-// makeRequestFrom is makeRequest for series from, from+1, … from+n-1.
-func makeRequestFrom(from, n, labels int) []byte {
+func makeRequest(n, labels int) []byte {
 	wr := &prompb.WriteRequest{}
-	for i := from; i < from+n; i++ {
+	for i := 0; i < n; i++ {
 		ls := []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("metric_%d", i%50)}}
 		for j := 0; j < labels-1; j++ {
 			ls = append(ls, prompb.Label{Name: fmt.Sprintf("label_%02d", j), Value: fmt.Sprintf("value_%d_%d", j, i)})
