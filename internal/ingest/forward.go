@@ -27,7 +27,14 @@ func newForwarder(timeout time.Duration, bearer string, maxConns int) *forwarder
 		MaxIdleConnsPerHost: maxConns,
 		IdleConnTimeout:     90 * time.Second,
 		// The body is already snappy; asking for gzip answers would only cost CPU.
-		DisableCompression:    true,
+		DisableCompression: true,
+		// net/http copies a body of known length through io.LimitReader: with the
+		// default 4 KiB buffer that is a 32 KiB copy buffer allocated per request
+		// and a write per 32 KiB. A buffer that holds a typical compressed request
+		// (Prometheus sends 20-200 KiB) makes it one write with the headers and no
+		// allocation; the part of a larger body past the first 128 KiB goes the
+		// default way.
+		WriteBufferSize:       128 << 10,
 		ResponseHeaderTimeout: timeout,
 	}
 	return &forwarder{client: &http.Client{Transport: tr}, timeout: timeout, bearer: bearer}
