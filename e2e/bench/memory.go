@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
+	"io"
+	"net/http"
 	"strconv"
 	"time"
 )
@@ -17,6 +20,7 @@ type memoryResult struct {
 	RSSKiB     int64    `json:"rss_kib"`
 	PeakKiB    int64    `json:"peak_rss_kib"`
 	HeapInuse  float64  `json:"heap_inuse_bytes"`
+	HeapLive   float64  `json:"heap_live_bytes"`
 	CPUSeconds float64  `json:"cpu_s"`
 	Dropped    float64  `json:"dropped"`
 	Notes      []string `json:"notes,omitempty"`
@@ -59,10 +63,32 @@ func (e *env) memory(ctx context.Context) (memoryResult, error) {
 	r.RSSKiB, _ = memKiB(cg.pid(), "VmRSS")
 	r.PeakKiB, _ = memKiB(cg.pid(), "VmHWM")
 	r.HeapInuse, _ = scrapeSum(base+"/metrics", "go_memstats_heap_inuse_bytes")
+	// Heap in use counts garbage not yet collected, so it moves with when the last
+	// collection ran; what is live is read after one forced by the heap profile.
+	if err := forceGC(base); err != nil {
+		r.Notes = append(r.Notes, "live heap not measured: "+err.Error())
+	} else {
+		r.HeapLive, _ = scrapeSum(base+"/metrics", "go_memstats_heap_alloc_bytes")
+	}
 	r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
 	if r.Load.SamplesOK != r.Load.SamplesSent {
 		r.Notes = append(r.Notes, "not every sample was accepted: status "+statusString(r.Load.Status)+", first error "+strconv.Quote(r.Load.FirstError))
 	}
-	e.logf("memory: cardguard RSS %d MiB (peak %d MiB), heap in use %.0f MiB", r.RSSKiB>>10, r.PeakKiB>>10, r.HeapInuse/(1<<20))
+	e.logf("memory: cardguard RSS %d MiB (peak %d MiB), heap in use %.0f MiB, live %.0f MiB", r.RSSKiB>>10, r.PeakKiB>>10, r.HeapInuse/(1<<20), r.HeapLive/(1<<20))
 	return r, nil
+}
+
+// forceGC has cardguard at base run a garbage collection, by asking for its heap
+// profile with gc=1.
+func forceGC(base string) error {
+	resp, err := http.Get(base + "/debug/pprof/heap?gc=1")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("heap profile: %s", resp.Status)
+	}
+	return nil
 }
