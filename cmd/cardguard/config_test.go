@@ -62,3 +62,16 @@ func TestFlags(t *testing.T) {
 		t.Errorf("bad log level: exit %d", code)
 	}
 }
+
+// TestDefaultGCPercent: 30 unless GOGC is set, which is then left to the runtime.
+func TestDefaultGCPercent(t *testing.T) {
+	env := map[string]string{}
+	getenv := func(k string) string { return env[k] }
+	if p, ok := defaultGCPercent(getenv); !ok || p != 30 {
+		t.Fatalf("without GOGC: %d, %v; want 30, true", p, ok)
+	}
+	env["GOGC"] = "off"
+	if _, ok := defaultGCPercent(getenv); ok {
+		t.Fatalf("GOGC=off was overridden")
+	}
+}

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -85,7 +86,22 @@ func newLogger(o options, w io.Writer) (*slog.Logger, error) {
 }
 
 func main() {
+	if p, ok := defaultGCPercent(os.Getenv); ok {
+		debug.SetGCPercent(p)
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// defaultGCPercent is the GC percent cardguard runs with unless GOGC is set: 30,
+// as VictoriaMetrics' own binaries use. Nearly all of cardguard's heap is
+// long-lived series state (about 260 MiB for a million series) and the write path
+// allocates little, so collecting when the heap has grown 30% instead of 100%
+// keeps RSS near 1.3x what is live rather than twice it, for little CPU.
+func defaultGCPercent(getenv func(string) string) (int, bool) {
+	if getenv("GOGC") != "" {
+		return 0, false
+	}
+	return 30, true
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
