@@ -92,7 +92,7 @@ func gitRev() string {
 	rev := strings.TrimSpace(string(out))
 	// Markdown is left out: a run rewrites BENCHMARKS.md, and the docs do not
 	// change what is measured.
-	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)*.md").Output(); err == nil && len(st) > 0 {
+	if st, err := exec.Command("git", "status", "--porcelain", "--untracked-files=no", "--", ":/", ":(top,exclude)*.md").Output(); err == nil && len(st) > 0 {
 		rev += " (working tree with uncommitted changes)"
 	}
 	return rev
