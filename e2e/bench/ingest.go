@@ -140,16 +140,14 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 // VictoriaMetrics of its own started afresh: one that earlier targets filled
 // would spend more CPU per sample (merges, a larger index) on the later ones, and
 // the share of the two CPUs left to the target under test would depend on the
-// order of the targets. With queries, the query path is measured through the
-// cardguard just measured, on the data it wrote.
-func (e *env) runTarget(ctx context.Context, name string, pass int, queries bool) (scenarioResult, []queryResult, error) {
+// order of the targets.
+func (e *env) runTarget(ctx context.Context, name string, pass int) (scenarioResult, error) {
 	suffix := fmt.Sprintf("-%s-%d", name, pass)
 	if err := e.startVM("vm-data" + suffix); err != nil {
-		return scenarioResult{}, nil, err
+		return scenarioResult{}, err
 	}
 	var (
 		r   scenarioResult
-		qs  []queryResult
 		err error
 	)
 	switch name {
@@ -164,26 +162,24 @@ func (e *env) runTarget(ctx context.Context, name string, pass int, queries bool
 		)
 		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard-%d", pass))
 		if err != nil {
-			return r, nil, err
+			return r, err
 		}
 		defer cg.stop(15 * time.Second)
 		r, err = e.measure(ctx, "cardguard", base+"/api/v1/write", cg)
 		if err != nil {
-			return r, nil, err
+			return r, err
 		}
 		r.Dropped, _ = scrapeSum(base+"/metrics", "cardguard_discarded_samples_total")
-		if queries {
-			qs, err = e.queryBench(ctx, base)
-		}
 	default:
 		err = fmt.Errorf("unknown target %q", name)
 	}
 	r.Pass = pass
-	return r, qs, err
+	return r, err
 }
 
-// queryOnly measures the query path alone: it gives a fresh VictoriaMetrics
-// some data and queries it directly and through a fresh cardguard.
+// queryOnly measures the query path after the writes: it gives a fresh
+// VictoriaMetrics one pass of the same payloads and queries it directly and
+// through a fresh cardguard.
 func (e *env) queryOnly(ctx context.Context) ([]queryResult, error) {
 	if err := e.startVM("vm-data-query"); err != nil {
 		return nil, err
