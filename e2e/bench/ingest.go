@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"path/filepath"
 	"strconv"
 	"time"
@@ -192,7 +194,27 @@ func (e *env) queryOnly(ctx context.Context) ([]queryResult, error) {
 	if _, err := e.loadgen(ctx, "query-data", e.vmURL+"/api/v1/write", "-passes=1", "-concurrency="+strconv.Itoa(e.cfg.concurrency)); err != nil {
 		return nil, err
 	}
+	// Rows just written become searchable at VictoriaMetrics' next flush. A query
+	// before it finds nothing, and as the data lies in the past its empty answer
+	// would then be served from the rollup result cache to every later query.
+	if err := e.vmForceFlush(); err != nil {
+		return nil, err
+	}
 	return e.queryBench(ctx, base)
+}
+
+// vmForceFlush makes what VictoriaMetrics has inserted searchable now.
+func (e *env) vmForceFlush() error {
+	resp, err := http.Get(e.vmURL + "/internal/force_flush")
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, _ = io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode/100 != 2 {
+		return fmt.Errorf("/internal/force_flush: %s", resp.Status)
+	}
+	return nil
 }
 
 // runVMAgent measures a fresh vmagent forwarding to the VictoriaMetrics with the

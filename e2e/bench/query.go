@@ -95,6 +95,10 @@ func (e *env) queryBench(ctx context.Context, cardguardURL string) ([]queryResul
 				}
 			}
 		}
+		if r.DirectItems == 0 || r.CardguardItems == 0 {
+			// An empty answer is cheap on both sides: its latency says nothing.
+			r.Errors = append(r.Errors, fmt.Sprintf("empty answer (%d items direct, %d through cardguard): these figures are not of a real query", r.DirectItems, r.CardguardItems))
+		}
 		slices.Sort(dl)
 		slices.Sort(cl)
 		r.DirectP50, r.DirectP99 = ms(pct(dl, 0.5)), ms(pct(dl, 0.99))
