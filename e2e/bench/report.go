@@ -394,7 +394,7 @@ func renderIngest(info runInfo, all []scenarioResult, qs []queryResult, e *env) 
 
 	if len(qs) > 0 {
 		fmt.Fprintf(&b, "\n## Query path: latency cardguard adds to Grafana queries\n\n")
-		fmt.Fprintf(&b, "Same run, after every write measurement (run between two of them, the queries slowed the next one). A fresh VictoriaMetrics was given one pass over the same payloads, written directly; then each query was sent %d times to it and to a fresh cardguard in front of it, in alternation (one at a time, order swapped every round, 10 unmeasured first), as Grafana's Prometheus datasource sends it (form POST for query and query_range).\n\n", c.queryIters)
+		fmt.Fprintf(&b, "Same run, after every write measurement, so that the queries do not disturb one. A fresh VictoriaMetrics was given one pass over the same payloads, written directly; then each query was sent %d times to it and to a fresh cardguard in front of it, in alternation (one at a time, order swapped every round, 10 unmeasured first), as Grafana's Prometheus datasource sends it (form POST for query and query_range).\n\n", c.queryIters)
 		fmt.Fprintf(&b, "| query | expression / match[] | direct p50 ms | cardguard p50 ms | added p50 ms | direct p99 ms | cardguard p99 ms | added p99 ms | items direct / cardguard |\n")
 		fmt.Fprintf(&b, "|---|---|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, q := range qs {
