@@ -242,7 +242,7 @@ func bench(ctx context.Context, c config, argv []string) error {
 	// The query path last, not between two write measurements: when it ran
 	// right after cardguard's first pass, cardguard's second pass came out 7-11%
 	// lower against direct's than its first in three runs; without it there,
-	// -2% to +4% in four.
+	// -3% to +4% in five.
 	if parts["query"] {
 		q, err := e.queryOnly(ctx)
 		if err != nil {
