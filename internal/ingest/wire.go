@@ -19,10 +19,11 @@ import (
 // strings aliasing the decompressed request, the way lib/prompb reads them).
 // When some series were dropped or rewritten, the request is encoded again by
 // splicing: kept series are copied as they came, and a rewritten series gets its
-// new labels followed by its other fields (samples, exemplars) copied as they came. Nothing is decoded into values
-// that are encoded again, which is what decoding with lib/prompb and marshalling
-// its WriteRequest cost, and fields lib/prompb does not keep (exemplars, fields of
-// later versions) survive a rewrite.
+// new labels followed by its other fields (samples, exemplars) copied as they
+// came. Nothing is decoded into values that are encoded again, which is what
+// decoding with lib/prompb and marshalling its WriteRequest cost, and fields
+// lib/prompb does not keep (exemplars, fields of later versions) survive a
+// rewrite.
 //
 // A request with native histograms is left to lib/prompb (see handler.go): it
 // expands each histogram into several series, which no longer map to one series
