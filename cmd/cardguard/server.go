@@ -19,6 +19,7 @@ import (
 	"github.com/cardguard/cardguard/internal/ingest"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/readpath"
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
@@ -33,7 +34,7 @@ type app struct {
 	auth   *auth.Authenticator
 	scheme *upstream.Scheme
 	ingest *ingest.Handler
-	proxy  *queryaudit.Proxy
+	proxy  *readpath.Proxy
 	ready  atomic.Bool
 
 	rules    liveRules
@@ -112,7 +113,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Limits:   a.registry,
 		Enforcer: a.enforcer,
 	}, reg, logger)
-	a.proxy = queryaudit.NewProxy(queryaudit.ProxyConfig{}, scheme, a.usage, reg, logger)
+	a.proxy = readpath.New(readpath.Config{}, scheme, a.usage, reg, logger)
 	if a.ui, err = newDashboard(a); err != nil {
 		return nil, err
 	}
@@ -147,16 +148,16 @@ func (a *app) routes() http.Handler {
 
 	read := func(prefix string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
-			t, ok := a.requestTenant(w, r)
+			t, admin, ok := a.readTenant(w, r)
 			if !ok {
 				return
 			}
-			rest, ok := queryaudit.CleanAPIPath(chi.URLParam(r, "*"))
+			rest, ok := readpath.CleanAPIPath(chi.URLParam(r, "*"))
 			if !ok {
-				http.Error(w, "bad request path: dot segments, empty segments and encoded slashes are not allowed", http.StatusBadRequest)
+				http.Error(w, "bad request path: dot segments, empty segments, encoded slashes and control characters are not allowed", http.StatusBadRequest)
 				return
 			}
-			a.proxy.ServeTenant(w, r, t, prefix+rest)
+			a.proxy.ServeTenant(w, r, t, admin, prefix+rest)
 		}
 	}
 	r.HandleFunc("/select/{tenant}/prometheus/*", read(""))
@@ -172,11 +173,11 @@ func (a *app) routes() http.Handler {
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 	})
 	federate := func(w http.ResponseWriter, r *http.Request) {
-		t, ok := a.requestTenant(w, r)
+		t, admin, ok := a.readTenant(w, r)
 		if !ok {
 			return
 		}
-		a.proxy.ServeTenant(w, r, t, "federate")
+		a.proxy.ServeTenant(w, r, t, admin, "federate")
 	}
 	r.HandleFunc("/federate", federate)
 	r.HandleFunc("/prometheus/federate", federate)
@@ -213,6 +214,17 @@ func (a *app) requestTenant(w http.ResponseWriter, r *http.Request) (tenant.ID, 
 		t = role.Tenant
 	}
 	return t, true
+}
+
+// readTenant is requestTenant for the read path, which also needs to know whether
+// the caller holds the admin credential (admin-only upstream paths).
+func (a *app) readTenant(w http.ResponseWriter, r *http.Request) (tenant.ID, bool, bool) {
+	t, ok := a.requestTenant(w, r)
+	if !ok {
+		return t, false, false
+	}
+	role, _ := a.auth.Resolve(r) // requestTenant has resolved it without error
+	return t, role.Admin, true
 }
 
 // scopeTenantTokens keeps tenant tokens on their own tenant's API paths
