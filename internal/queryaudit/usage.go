@@ -58,6 +58,15 @@ type RecorderConfig struct {
 	// MaxQueryBytes: longer queries are counted as unparsed without parsing.
 	// Default 64 KiB.
 	MaxQueryBytes int
+	// MaxNameBytes: metric and label names longer than this are not recorded
+	// (counted as overflow kind "long_name"). Default 256, cardguard's own
+	// max_label_name_length default: a name no write may carry needs no usage
+	// entry, and real metric names stay far below it. Without it, each query
+	// naming a made-up 64 KiB metric kept 64 KiB in memory and on disk.
+	MaxNameBytes int
+	// MaxSnapshotBytes caps the saved snapshot (SaveFile); over it, the metrics
+	// queried longest ago are left out until it fits. Default 64 MiB.
+	MaxSnapshotBytes int
 	// RarelyQueriedBelow: a metric queried fewer times than this in the retention
 	// window is reported as rarely queried. Default 10.
 	RarelyQueriedBelow uint64
@@ -78,6 +87,8 @@ func (c RecorderConfig) withDefaults() RecorderConfig {
 	def(&c.MaxLabelsPerMetric, 100)
 	def(&c.MaxResolvedNames, 1000)
 	def(&c.MaxQueryBytes, 64<<10)
+	def(&c.MaxNameBytes, 256)
+	def(&c.MaxSnapshotBytes, 64<<20)
 	if c.Retention <= 0 {
 		c.Retention = 30 * 24 * time.Hour
 	}
@@ -262,7 +273,7 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 		ignored:  events.WithLabelValues("ignored"),
 		overflow: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_query_usage_overflow_total",
-			Help: "Usage entries not tracked because a cap was reached, by kind: tenant, metric, label, source.",
+			Help: "Usage entries not tracked because a cap was reached, by kind: tenant, metric, label, source, long_name (a metric or label name over the length cap).",
 		}, []string{"kind"}),
 		unresolved: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_query_usage_unresolved_selectors_total",
@@ -281,7 +292,7 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 		defer r.mu.Unlock()
 		return float64(len(r.tenants))
 	})
-	for _, k := range []string{"tenant", "metric", "label", "source"} {
+	for _, k := range []string{"tenant", "metric", "label", "source", "long_name"} {
 		r.m.overflow.WithLabelValues(k)
 	}
 	return r
@@ -291,7 +302,8 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 // endpoint after /api/v1/ ("query", "series", "label/job/values", "export",
 // "federate", ...); form holds URL and POST form values. It never blocks: when the
 // queue is full the read is dropped and counted. Record keeps the query strings
-// and a few header values, never form or header themselves.
+// and a few header values, never form or header themselves. The read path calls it
+// only once VictoriaMetrics answered 2xx: a query it refused read nothing.
 func (r *Recorder) Record(t tenant.ID, endpoint string, form url.Values, header http.Header, at time.Time) {
 	ev := usageEvent{tenant: t, at: at}
 	switch {
@@ -614,6 +626,10 @@ func (r *Recorder) metric(tu *tenantUsage, name string) *metricUsage {
 	if mu, ok := tu.metrics[name]; ok {
 		return mu
 	}
+	if len(name) > r.cfg.MaxNameBytes {
+		r.m.overflow.WithLabelValues("long_name").Inc()
+		return nil
+	}
 	if len(tu.metrics) >= r.cfg.MaxMetricsPerTenant {
 		tu.metricsOverflow++
 		r.m.overflow.WithLabelValues("metric").Inc()
@@ -627,6 +643,10 @@ func (r *Recorder) metric(tu *tenantUsage, name string) *metricUsage {
 func (r *Recorder) label(mu *metricUsage, name string) *labelUsage {
 	if lu, ok := mu.labels[name]; ok {
 		return lu
+	}
+	if len(name) > r.cfg.MaxNameBytes {
+		r.m.overflow.WithLabelValues("long_name").Inc()
+		return nil
 	}
 	if len(mu.labels) >= r.cfg.MaxLabelsPerMetric {
 		mu.labelsOverflow++
@@ -942,9 +962,24 @@ func (r *Recorder) ReplaceWith(snaps ...Snapshot) error {
 // SaveFile writes the state to path atomically: a temporary file in the same
 // directory, synced, then renamed over path.
 func (r *Recorder) SaveFile(path string) error {
-	data, err := json.Marshal(r.Export())
+	snap := r.Export()
+	data, err := json.Marshal(snap)
 	if err != nil {
 		return fmt.Errorf("cannot encode query usage: %w", err)
+	}
+	for dropped := 0; len(data) > r.cfg.MaxSnapshotBytes; {
+		n := snap.dropOldest()
+		if n == 0 {
+			return fmt.Errorf("cannot save query usage: %d bytes without any metric, over the cap of %d bytes (MaxSnapshotBytes)", len(data), r.cfg.MaxSnapshotBytes)
+		}
+		dropped += n
+		if data, err = json.Marshal(snap); err != nil {
+			return fmt.Errorf("cannot encode query usage: %w", err)
+		}
+		if len(data) <= r.cfg.MaxSnapshotBytes {
+			r.logger.Warn("query usage snapshot over its size cap: left out the metrics queried longest ago",
+				"metrics_left_out", dropped, "bytes", len(data), "cap_bytes", r.cfg.MaxSnapshotBytes)
+		}
 	}
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp-*")
 	if err != nil {
@@ -983,6 +1018,37 @@ func (r *Recorder) LoadFile(path string) error {
 		return fmt.Errorf("cannot load query usage from %q: %w", path, err)
 	}
 	return nil
+}
+
+// dropOldest removes about a quarter of the metrics of s, those queried longest
+// ago (at least one), counting them as overflow; it returns how many it removed.
+func (s *Snapshot) dropOldest() int {
+	var lasts []int64
+	for _, ts := range s.Tenants {
+		for _, m := range ts.Metrics {
+			lasts = append(lasts, m.LastQueried)
+		}
+	}
+	if len(lasts) == 0 {
+		return 0
+	}
+	slices.Sort(lasts)
+	cut := lasts[len(lasts)/4]
+	n := 0
+	for i := range s.Tenants {
+		ts := &s.Tenants[i]
+		kept := ts.Metrics[:0]
+		for _, m := range ts.Metrics {
+			if m.LastQueried <= cut {
+				n++
+				ts.MetricsOverflow++
+				continue
+			}
+			kept = append(kept, m)
+		}
+		ts.Metrics = kept
+	}
+	return n
 }
 
 func compareSources(a, b Source) int {

@@ -3,12 +3,15 @@ package queryaudit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"reflect"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -418,5 +421,60 @@ func TestRunConcurrent(t *testing.T) {
 	}
 	if got := total(ts.Queries) + total(ts.Dropped); got != 800 {
 		t.Errorf("recorded %d + dropped %d, want 800 in all", total(ts.Queries), total(ts.Dropped))
+	}
+}
+
+// TestRecordBoundsNames: a made-up name longer than MaxNameBytes (the default is
+// cardguard's max_label_name_length) is never kept, whatever its length; names at
+// the cap are.
+func TestRecordBoundsNames(t *testing.T) {
+	t.Parallel()
+	r, _, _ := newTestRecorder(t, RecorderConfig{}, nil)
+	long := "m" + strings.Repeat("x", 60<<10) // under MaxQueryBytes, so it parses
+	atCap := strings.Repeat("n", 256)
+	longLabel := "l" + strings.Repeat("y", 256)
+	r.Record(t1, "query", query(long+`{a="b"}`), nil, epoch)
+	r.Record(t1, "query", query(`sum by (`+longLabel+`) (ok{`+atCap+`="1"})`), nil, epoch)
+	r.Record(t1, "label/"+longLabel+"/values", match("ok"), nil, epoch)
+	r.Record(t1, "query", query(atCap), nil, epoch)
+	r.Flush()
+	ts := findTenant(r.Export(), t1)
+	if ts == nil || len(ts.Metrics) != 2 || findMetric(ts, "ok") == nil || findMetric(ts, atCap) == nil {
+		t.Fatalf("metrics kept: %+v", ts)
+	}
+	for _, l := range findMetric(ts, "ok").Labels {
+		if len(l.Name) > 256 {
+			t.Errorf("label of %d bytes kept", len(l.Name))
+		}
+	}
+	if got := counterValue(t, r.m.overflow.WithLabelValues("long_name")); got != 3 {
+		t.Errorf("long_name overflow %v, want 3", got)
+	}
+}
+
+// TestSaveFileCap: over MaxSnapshotBytes the metrics queried longest ago are left
+// out until the file fits, and the newest stay.
+func TestSaveFileCap(t *testing.T) {
+	t.Parallel()
+	r, _, _ := newTestRecorder(t, RecorderConfig{MaxSnapshotBytes: 16 << 10}, nil)
+	for i := range 2000 {
+		r.Record(t1, "query", query(fmt.Sprintf("metric_%04d", i)), nil, epoch.Add(time.Duration(i)*time.Second))
+	}
+	r.Flush()
+	path := filepath.Join(t.TempDir(), "usage.json")
+	if err := r.SaveFile(path); err != nil {
+		t.Fatal(err)
+	}
+	fi, err := os.Stat(path)
+	if err != nil || fi.Size() > 16<<10 {
+		t.Fatalf("snapshot %v bytes (%v), cap 16 KiB", fi.Size(), err)
+	}
+	back, _, _ := newTestRecorder(t, RecorderConfig{}, nil)
+	if err := back.LoadFile(path); err != nil {
+		t.Fatal(err)
+	}
+	ts := findTenant(back.Export(), t1)
+	if ts == nil || findMetric(ts, "metric_1999") == nil || findMetric(ts, "metric_0000") != nil || ts.MetricsOverflow == 0 {
+		t.Errorf("after the cap: newest kept %v, oldest left out, overflow %d", ts != nil && findMetric(ts, "metric_1999") != nil, ts.MetricsOverflow)
 	}
 }
