@@ -21,6 +21,7 @@ import (
 	"runtime"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,6 +155,9 @@ type writeCtx struct {
 	wru     prompb.WriteRequestUnmarshaler
 	v2      v2Decoder
 	series  seriesScratch
+	// wruHeld is what wru's pools were estimated to hold for the last request:
+	// they are not visible from here, so putCtx judges them by it.
+	wruHeld int
 }
 
 func (h *Handler) getCtx() *writeCtx {
@@ -163,29 +167,75 @@ func (h *Handler) getCtx() *writeCtx {
 	return &writeCtx{}
 }
 
+// Caps on what a pooled context keeps once its request is done, so that a large
+// request does not make every later one pay for its memory. Typical requests
+// (Prometheus: 2,000 samples, 100–500 KB decoded; vmagent: up to a few MB) fit and
+// reuse their buffers; larger ones allocate and give back.
+const (
+	keepBody    = 4 << 20  // compressed body, and the forwarded one
+	keepDecoded = 16 << 20 // decompressed request, and the encoding scratch
+	keepSlice   = 2 << 20  // every slice of decoded values, in bytes
+	keepMap     = 4096     // entries of v2Decoder.families
+)
+
 func (h *Handler) putCtx(wc *writeCtx) {
+	if len(wc.v2.families) > keepMap { // a map never shrinks
+		wc.v2.families = nil
+	}
 	wc.batch.reset()
 	wc.wru.Reset()
 	wc.v2.reset()
 	wc.series.reset()
-	// Do not let one huge request pin its buffers forever.
-	const keep = 8 << 20
-	if cap(wc.body) > keep {
-		wc.body = nil
-	}
-	if cap(wc.decoded) > 4*keep {
+	wc.trim()
+	h.ctxPool.Put(wc)
+}
+
+// trim lets go of whatever the last request made wc grow beyond the keep caps.
+func (wc *writeCtx) trim() {
+	wc.body = trimSlice(wc.body, keepBody)
+	wc.out = trimSlice(wc.out, keepBody)
+	wc.chunk = trimSlice(wc.chunk, keepDecoded)
+	if cap(wc.decoded) > keepDecoded {
 		wc.decoded = nil
 		// Label strings point into it: let it go for real.
 		wc.batch.release()
 		wc.series.release()
+		wc.v2 = v2Decoder{}
+		wc.wru = prompb.WriteRequestUnmarshaler{}
 	}
-	if cap(wc.chunk) > 4*keep {
-		wc.chunk = nil
+	b := &wc.batch
+	b.series = trimSlice(b.series, keepSlice)
+	b.others = trimSlice(b.others, keepSlice)
+	b.arena = trimSlice(b.arena, keepSlice)
+	s := &wc.series
+	s.buf = trimSlice(s.buf, keepSlice)
+	s.buf2 = trimSlice(s.buf2, keepSlice)
+	s.arena = trimSlice(s.arena, keepSlice)
+	s.hashBuf = trimSlice(s.hashBuf, keepSlice)
+	s.discards = trimSlice(s.discards, keepSlice)
+	s.relabeled = trimSlice(s.relabeled, keepSlice)
+	s.entries = trimSlice(s.entries, keepSlice)
+	s.order = trimSlice(s.order, keepSlice)
+	d := &wc.v2
+	d.symbols = trimSlice(d.symbols, keepSlice)
+	d.refs = trimSlice(d.refs, keepSlice)
+	d.labels = trimSlice(d.labels, keepSlice)
+	d.samples = trimSlice(d.samples, keepSlice)
+	d.wr.Timeseries = trimSlice(d.wr.Timeseries, keepSlice)
+	d.wr.Metadata = trimSlice(d.wr.Metadata, keepSlice)
+	if wc.wruHeld > keepSlice {
+		wc.wru = prompb.WriteRequestUnmarshaler{}
 	}
-	if cap(wc.out) > keep {
-		wc.out = nil
+	wc.wruHeld = 0
+}
+
+// trimSlice empties s, and drops it when its capacity is over maxBytes.
+func trimSlice[E any](s []E, maxBytes int) []E {
+	var e E
+	if cap(s)*int(unsafe.Sizeof(e)) > maxBytes {
+		return nil
 	}
-	h.ctxPool.Put(wc)
+	return s[:0]
 }
 
 // ServeWrite handles one remote-write request for tenant t.
@@ -245,26 +295,12 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if err != nil {
 		return err
 	}
+	if err := wc.decode(proto); err != nil {
+		return err
+	}
 	b := &wc.batch
 	if proto == protoV2 {
-		// Converted to 1.0 (rw2.go): VictoriaMetrics would read a 2.0 body as an
-		// empty 1.0 request and answer 204, silently losing every sample.
-		wr, err := wc.v2.decode(wc.decoded)
-		if err != nil {
-			return err
-		}
-		b.fromWriteRequest(wr)
 		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
-	} else if histograms, err := b.scan(wc.decoded); err != nil {
-		return err
-	} else if histograms {
-		// lib/prompb expands native histograms into series; the request is
-		// encoded from its decoded form when something changes.
-		wr, err := wc.wru.UnmarshalProtobuf(wc.decoded)
-		if err != nil {
-			return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
-		}
-		b.fromWriteRequest(wr)
 	}
 	res, err := h.process(t, tl, b, &wc.series)
 	if err != nil {
@@ -288,4 +324,39 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 		setWritten(w.Header(), res.forwardSamples)
 	}
 	return res.verdict
+}
+
+// decode reads wc.decoded, a request of protocol proto, into wc.batch. What it
+// holds is bounded by the request's budget (budget.go): a request over it is a 413.
+func (wc *writeCtx) decode(proto int) error {
+	b := &wc.batch
+	if proto == protoV2 {
+		// Converted to 1.0 (rw2.go): VictoriaMetrics would read a 2.0 body as an
+		// empty 1.0 request and answer 204, silently losing every sample.
+		wr, err := wc.v2.decode(wc.decoded)
+		if err != nil {
+			return err
+		}
+		b.fromWriteRequest(wr)
+		return nil
+	}
+	histograms, err := b.scan(wc.decoded)
+	if err != nil || !histograms {
+		return err
+	}
+	// lib/prompb expands native histograms into series; the request is encoded
+	// from its decoded form when something changes. What it would hold is
+	// bounded before it runs: it grows its own pools unchecked.
+	bud := newBudget(len(wc.decoded), heldPerByteHistograms)
+	held, n := prompbHeld(wc.decoded)
+	if !bud.take(held) {
+		return bud.err("series expanded from native histograms", n)
+	}
+	wc.wruHeld = held
+	wr, err := wc.wru.UnmarshalProtobuf(wc.decoded)
+	if err != nil {
+		return errorf(http.StatusBadRequest, "cannot parse remote write request: %v", err)
+	}
+	b.fromWriteRequest(wr)
+	return nil
 }

@@ -48,54 +48,57 @@ func setWritten(h http.Header, samples int) {
 // slices from one request to the next. It is not safe for concurrent use: each
 // writeCtx owns one.
 type v2Decoder struct {
-	wr       prompb.WriteRequest
-	symbols  []string
+	wr prompb.WriteRequest
+	// src is the request; symbols are the offsets in it of the symbols read so
+	// far. Symbols are read only as far as a series refers to them (symbol), and
+	// kept as 4-byte offsets rather than 16-byte strings: a request of millions
+	// of empty symbols that nothing refers to holds nothing.
+	src      []byte
+	symbols  []uint32
+	symRest  []byte // what is left of src to look for symbols in
+	nsym     int    // symbols seen, kept or not
 	refs     []uint32
 	labels   []prompb.Label
 	samples  []prompb.Sample
 	families map[string]struct{}
 	// exemplars counts the exemplars of the last request, which were discarded.
 	exemplars int
+	budget    budget
 }
 
 func (d *v2Decoder) reset() {
 	d.wr.Reset()
-	clear(d.symbols)
+	d.src, d.symRest = nil, nil
 	d.symbols = d.symbols[:0]
+	d.nsym = 0
 	d.refs = d.refs[:0]
 	clear(d.labels)
 	d.labels = d.labels[:0]
 	d.samples = d.samples[:0]
 	clear(d.families)
 	d.exemplars = 0
+	d.budget = budget{}
 }
 
 // decode parses a 2.0 Request. The returned WriteRequest and every string in it
 // point into src and into d: they are valid until the next decode or reset, and src
-// must not change meanwhile. Errors are 400s naming what is wrong.
+// must not change meanwhile. Errors are 400s naming what is wrong, or 413 when the
+// request would hold more than its budget.
 func (d *v2Decoder) decode(src []byte) (*prompb.WriteRequest, error) {
 	d.reset()
 	// message Request { repeated string symbols = 4; repeated TimeSeries timeseries = 5; }
-	// Symbols first: protobuf allows the fields in any order, and every series
-	// refers to the whole table.
+	// protobuf allows the fields in any order, and every series refers to the
+	// whole table: symbols are looked for in all of src as series need them.
+	d.src, d.symRest = src, src
+	d.budget = newBudget(len(src), heldPerByteV2)
+	if err := d.readSymbols(1, true); err != nil {
+		return nil, err
+	}
+	if len(d.symbols) > 0 && d.symbolAt(0) != "" {
+		return nil, errorf(http.StatusBadRequest, "invalid remote write 2.0 request: symbols[0] must be the empty string, got %q", truncate(d.symbolAt(0), 64))
+	}
 	var fc easyproto.FieldContext
 	var err error
-	for rest := src; len(rest) > 0; {
-		if rest, err = fc.NextField(rest); err != nil {
-			return nil, errorf(http.StatusBadRequest, "cannot parse remote write 2.0 request: %v", err)
-		}
-		if fc.FieldNum != 4 {
-			continue
-		}
-		s, ok := fc.String()
-		if !ok {
-			return nil, errorf(http.StatusBadRequest, "cannot parse remote write 2.0 request: symbols[%d] is not a string", len(d.symbols))
-		}
-		d.symbols = append(d.symbols, s)
-	}
-	if len(d.symbols) > 0 && d.symbols[0] != "" {
-		return nil, errorf(http.StatusBadRequest, "invalid remote write 2.0 request: symbols[0] must be the empty string, got %q", truncate(d.symbols[0], 64))
-	}
 	n := 0
 	for rest := src; len(rest) > 0; {
 		if rest, err = fc.NextField(rest); err != nil {
@@ -113,7 +116,50 @@ func (d *v2Decoder) decode(src []byte) (*prompb.WriteRequest, error) {
 		}
 		n++
 	}
+	// The symbols no series refers to are not kept, but checked all the same.
+	if err := d.readSymbols(0, false); err != nil {
+		return nil, err
+	}
 	return &d.wr, nil
+}
+
+// readSymbols reads on in symRest until d has n symbols, or to the end when keep
+// is false, keeping what it reads only when keep is true.
+func (d *v2Decoder) readSymbols(n int, keep bool) error {
+	var fc easyproto.FieldContext
+	var err error
+	for len(d.symRest) > 0 && (!keep || len(d.symbols) < n) {
+		off := len(d.src) - len(d.symRest)
+		if d.symRest, err = fc.NextField(d.symRest); err != nil {
+			return errorf(http.StatusBadRequest, "cannot parse remote write 2.0 request: %v", err)
+		}
+		if fc.FieldNum != 4 {
+			continue
+		}
+		if _, ok := fc.String(); !ok {
+			return errorf(http.StatusBadRequest, "cannot parse remote write 2.0 request: symbols[%d] is not a string", d.nsym)
+		}
+		d.nsym++
+		if !keep {
+			continue
+		}
+		if !d.budget.take(heldSymbol) {
+			return d.budget.err("symbols", d.nsym)
+		}
+		d.symbols = append(d.symbols, uint32(off))
+	}
+	return nil
+}
+
+// symbolAt is the k-th symbol read.
+func (d *v2Decoder) symbolAt(k int) string {
+	off, src := int(d.symbols[k]), d.src
+	// Nearly every symbol: a one-byte key and length (checked by readSymbols).
+	if src[off] == 4<<3|wtLen && src[off+1] < 0x80 {
+		return bytesString(src[off+2 : off+2+int(src[off+1])])
+	}
+	f, _ := nextField(src, off)
+	return bytesString(src[f.start:f.end])
 }
 
 // decodeSeries decodes timeseries[i] and appends it, and its metadata, to d.wr.
@@ -133,6 +179,13 @@ func (d *v2Decoder) decodeSeries(src []byte, i int) error {
 		}
 		switch fc.FieldNum {
 		case 1:
+			// Packed refs are at least a byte each: make room for as many
+			// before unpacking them.
+			if data, ok := fc.MessageData(); ok {
+				if grow := len(d.refs) + len(data) - cap(d.refs); grow > 0 && !d.budget.take(4*grow) {
+					return d.budget.err("label references", len(d.refs)+len(data))
+				}
+			}
 			var ok bool
 			if d.refs, ok = fc.UnpackUint32s(d.refs); !ok {
 				return errorf(http.StatusBadRequest, "cannot parse remote write 2.0 timeseries[%d]: bad labels_refs", i)
@@ -145,6 +198,9 @@ func (d *v2Decoder) decodeSeries(src []byte, i int) error {
 			s, err := decodeV2Sample(data)
 			if err != nil {
 				return errorf(http.StatusBadRequest, "cannot parse remote write 2.0 timeseries[%d] sample: %v", i, err)
+			}
+			if !d.budget.take(heldSample) {
+				return d.budget.err("samples", len(d.samples)+1)
 			}
 			d.samples = append(d.samples, s)
 		case 3:
@@ -189,6 +245,9 @@ func (d *v2Decoder) decodeSeries(src []byte, i int) error {
 		d.labels = d.labels[:labelsStart]
 		return nil
 	}
+	if !d.budget.take(len(d.refs)/2*heldLabel + heldTS + heldSeries) {
+		return d.budget.err("series and labels", len(d.wr.Timeseries)+1)
+	}
 	// Full slice expressions: a stage that appends to one series' labels must not
 	// overwrite the next series' labels in the shared pool.
 	d.wr.Timeseries = append(d.wr.Timeseries, prompb.TimeSeries{
@@ -200,9 +259,14 @@ func (d *v2Decoder) decodeSeries(src []byte, i int) error {
 
 func (d *v2Decoder) symbol(ref uint32, i int) (string, error) {
 	if int64(ref) >= int64(len(d.symbols)) {
-		return "", errorf(http.StatusBadRequest, "invalid remote write 2.0 timeseries[%d]: symbol reference %d out of range: the request has %d symbols", i, ref, len(d.symbols))
+		if err := d.readSymbols(int(ref)+1, true); err != nil {
+			return "", err
+		}
+		if int64(ref) >= int64(len(d.symbols)) {
+			return "", errorf(http.StatusBadRequest, "invalid remote write 2.0 timeseries[%d]: symbol reference %d out of range: the request has %d symbols", i, ref, d.nsym)
+		}
 	}
-	return d.symbols[ref], nil
+	return d.symbolAt(int(ref)), nil
 }
 
 // decodeV2Sample decodes message Sample { double value = 1; int64 timestamp = 2;
@@ -283,6 +347,9 @@ func (d *v2Decoder) appendMetadata(src []byte, name string, i int) error {
 	}
 	// The key points into the request buffer: reset clears the map before that
 	// buffer is reused.
+	if !d.budget.take(heldMetadata) {
+		return d.budget.err("metric families with metadata", len(d.families)+1)
+	}
 	d.families[family] = struct{}{}
 	d.wr.Metadata = append(d.wr.Metadata, prompb.MetricMetadata{
 		Type:             mt,

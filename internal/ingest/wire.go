@@ -64,13 +64,17 @@ const (
 type batch struct {
 	series []series
 	// From a scan: the fields of the request that are not series (metadata, and
-	// fields this version does not know), in order.
+	// fields this version does not know), in order, as byte ranges of the request.
+	// Fields that follow each other are one range: a request of millions of tiny
+	// unknown fields costs one entry, not one each (see budget).
 	others   [][]byte
 	metadata int // metadata entries
 	arena    []prompb.Label
 	// wr is set when the request was decoded by lib/prompb (native histograms) or
 	// converted from 2.0; it is encoded from wr then.
 	wr *prompb.WriteRequest
+	// budget bounds what scan and parseLabels keep.
+	budget budget
 }
 
 // reset empties b for the next request. What b holds points into the
@@ -82,6 +86,7 @@ func (b *batch) reset() {
 	b.metadata = 0
 	b.arena = b.arena[:0]
 	b.wr = nil
+	b.budget = budget{}
 }
 
 // release drops b's memory and with it every reference into the request's
@@ -195,6 +200,20 @@ func uvarint(b []byte) (uint64, int) {
 // case b is unusable and the request must be decoded by lib/prompb.
 func (b *batch) scan(src []byte) (histograms bool, err error) {
 	b.reset()
+	b.budget = newBudget(len(src), heldPerByteV1)
+	otherEnd := -1 // where the last range of others ends in src
+	addOther := func(i, end int) bool {
+		if n := len(b.others); n > 0 && otherEnd == i {
+			b.others[n-1] = b.others[n-1][:len(b.others[n-1])+end-i]
+		} else {
+			if !b.budget.take(heldRange) {
+				return false
+			}
+			b.others = append(b.others, src[i:end])
+		}
+		otherEnd = end
+		return true
+	}
 	for i := 0; i < len(src); {
 		f, err := nextField(src, i)
 		if err != nil {
@@ -205,12 +224,16 @@ func (b *batch) scan(src []byte) (histograms bool, err error) {
 			if f.wt != wtLen {
 				return false, parseError("cannot read timeseries data")
 			}
+			n := len(b.series)
 			hist, err := b.scanSeries(src[i:f.end], f.start-i)
 			if err != nil {
 				return false, parseError("cannot unmarshal timeseries: %v", err)
 			}
 			if hist {
 				return true, nil
+			}
+			if len(b.series) > n && !b.budget.take(heldSeries) {
+				return false, b.budget.err("series", len(b.series))
 			}
 		case 3:
 			if f.wt != wtLen {
@@ -220,9 +243,13 @@ func (b *batch) scan(src []byte) (histograms bool, err error) {
 				return false, parseError("cannot unmarshal metricMetadata: %v", err)
 			}
 			b.metadata++
-			b.others = append(b.others, src[i:f.end])
+			if !addOther(i, f.end) {
+				return false, b.budget.err("ranges of metadata and unknown fields", len(b.others)+1)
+			}
 		default:
-			b.others = append(b.others, src[i:f.end])
+			if !addOther(i, f.end) {
+				return false, b.budget.err("ranges of metadata and unknown fields", len(b.others)+1)
+			}
 		}
 		i = f.end
 	}
@@ -292,11 +319,9 @@ func (b *batch) scanSeries(raw []byte, msg int) (histograms bool, err error) {
 		i = f.end
 	}
 	if samples == 0 {
-		// lib/prompb skips the series, after reading its labels.
-		start := len(b.arena)
-		b.arena, err = readLabels(b.arena, raw, msg, len(raw))
-		b.arena = b.arena[:start]
-		return false, err
+		// lib/prompb skips the series, after reading its labels: check them
+		// without keeping them.
+		return false, checkLabels(raw, msg, len(raw))
 	}
 	if labelsFirst {
 		rest = len(raw)
@@ -324,8 +349,11 @@ func (b *batch) parseLabels(s *series) error {
 	}
 	start := len(b.arena)
 	var err error
-	if b.arena, err = readLabels(b.arena, s.raw, int(s.msg), end); err != nil {
+	if b.arena, err = readLabels(b.arena, s.raw, int(s.msg), end, &b.budget); err != nil {
 		b.arena = b.arena[:start]
+		if err == errBudget {
+			return b.budget.err("labels", start+1)
+		}
 		return parseError("cannot unmarshal timeseries: %v", err)
 	}
 	s.Labels, s.parsed = b.arena[start:len(b.arena):len(b.arena)], true
@@ -333,11 +361,14 @@ func (b *batch) parseLabels(s *series) error {
 }
 
 // readLabels appends the labels among the fields raw[from:to] (checked by scan)
-// to dst.
-func readLabels(dst []prompb.Label, raw []byte, from, to int) ([]prompb.Label, error) {
+// to dst, charging each to bud: errBudget when it is spent.
+func readLabels(dst []prompb.Label, raw []byte, from, to int, bud *budget) ([]prompb.Label, error) {
 	for i := from; i < to; {
 		f, _ := nextField(raw, i)
 		if f.num == 1 {
+			if !bud.take(heldLabel) {
+				return dst, errBudget
+			}
 			l, err := scanLabel(raw[f.start:f.end])
 			if err != nil {
 				return dst, fmt.Errorf("cannot unmarshal label: %v", err)
@@ -347,6 +378,20 @@ func readLabels(dst []prompb.Label, raw []byte, from, to int) ([]prompb.Label, e
 		i = f.end
 	}
 	return dst, nil
+}
+
+// checkLabels is readLabels for labels that are not kept.
+func checkLabels(raw []byte, from, to int) error {
+	for i := from; i < to; {
+		f, _ := nextField(raw, i)
+		if f.num == 1 {
+			if _, err := scanLabel(raw[f.start:f.end]); err != nil {
+				return fmt.Errorf("cannot unmarshal label: %v", err)
+			}
+		}
+		i = f.end
+	}
+	return nil
 }
 
 func scanLabel(src []byte) (prompb.Label, error) {
