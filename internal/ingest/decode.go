@@ -49,8 +49,11 @@ func readBody(w http.ResponseWriter, r *http.Request, buf []byte, maxBytes int64
 		return buf, errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes (max_request_bytes)", r.ContentLength, maxBytes)
 	}
 	body := http.MaxBytesReader(w, r.Body, maxBytes)
+	// The declared size is allocated up to bodyPrealloc only: beyond it the
+	// buffer grows with what arrives, so that a client declaring 32 MiB and
+	// sending a byte now and then holds next to nothing.
 	if r.ContentLength > 0 && int64(cap(buf)) < r.ContentLength {
-		buf = make([]byte, 0, r.ContentLength)
+		buf = make([]byte, 0, min(r.ContentLength, bodyPrealloc))
 	}
 	buf = buf[:0]
 	for {
@@ -75,6 +78,9 @@ func readBody(w http.ResponseWriter, r *http.Request, buf []byte, maxBytes int64
 	}
 	return buf, nil
 }
+
+// bodyPrealloc is the most readBody allocates before the bytes arrive.
+const bodyPrealloc = 1 << 20
 
 // decompress decodes a snappy block into dst (reused). The declared length is
 // checked against maxDecoded before any allocation, so a small body claiming a huge

@@ -45,6 +45,11 @@ type Config struct {
 	// slow upstream makes clients back off instead of piling up in cardguard.
 	MaxConcurrent int
 	QueueWait     time.Duration
+	// InflightBytes bounds the bodies being read, before they take a slot (see
+	// inflight.go), and TenantInflightBytes one tenant's part of them. Defaults:
+	// MaxConcurrent × MaxRequestBytes, and a quarter of that (at least one
+	// largest body).
+	InflightBytes, TenantInflightBytes int64
 	// CacheWindow is how long per-series decisions are remembered before the
 	// cache starts afresh (the estimation window; default 1h).
 	CacheWindow time.Duration
@@ -70,6 +75,7 @@ type Handler struct {
 
 	ctxPool sync.Pool     // *writeCtx
 	slots   chan struct{} // one per request being processed
+	bodies  *inflight     // bodies being read
 }
 
 // DefaultQueueWait is how long a request may wait for a processing slot.
@@ -123,6 +129,12 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 	if cfg.QueueWait <= 0 {
 		cfg.QueueWait = DefaultQueueWait
 	}
+	if cfg.InflightBytes <= 0 {
+		cfg.InflightBytes = int64(cfg.MaxConcurrent) * cfg.MaxRequestBytes
+	}
+	if cfg.TenantInflightBytes <= 0 {
+		cfg.TenantInflightBytes = max(cfg.InflightBytes/4, cfg.MaxRequestBytes)
+	}
 	h := &Handler{
 		cfg:     cfg,
 		scheme:  scheme,
@@ -132,6 +144,7 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 		cache:   newSeriesCache(cfg.CacheWindow),
 		keySeed: maphash.MakeSeed(),
 		slots:   make(chan struct{}, cfg.MaxConcurrent),
+		bodies:  newInflight(cfg.InflightBytes, cfg.TenantInflightBytes),
 		logger:  logger,
 		now:     time.Now,
 	}
@@ -247,15 +260,45 @@ func (h *Handler) ServeWrite(w http.ResponseWriter, r *http.Request, t tenant.ID
 		h.finish(w, tl, start, errorf(http.StatusMethodNotAllowed, "remote write needs POST, not %s", r.Method))
 		return
 	}
-	if err := h.acquire(r); err != nil {
-		h.finish(w, tl, start, err)
-		return
+	err := h.receive(w, r, t, tl, start)
+	h.finish(w, tl, start, err)
+}
+
+// receive reads the body, then waits for a processing slot and processes the
+// request: a client that trickles its body holds a share of the bytes bodies may
+// reserve (inflight.go), never a slot.
+func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, start time.Time) error {
+	proto, err := contentProtocol(r)
+	if err != nil {
+		return err
 	}
-	defer func() { <-h.slots }()
+	maxBytes := h.cfg.MaxRequestBytes
+	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
+		maxBytes = lim
+	}
+	if r.ContentLength > maxBytes {
+		return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes (max_request_bytes)", r.ContentLength, maxBytes)
+	}
+	reserve := maxBytes
+	if r.ContentLength >= 0 {
+		reserve = r.ContentLength
+	}
+	if err := h.bodies.acquire(r.Context(), t, reserve, h.cfg.QueueWait); err != nil {
+		return err
+	}
+	defer h.bodies.release(t, reserve)
 	wc := h.getCtx()
 	defer h.putCtx(wc)
-	err := h.serve(w, r, t, tl, wc)
-	h.finish(w, tl, start, err)
+	wc.body, err = readBody(w, r, wc.body, maxBytes)
+	if err != nil {
+		return err
+	}
+	h.metrics.receivedBytes.WithLabelValues(tl).Add(float64(len(wc.body)))
+	if err := h.acquire(r); err != nil {
+		return err
+	}
+	defer func() { <-h.slots }()
+	return h.serve(w, r, t, tl, wc, proto)
 }
 
 func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err error) {
@@ -277,20 +320,9 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 	h.metrics.duration.WithLabelValues(tl).Observe(h.now().Sub(start).Seconds())
 }
 
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx) error {
-	proto, err := contentProtocol(r)
-	if err != nil {
-		return err
-	}
-	maxBytes := h.cfg.MaxRequestBytes
-	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
-		maxBytes = lim
-	}
-	wc.body, err = readBody(w, r, wc.body, maxBytes)
-	if err != nil {
-		return err
-	}
-	h.metrics.receivedBytes.WithLabelValues(tl).Add(float64(len(wc.body)))
+// serve processes a request whose body wc holds.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto int) error {
+	var err error
 	wc.decoded, err = decompress(wc.decoded, wc.body, h.cfg.MaxDecodedBytes)
 	if err != nil {
 		return err
