@@ -30,6 +30,13 @@ func BinDir(tb testing.TB) string {
 	if d := os.Getenv("CARDGUARD_BIN_DIR"); d != "" {
 		return d
 	}
+	return filepath.Join(moduleRoot(tb), ".cache", "bin")
+}
+
+// moduleRoot is the nearest folder above the working directory holding go.mod
+// beside tools/.
+func moduleRoot(tb testing.TB) string {
+	tb.Helper()
 	dir, err := os.Getwd()
 	if err != nil {
 		tb.Fatal(err)
@@ -37,7 +44,7 @@ func BinDir(tb testing.TB) string {
 	for {
 		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
 			if _, err := os.Stat(filepath.Join(dir, "tools")); err == nil {
-				return filepath.Join(dir, ".cache", "bin")
+				return dir
 			}
 		}
 		parent := filepath.Dir(dir)
