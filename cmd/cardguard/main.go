@@ -37,6 +37,9 @@ type options struct {
 	maxQueueWait    time.Duration
 	readTimeout     time.Duration
 	shutdownTimeout time.Duration
+	// metricsAddr, when set, serves /metrics there instead of on listenAddr.
+	metricsAddr         string
+	metricsRequireAdmin bool
 }
 
 func parseFlags(args []string, stderr io.Writer) (options, error) {
@@ -58,6 +61,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.maxQueueWait, "ingest.maxQueueDuration", ingest.DefaultQueueWait, "how long a remote-write request may wait for a processing slot before it gets 503")
 	fs.DurationVar(&o.readTimeout, "http.readTimeout", time.Minute, "time allowed to read a whole request, body included (guards against slow clients)")
 	fs.DurationVar(&o.shutdownTimeout, "http.shutdownTimeout", 30*time.Second, "time in-flight requests get to finish on SIGTERM")
+	fs.StringVar(&o.metricsAddr, "metricsListenAddr", "", "serve /metrics on this address instead of -httpListenAddr (e.g. 127.0.0.1:8491, reachable by Prometheus only)")
+	fs.BoolVar(&o.metricsRequireAdmin, "metrics.requireAdmin", false, "require the admin token for /metrics, which lists tenant IDs and their traffic (off by default so that existing scrapes keep working)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -182,8 +187,18 @@ func serve(ctx context.Context, cfg Config, o options, logger *slog.Logger, stdo
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	printBanner(stdout, ln.Addr().String(), a)
-	errc := make(chan error, 1)
+	errc := make(chan error, 2)
 	go func() { errc <- srv.Serve(ln) }()
+	if o.metricsAddr != "" {
+		mln, err := net.Listen("tcp", o.metricsAddr)
+		if err != nil {
+			return err
+		}
+		msrv := &http.Server{Handler: a.metricsRoutes(), ReadHeaderTimeout: 10 * time.Second, ReadTimeout: o.readTimeout}
+		go func() { errc <- msrv.Serve(mln) }()
+		defer msrv.Close()
+		logger.Info("serving /metrics on its own address", "addr", mln.Addr().String())
+	}
 	go a.reloadOnHUP(ctx, o)
 	a.ready.Store(true)
 	select {

@@ -127,7 +127,9 @@ func (a *app) routes() http.Handler {
 	r := chi.NewRouter()
 	r.Get("/healthz", func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte("ok\n")) })
 	r.Get("/readyz", a.readyz)
-	r.Handle("/metrics", promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg}))
+	if a.opts.metricsAddr == "" {
+		r.Handle("/metrics", a.metricsHandler())
+	}
 	// Profiles, as VictoriaMetrics serves them, for the admin only: they show
 	// internals and cost CPU.
 	r.With(a.auth.RequireAdmin).Mount("/debug/pprof", http.HandlerFunc(servePprof))
@@ -181,6 +183,23 @@ func (a *app) routes() http.Handler {
 	}
 	r.HandleFunc("/federate", federate)
 	r.HandleFunc("/prometheus/federate", federate)
+	return r
+}
+
+// metricsHandler serves cardguard's own metrics. They name tenants and their
+// traffic, so -metrics.requireAdmin puts them behind the admin token.
+func (a *app) metricsHandler() http.Handler {
+	h := promhttp.HandlerFor(a.reg, promhttp.HandlerOpts{Registry: a.reg})
+	if a.opts.metricsRequireAdmin {
+		return a.auth.RequireAdmin(h)
+	}
+	return h
+}
+
+// metricsRoutes is the server of -metricsListenAddr: /metrics only.
+func (a *app) metricsRoutes() http.Handler {
+	r := chi.NewRouter()
+	r.Handle("/metrics", a.metricsHandler())
 	return r
 }
 
