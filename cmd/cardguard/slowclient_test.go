@@ -17,8 +17,9 @@ import (
 )
 
 // TestSlowClientIsCutOff: a client that sends headers and then trickles its body
-// (slow loris) is disconnected once -http.readTimeout passes, and does not keep
-// other writers from being served meanwhile.
+// (slow loris) is disconnected once -http.readTimeout passes, and the write after
+// it goes through. It holds no processing slot meanwhile: see
+// TestSlowLorisOnOneTenantAgainstVM.
 func TestSlowClientIsCutOff(t *testing.T) {
 	t.Parallel()
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +39,7 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	go func() { _ = serve(ctx, cfg, o, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard) }()
 	waitReady(t, "http://"+addr+"/readyz")
 
-	// Two slow clients hold both processing slots while they trickle.
+	// Two slow clients trickle their bodies.
 	var conns []net.Conn
 	for i := 0; i < 2; i++ {
 		c, err := net.Dial("tcp", addr)
