@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/auth"
 	"github.com/cardguard/cardguard/internal/cardinality"
 	"github.com/cardguard/cardguard/internal/limits"
@@ -37,6 +38,9 @@ type Config struct {
 	// window of the series limits and the label guard: "active series" means the
 	// same everywhere.
 	Cardinality cardinality.Config `yaml:"cardinality"`
+	// Aggregation sizes the aggregation of series that relabel rules or the
+	// label guard fold together (what is folded is per tenant, in limits).
+	Aggregation aggregate.Config `yaml:"aggregation"`
 	// QueryAudit bounds the query usage records.
 	QueryAudit QueryAuditConfig `yaml:"query_audit"`
 	// State chooses where state lives: in this process (memory, the default) or
@@ -108,6 +112,19 @@ func decodeStrict(b []byte, dst any) error {
 	return nil
 }
 
+// aggregation is the aggregation section with its defaults: inputs' last values
+// are kept for the cardinality window unless said otherwise.
+func (c *Config) aggregation() (aggregate.Config, error) {
+	ac := c.Aggregation
+	if ac.Staleness == 0 {
+		ac.Staleness = c.Cardinality.Window
+	}
+	if ac.Staleness == 0 {
+		ac.Staleness = aggregate.DefaultStaleness
+	}
+	return ac, ac.Validate()
+}
+
 // validate checks everything that can be checked without starting.
 func (c *Config) validate() error {
 	if _, err := upstream.New(c.Upstream); err != nil {
@@ -123,6 +140,9 @@ func (c *Config) validate() error {
 		return fmt.Errorf("cardinality: %w", err)
 	}
 	if err := c.State.Validate(); err != nil {
+		return err
+	}
+	if _, err := c.aggregation(); err != nil {
 		return err
 	}
 	if c.QueryAudit.Retention < 0 {

@@ -60,6 +60,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.cancel = cancel
 	a.loops.goLoop(ctx, func(ctx context.Context) { a.tracker.Run(ctx, 5*time.Second) })
 	a.loops.goLoop(ctx, a.usage.Run)
+	a.loops.goLoop(ctx, a.folds.Run)
 	a.loops.goLoop(ctx, a.ui.history.Run)
 	a.shared.start(ctx, &a.loops)
 	a.loops.goLoop(ctx, func(ctx context.Context) {
@@ -85,6 +86,13 @@ func (a *app) stop() {
 	a.loops.cancel()
 	a.loops.wg.Wait()
 	a.loops.cancel = nil
+	// Every write was answered by now: what the aggregator holds was
+	// acknowledged, so it goes to VictoriaMetrics before the process exits.
+	ctx, cancel := context.WithTimeout(context.Background(), foldFlushTimeout)
+	if err := a.folds.Stop(ctx); err != nil {
+		a.logger.Error("cannot write aggregated series on shutdown", "err", err)
+	}
+	cancel()
 	a.saveSnapshots()
 	a.shared.close()
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/auth"
 	"github.com/cardguard/cardguard/internal/cardinality"
 	"github.com/cardguard/cardguard/internal/guard"
@@ -43,6 +44,7 @@ type app struct {
 	enforcer *limits.Enforcer
 	guard    *guard.Guard
 	usage    *queryaudit.Recorder
+	folds    *aggregate.Aggregator
 	ui       *dashboard
 	shared   *shared // nil: state.backend memory
 
@@ -100,6 +102,15 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	if err := a.shared.attach(a, usageCfg); err != nil {
 		return nil, err
 	}
+	aggCfg, err := cfg.aggregation()
+	if err != nil {
+		return nil, err
+	}
+	sink := &foldSink{}
+	a.folds = aggregate.New(aggCfg, sink, logger)
+	if err := a.folds.Register(reg); err != nil {
+		return nil, err
+	}
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
@@ -112,7 +123,10 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Guard:    a.guard,
 		Limits:   a.registry,
 		Enforcer: a.enforcer,
+		Folder:   a.folds,
+		Claims:   aggregate.NewClaims(window, maxClaims),
 	}, reg, logger)
+	sink.h = a.ingest
 	a.proxy = readpath.New(readpath.Config{}, scheme, a.usage, reg, logger)
 	if a.ui, err = newDashboard(a); err != nil {
 		return nil, err

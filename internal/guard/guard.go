@@ -356,7 +356,7 @@ func (ts *tenantState) check(p *limits.LabelGuard, gen int64, now time.Time, met
 		switch {
 		case !trip:
 			out = append(out, *l)
-		case act == limits.GuardOverflowValue:
+		case act == limits.GuardOverflowValue || act == limits.GuardAggregate:
 			out = append(out, prompb.Label{Name: l.Name, Value: marker})
 		}
 	}
@@ -366,11 +366,11 @@ func (ts *tenantState) check(p *limits.LabelGuard, gen int64, now time.Time, met
 	return out, res
 }
 
-// action is p's action; empty means overflow_value, so that the zero value of
+// action is p's action; empty means aggregate, so that the zero value of
 // limits.LabelGuard with only MaxValuesPerLabel set works.
 func action(p *limits.LabelGuard) limits.GuardAction {
 	if p.Action == "" {
-		return limits.GuardOverflowValue
+		return limits.GuardAggregate
 	}
 	return p.Action
 }

@@ -17,6 +17,7 @@ type metrics struct {
 	receivedBytes    *prometheus.CounterVec
 	samplesReceived  *prometheus.CounterVec
 	samplesForwarded *prometheus.CounterVec
+	samplesFolded    *prometheus.CounterVec
 	upstreamErrors   prometheus.Counter
 	queued           prometheus.Gauge
 	overloaded       prometheus.Counter
@@ -58,6 +59,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		samplesForwarded: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_ingest_samples_forwarded_total",
 			Help: "Samples VictoriaMetrics accepted through cardguard.",
+		}, []string{"tenant"}),
+		samplesFolded: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_samples_aggregated_total",
+			Help: "Samples of series that relabel rules or the label guard folded together, handed to aggregation instead of forwarded.",
 		}, []string{"tenant"}),
 		upstreamErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardguard_ingest_upstream_errors_total",

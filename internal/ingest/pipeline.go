@@ -9,6 +9,7 @@ import (
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/relabel"
@@ -49,9 +50,24 @@ type Guard interface {
 	Checker(t tenant.ID, p *limits.LabelGuard, now time.Time, dryRun bool) guard.Checker
 }
 
+// Folder aggregates the series that relabel rules or the label guard fold
+// together (internal/aggregate).
+type Folder interface {
+	// Has reports whether the output series with key h is being aggregated.
+	Has(t tenant.ID, h uint64) bool
+	Add(t tenant.ID, in *aggregate.Input) error
+}
+
+// Claimer tells which series relabel rules made collide (aggregate.Claims).
+type Claimer interface {
+	Epoch(t tenant.ID, now time.Time) uint16
+	Claim(t tenant.ID, out, in uint64, now time.Time) (unique bool, prev uint64)
+}
+
 // Stages are the per-series steps of the pipeline, in the order they run:
-// relabel → label limits → observe → guard → series limits. A nil member is
-// skipped; without Limits no limit applies.
+// relabel → label limits → observe → guard → series limits → fold. A nil member
+// is skipped; without Limits no limit applies; without Folder and Claims nothing
+// is aggregated.
 //
 // Cardinality is observed after relabeling and before the guard and the series
 // limits: the estimates show what clients try to write, which is what an operator
@@ -62,6 +78,8 @@ type Stages struct {
 	Guard    Guard
 	Limits   LimitSource
 	Enforcer Enforcer
+	Folder   Folder
+	Claims   Claimer
 }
 
 func (s *Stages) requestLimit(t tenant.ID) int64 {
@@ -83,6 +101,8 @@ type seriesScratch struct {
 	relabeled []actionCount
 	entries   []requestEntry
 	order     []int32 // entries grouped by cache shard
+	folds     []fold  // series to aggregate instead of forwarding
+	samples   []prompb.Sample
 }
 
 // requestEntry is a series' cache entry while its request is processed.
@@ -123,6 +143,8 @@ func (s *seriesScratch) reset() {
 	s.discards = s.discards[:0]
 	s.relabeled = s.relabeled[:0]
 	s.entries = s.entries[:0]
+	s.folds = s.folds[:0]
+	s.samples = s.samples[:0]
 }
 
 // release drops s's memory and with it every reference into the request's
@@ -266,6 +288,15 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	if st.Observer != nil {
 		observed = uint16(st.Observer.Epoch() + 1)
 	}
+	// Series that rules rewrite may collide with each other or with a series
+	// the rules leave alone: with folding on, every series claims its output
+	// once per claims epoch, and outputs with two inputs are aggregated.
+	folding := rules != nil && !dry && st.Folder != nil && st.Claims != nil && (lim == nil || lim.AggregatesCollisions())
+	var foldEpoch uint16
+	if folding {
+		foldEpoch = st.Claims.Epoch(t, now)
+	}
+	guardFolds := st.Folder != nil && lim != nil && lim.LabelGuard.Action == limits.GuardAggregate
 
 	kept := 0
 	var firstEnforced limits.Reason
@@ -297,7 +328,8 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				(lim == nil || e.withinLabelLimits(lim)) &&
 				(st.Observer == nil || e.observed == observed) &&
 				(!guarded || e.guarded == guardGen) &&
-				(!admitting || e.admitted == admitGen))) {
+				(!admitting || e.admitted == admitGen) &&
+				(!folding || e.folded == foldEpoch))) {
 			if h.cache != nil && (!e.known || e.cacheEntry != before) {
 				h.cache.put(cacheKey{t, e.raw}, e.cacheEntry, now)
 			}
@@ -328,7 +360,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		}
 		labels := ts.Labels
 		metric := metricName(labels)
-		out, guardRewrote := outRaw, false
+		out, guardRewrote, guardAction := outRaw, false, limits.GuardAction("")
 		drop := limits.Reason("")
 
 		if e.relabel == relabelMasked && e.reordered {
@@ -415,7 +447,7 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					sc.addRelabeled(string(gr.Action))
 					if !dry {
 						sc.buf2 = g[:0]
-						labels, out, guardRewrote = g, outLabels, true
+						labels, out, guardRewrote, guardAction = g, outLabels, true, gr.Action
 						hash = hashLabels(labels, &sc.hashBuf)
 					}
 				}
@@ -427,6 +459,11 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			if drop = admit.Admit(metric, hash); drop == "" && !guardRewrote {
 				e.admitted = admitGen
 			}
+		}
+		var foldBy aggregate.Source
+		var foldKey, foldSeed uint64
+		if drop == "" {
+			foldBy, foldKey, foldSeed = h.foldDecision(t, e, labels, guardRewrote, guardFolds && guardAction == limits.GuardAggregate, folding, foldEpoch, &sc.hashBuf, now)
 		}
 		if dry {
 			// Stage decisions in dry run are taken on the labels as received; they
@@ -445,6 +482,18 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				}
 				continue
 			}
+		}
+		if foldBy != 0 {
+			// Aggregated instead of forwarded: the output series is written by
+			// the aggregator at the end of its interval.
+			start := len(sc.arena)
+			sc.arena = append(sc.arena, labels...)
+			sc.folds = append(sc.folds, fold{
+				s: *ts, labels: sc.arena[start:len(sc.arena):len(sc.arena)],
+				key: foldKey, in: e.raw, seed: foldSeed, metric: metric, source: foldBy,
+			})
+			res.modified = true
+			continue
 		}
 		if out != outRaw {
 			res.modified = true
@@ -466,6 +515,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 	}
 	if res.modified {
 		b.series = tss[:kept]
+	}
+	if len(sc.folds) > 0 {
+		h.addFolds(t, b, sc, lim)
 	}
 	for _, rc := range sc.relabeled {
 		h.metrics.relabeled(tl, rc.action, dry, rc.n)

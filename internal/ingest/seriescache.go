@@ -201,6 +201,7 @@ type cacheEntry struct {
 	observed uint16 // tracker dedup period + 1
 	guarded  uint16 // guard window + 1
 	admitted uint16 // limiter generation + 1
+	folded   uint16 // claims epoch in which the series claimed its output alone
 	// The forwarded labels' count and longest name and value, saturating, when
 	// relabel is relabelUnchanged or relabelMasked: enough to check the label
 	// limits without reading the labels.

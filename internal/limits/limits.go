@@ -59,9 +59,17 @@ const (
 type GuardAction string
 
 const (
-	// GuardOverflowValue replaces the label's value by LabelGuard.OverflowValue.
+	// GuardAggregate folds series over the limit into one series per metric and
+	// remaining labels, whose label has the value LabelGuard.OverflowValue, and
+	// aggregates them (counters: the sum of their increases) so that sums, rates
+	// and quantiles stay true. The default.
+	GuardAggregate GuardAction = "aggregate"
+	// GuardOverflowValue replaces the label's value by LabelGuard.OverflowValue
+	// and forwards the series as they are: series that then share their labels
+	// interleave their samples in one series, which corrupts counters.
 	GuardOverflowValue GuardAction = "overflow_value"
-	// GuardDropLabel removes the label from the series.
+	// GuardDropLabel removes the label from the series, with the same effect on
+	// counters as GuardOverflowValue.
 	GuardDropLabel GuardAction = "drop_label"
 	// GuardDropSeries drops the series.
 	GuardDropSeries GuardAction = "drop_series"
@@ -77,9 +85,10 @@ type LabelGuard struct {
 	// MaxValuesPerLabel is the number of distinct values a label of one metric may
 	// take in the window; 0 turns the guard off.
 	MaxValuesPerLabel int `yaml:"max_values_per_label" json:"max_values_per_label"`
-	// Action is overflow_value, drop_label or drop_series.
+	// Action is aggregate (the default), overflow_value, drop_label or drop_series.
 	Action GuardAction `yaml:"action" json:"action"`
-	// OverflowValue replaces values over the limit when Action is overflow_value.
+	// OverflowValue replaces values over the limit when Action is aggregate or
+	// overflow_value.
 	OverflowValue string `yaml:"overflow_value" json:"overflow_value"`
 	// ExemptLabels are label names the guard never touches.
 	ExemptLabels []string `yaml:"exempt_labels" json:"exempt_labels"`
@@ -116,13 +125,36 @@ type Limits struct {
 	OnLimit OnLimit `yaml:"on_limit" json:"on_limit"`
 	// LabelGuard is the per-label value limit.
 	LabelGuard LabelGuard `yaml:"label_guard" json:"label_guard"`
+	// Aggregation says what happens to series that relabel rules make equal.
+	Aggregation Aggregation `yaml:"aggregation" json:"aggregation"`
+}
+
+// OnCollision is what happens when relabel rules turn distinct series into one.
+type OnCollision string
+
+const (
+	// CollisionAggregate aggregates the colliding series into one with the
+	// semantics of their type. The default.
+	CollisionAggregate OnCollision = "aggregate"
+	// CollisionKeep forwards them as they are: their samples interleave in one
+	// series, which corrupts counters.
+	CollisionKeep OnCollision = "keep"
+)
+
+// Aggregation is how folded series are aggregated.
+type Aggregation struct {
+	// OnCollision is aggregate or keep.
+	OnCollision OnCollision `yaml:"on_collision" json:"on_collision"`
+	// GaugeOutput combines the folded values of a gauge: sum (default), min,
+	// max, avg, count or last.
+	GaugeOutput string `yaml:"gauge_output" json:"gauge_output"`
 }
 
 // Default returns the built-in defaults: the label limits of VictoriaMetrics
 // (40 labels, 256-byte names, 4096-byte values), VictoriaMetrics' default
 // -maxInsertRequestSize of 32 MiB, no series or rate limit, mode enforce, on_limit drop,
-// and the label guard off with action overflow_value and overflow value
-// DefaultGuardOverflowValue.
+// the label guard off with action aggregate and overflow value
+// DefaultGuardOverflowValue, and colliding series aggregated, gauges summed.
 func Default() Limits {
 	return Limits{
 		MaxLabelsPerSeries:  40,
@@ -132,9 +164,10 @@ func Default() Limits {
 		Mode:                ModeEnforce,
 		OnLimit:             OnLimitDrop,
 		LabelGuard: LabelGuard{
-			Action:        GuardOverflowValue,
+			Action:        GuardAggregate,
 			OverflowValue: DefaultGuardOverflowValue,
 		},
+		Aggregation: Aggregation{OnCollision: CollisionAggregate, GaugeOutput: "sum"},
 	}
 }
 
@@ -214,7 +247,26 @@ func (l *Limits) Validate() error {
 	default:
 		return fieldErr("on_limit", "must be %q or %q, got %q", OnLimitDrop, OnLimitReject, truncate(string(l.OnLimit)))
 	}
-	return l.LabelGuard.validate(l.MaxLabelValueLength)
+	if err := l.LabelGuard.validate(l.MaxLabelValueLength); err != nil {
+		return err
+	}
+	switch l.Aggregation.OnCollision {
+	case "", CollisionAggregate, CollisionKeep:
+	default:
+		return fieldErr("aggregation.on_collision", "must be %q or %q, got %q", CollisionAggregate, CollisionKeep, truncate(string(l.Aggregation.OnCollision)))
+	}
+	switch l.Aggregation.GaugeOutput {
+	case "", "sum", "min", "max", "avg", "count", "last":
+	default:
+		return fieldErr("aggregation.gauge_output", "must be sum, min, max, avg, count or last, got %q", truncate(l.Aggregation.GaugeOutput))
+	}
+	return nil
+}
+
+// AggregatesCollisions reports whether series that relabel rules make equal are
+// aggregated.
+func (l *Limits) AggregatesCollisions() bool {
+	return l.Aggregation.OnCollision != CollisionKeep
 }
 
 func (g *LabelGuard) validate(maxValueLen int) error {
@@ -225,17 +277,17 @@ func (g *LabelGuard) validate(maxValueLen int) error {
 		return fieldErr("label_guard.overflow_value", "must be valid UTF-8, got %q", truncate(g.OverflowValue))
 	}
 	switch g.Action {
-	case GuardOverflowValue:
+	case GuardAggregate, GuardOverflowValue:
 		if g.OverflowValue == "" {
-			return fieldErr("label_guard.overflow_value", "must not be empty with action %q", GuardOverflowValue)
+			return fieldErr("label_guard.overflow_value", "must not be empty with action %q", g.Action)
 		}
 		if maxValueLen > 0 && len(g.OverflowValue) > maxValueLen {
 			return fieldErr("label_guard.overflow_value", "is %d bytes, longer than max_label_value_length %d", len(g.OverflowValue), maxValueLen)
 		}
 	case GuardDropLabel, GuardDropSeries:
 	default:
-		return fieldErr("label_guard.action", "must be %q, %q or %q, got %q",
-			GuardOverflowValue, GuardDropLabel, GuardDropSeries, truncate(string(g.Action)))
+		return fieldErr("label_guard.action", "must be %q, %q, %q or %q, got %q",
+			GuardAggregate, GuardOverflowValue, GuardDropLabel, GuardDropSeries, truncate(string(g.Action)))
 	}
 	for i, n := range g.ExemptLabels {
 		if n == "" {

@@ -186,7 +186,7 @@ limits:
 		t.Fatalf("override 1: %+v", o1)
 	}
 	o2 := c.Overrides[tenant.MustParse("2:3")]
-	if o2.MaxSeries != 100 || o2.OnLimit != OnLimitReject || o2.LabelGuard.MaxValuesPerLabel != 10 || o2.LabelGuard.Action != GuardOverflowValue {
+	if o2.MaxSeries != 100 || o2.OnLimit != OnLimitReject || o2.LabelGuard.MaxValuesPerLabel != 10 || o2.LabelGuard.Action != GuardAggregate {
 		t.Fatalf("override 2:3: %+v", o2)
 	}
 

@@ -24,17 +24,18 @@ const (
 	ReasonLabelGuard          Reason = "label_guard"
 	ReasonRelabelDrop         Reason = "relabel_drop"
 	ReasonInvalidSeries       Reason = "invalid_series"
+	ReasonAggregationLimit    Reason = "aggregation_limit"
 )
 
 // numReasons is the number of known reasons; reasonIndex maps each to 0..numReasons-1.
-const numReasons = 10
+const numReasons = 11
 
 // Reasons returns every known reason in a stable order.
 func Reasons() []Reason {
 	return []Reason{
 		ReasonRateLimited, ReasonMaxSeries, ReasonMaxSeriesPerMetric, ReasonMaxLabelsPerSeries,
 		ReasonMaxLabelNameLength, ReasonMaxLabelValueLength, ReasonMaxRequestSize,
-		ReasonLabelGuard, ReasonRelabelDrop, ReasonInvalidSeries,
+		ReasonLabelGuard, ReasonRelabelDrop, ReasonInvalidSeries, ReasonAggregationLimit,
 	}
 }
 
@@ -60,6 +61,8 @@ func reasonIndex(r Reason) int {
 		return 8
 	case ReasonInvalidSeries:
 		return 9
+	case ReasonAggregationLimit:
+		return 10
 	}
 	return -1
 }
@@ -76,6 +79,8 @@ func (r Reason) Field() string {
 		return "label_guard.max_values_per_label"
 	case ReasonRelabelDrop, ReasonInvalidSeries:
 		return ""
+	case ReasonAggregationLimit:
+		return "aggregate.max_outputs"
 	}
 	return string(r)
 }
@@ -107,6 +112,8 @@ func (r Reason) Message(l *Limits) string {
 		return "series dropped by a relabeling rule"
 	case ReasonInvalidSeries:
 		return "invalid series: labels must be non-empty, sorted and unique, with __name__"
+	case ReasonAggregationLimit:
+		return "series folded by a relabel rule or the label guard could not be aggregated: the aggregation state is full (aggregate.max_outputs, aggregate.max_inputs)"
 	}
 	return "discarded: " + string(r)
 }

@@ -43,7 +43,7 @@ func TestRegistryLayers(t *testing.T) {
 	if _, err := r.Set(tenantA, json.RawMessage(`{"mode": "dry_run", "label_guard": {"max_values_per_label": 7}}`)); err != nil {
 		t.Fatal(err)
 	}
-	if l := r.For(tenantA); l.MaxSeries != 900 || l.Mode != ModeDryRun || l.LabelGuard.MaxValuesPerLabel != 7 || l.LabelGuard.Action != GuardOverflowValue {
+	if l := r.For(tenantA); l.MaxSeries != 900 || l.Mode != ModeDryRun || l.LabelGuard.MaxValuesPerLabel != 7 || l.LabelGuard.Action != GuardAggregate {
 		t.Fatalf("merged: %+v", l)
 	}
 	if _, err := r.Set(tenantA, json.RawMessage(`{"max_series": null}`)); err != nil {
