@@ -170,7 +170,7 @@ type Aggregator struct {
 
 	shards [numShards]shard
 
-	flushMu sync.Mutex                         // one flush at a time
+	flushMu sync.Mutex                        // one flush at a time
 	pending map[tenant.ID][]prompb.TimeSeries // written by a flush that failed
 
 	stats Stats
@@ -268,12 +268,12 @@ func (a *Aggregator) Add(t tenant.ID, in *Input) error {
 			return fmt.Errorf("%w: %d output series (aggregate.max_outputs)", ErrFull, a.cfg.MaxOutputs)
 		}
 		o = &output{
-			labels: cloneLabels(in.Labels),
-			metric: strings.Clone(in.Metric),
-			kind:   in.Kind,
-			gauge:  in.Gauge,
-			source: in.Source,
-			inputs: map[uint64]*input{},
+			labels:  cloneLabels(in.Labels),
+			metric:  strings.Clone(in.Metric),
+			kind:    in.Kind,
+			gauge:   in.Gauge,
+			source:  in.Source,
+			inputs:  map[uint64]*input{},
 			created: now.UnixNano(),
 		}
 		if in.Seed != 0 && in.Seed != in.Key && in.Kind == Counter {
