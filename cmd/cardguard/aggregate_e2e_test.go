@@ -202,6 +202,17 @@ func TestAggregationKeepsTheTruth(t *testing.T) {
 			if in, out := e.app.folds.TenantSeries(e.app.cfg.DefaultTenant); in == 0 || out == 0 {
 				t.Errorf("nothing was aggregated: %d inputs, %d outputs", in, out)
 			}
+			// The API shows each aggregation in force and what made it.
+			var api struct {
+				Aggregations []struct {
+					Metric, Source string
+					Inputs         int
+				} `json:"aggregations"`
+			}
+			_, body := get(t, e.srv.URL+"/api/cardguard/v1/aggregations/tenants/"+e.app.cfg.DefaultTenant.String()+"?metric=req_total")
+			if err := json.Unmarshal(body, &api); err != nil || len(api.Aggregations) != 1 || api.Aggregations[0].Metric != "req_total" || api.Aggregations[0].Inputs < 90 {
+				t.Errorf("aggregations API: %v: %s", err, body)
+			}
 			through := e.vm.URL + "/prometheus"
 			check := func(query string, step int, truth float64) {
 				t.Helper()

@@ -185,6 +185,7 @@ func (a *app) routes() http.Handler {
 		a.tracker.Routes(r, requireTenant)
 		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.guard.Routes(r, requireTenant)
+		a.folds.Routes(r, requireTenant)
 		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 	})

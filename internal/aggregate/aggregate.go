@@ -126,19 +126,19 @@ const (
 // Validate checks c and fills in defaults.
 func (c *Config) Validate() error {
 	if c.Interval < 0 || c.Staleness < 0 || c.MaxOutputs < 0 || c.MaxInputs < 0 {
-		return errors.New("aggregate: interval, staleness, max_outputs and max_inputs must not be negative")
+		return errors.New("aggregation: interval, staleness, max_outputs and max_inputs must not be negative")
 	}
 	if c.Interval == 0 {
 		c.Interval = DefaultInterval
 	}
 	if c.Interval < time.Second {
-		return fmt.Errorf("aggregate.interval must be at least 1s, got %s", c.Interval)
+		return fmt.Errorf("aggregation.interval must be at least 1s, got %s", c.Interval)
 	}
 	if c.Staleness == 0 {
 		c.Staleness = DefaultStaleness
 	}
 	if c.Staleness < c.Interval {
-		return fmt.Errorf("aggregate.staleness (%s) must not be shorter than aggregate.interval (%s)", c.Staleness, c.Interval)
+		return fmt.Errorf("aggregation.staleness (%s) must not be shorter than aggregation.interval (%s)", c.Staleness, c.Interval)
 	}
 	if c.MaxOutputs == 0 {
 		c.MaxOutputs = DefaultMaxOutputs
@@ -265,7 +265,7 @@ func (a *Aggregator) Add(t tenant.ID, in *Input) error {
 	o := sh.outputs[k]
 	if o == nil {
 		if a.stats.outputs.Load() >= int64(a.cfg.MaxOutputs) {
-			return fmt.Errorf("%w: %d output series (aggregate.max_outputs)", ErrFull, a.cfg.MaxOutputs)
+			return fmt.Errorf("%w: %d output series (aggregation.max_outputs)", ErrFull, a.cfg.MaxOutputs)
 		}
 		o = &output{
 			labels:  cloneLabels(in.Labels),
@@ -293,7 +293,7 @@ func (a *Aggregator) Add(t tenant.ID, in *Input) error {
 				delete(sh.outputs, k)
 				a.stats.outputs.Add(-1)
 			}
-			return fmt.Errorf("%w: %d input series (aggregate.max_inputs)", ErrFull, a.cfg.MaxInputs)
+			return fmt.Errorf("%w: %d input series (aggregation.max_inputs)", ErrFull, a.cfg.MaxInputs)
 		}
 		i = &input{ts: math.MinInt64}
 		o.inputs[in.Key] = i

@@ -80,7 +80,7 @@ func (r Reason) Field() string {
 	case ReasonRelabelDrop, ReasonInvalidSeries:
 		return ""
 	case ReasonAggregationLimit:
-		return "aggregate.max_outputs"
+		return "aggregation.max_outputs"
 	}
 	return string(r)
 }
@@ -113,7 +113,7 @@ func (r Reason) Message(l *Limits) string {
 	case ReasonInvalidSeries:
 		return "invalid series: labels must be non-empty, sorted and unique, with __name__"
 	case ReasonAggregationLimit:
-		return "series folded by a relabel rule or the label guard could not be aggregated: the aggregation state is full (aggregate.max_outputs, aggregate.max_inputs)"
+		return "series folded by a relabel rule or the label guard could not be aggregated: the aggregation state is full (aggregation.max_outputs, aggregation.max_inputs)"
 	}
 	return "discarded: " + string(r)
 }
