@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardguard/cardguard/e2e/workload"
+	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/cardinality"
 	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/limits"
@@ -55,8 +56,9 @@ type staticRules struct{ r *relabel.Rules }
 func (s staticRules) RulesFor(tenant.ID) *relabel.Rules { return s.r }
 
 // BenchmarkIngestPipeline is BenchmarkIngest with every stage on, as a production
-// cardguard runs: a relabel rule, cardinality estimation, the label guard and
-// series and label limits (none of them reached), over benchRequests, whose series
+// cardguard runs: a relabel rule, cardinality estimation, the label guard,
+// series and label limits (none of them reached) and the collision check of
+// folded series (no series collide), over benchRequests, whose series
 // repeat from round to round, as scrapes do. It runs with the series cache and
 // without it, side by side, and with the rule of `make bench` (labeldrop az),
 // which changes every series and so forwards a re-encoded request.
@@ -94,12 +96,18 @@ func benchPipelineRule(b *testing.B, drop string, noCache bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	aggCfg := aggregate.Config{}
+	if err := aggCfg.Validate(); err != nil {
+		b.Fatal(err)
+	}
 	h := New(Config{}, scheme, Stages{
 		Rules:    staticRules{compiled},
 		Observer: tracker,
 		Guard:    guard.New(guard.Options{}),
 		Limits:   registry,
 		Enforcer: limits.NewEnforcer(limits.EnforcerOptions{}),
+		Folder:   aggregate.New(aggCfg, nil, logger),
+		Claims:   aggregate.NewClaims(time.Hour, 4<<20),
 	}, reg, logger)
 	bodies, err := benchRequests()
 	if err != nil {
