@@ -518,6 +518,31 @@ type Aggregation struct {
 	Inputs int    `json:"inputs"`
 }
 
+// SeriesCount is one tenant's aggregated series.
+type SeriesCount struct {
+	Inputs, Outputs int64
+}
+
+// Held counts, per tenant, the input and output series held now. TenantSeries
+// answers as of the last flush; Held also counts what was folded since, so that
+// a fold shows as soon as it happens. It walks every output once, without
+// allocating per output.
+func (a *Aggregator) Held() map[tenant.ID]SeriesCount {
+	out := map[tenant.ID]SeriesCount{}
+	for si := range a.shards {
+		sh := &a.shards[si]
+		sh.mu.Lock()
+		for k, o := range sh.outputs {
+			c := out[k.t]
+			c.Inputs += int64(len(o.inputs))
+			c.Outputs++
+			out[k.t] = c
+		}
+		sh.mu.Unlock()
+	}
+	return out
+}
+
 // Snapshot lists tenant t's aggregations, for metric (all when ""), at most max
 // of them, largest first.
 func (a *Aggregator) Snapshot(t tenant.ID, metric string, max int) []Aggregation {

@@ -3,12 +3,14 @@ package aggregate
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardguard/cardguard/internal/tenant"
 )
@@ -332,5 +334,112 @@ func TestSeedContinuesRawSeries(t *testing.T) {
 	flush(t, a, c)
 	if vs := sink.values(tn, "s_total"); len(vs) == 0 || vs[len(vs)-1] != 3 {
 		t.Fatalf("got %v, want the output written with 3", vs)
+	}
+}
+
+// Each output counts as one collision when its second distinct input claims it,
+// not again for a third input or the same input again, once more in a new
+// window, and per tenant; /metrics shows the counts.
+func TestClaimsCountCollisions(t *testing.T) {
+	c := NewClaims(time.Hour, 100)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	other := tenant.ID{AccountID: 2}
+	claim := func(id tenant.ID, out, in uint64, at time.Time) { c.Claim(id, out, in, at) }
+	claim(tn, 10, 1, now)
+	claim(tn, 10, 1, now) // the same input again: no collision
+	if n := c.Collisions(tn); n != 0 {
+		t.Fatalf("%d collisions with one input", n)
+	}
+	claim(tn, 10, 2, now)
+	claim(tn, 10, 3, now) // a third input of an output that collided already
+	claim(tn, 10, 2, now)
+	claim(tn, 20, 4, now)
+	claim(other, 10, 5, now) // the same output hash in another tenant is apart
+	if n := c.Collisions(tn); n != 1 {
+		t.Fatalf("%d collisions after one output's second, third and repeated inputs, want 1", n)
+	}
+	claim(tn, 20, 5, now)
+	claim(other, 10, 6, now)
+	if n, o := c.Collisions(tn), c.Collisions(other); n != 2 || o != 1 {
+		t.Fatalf("collisions %d and %d, want 2 and 1", n, o)
+	}
+	next := now.Add(time.Hour)
+	claim(tn, 10, 1, next)
+	claim(tn, 10, 2, next)
+	if n := c.Collisions(tn); n != 3 {
+		t.Fatalf("%d collisions after the output collided again in a new window, want 3", n)
+	}
+
+	reg := prometheus.NewPedanticRegistry()
+	if err := c.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := gatherCollisions(t, reg), map[string]float64{"1:0": 3, "2:0": 1}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Fatalf("cardguard_series_collisions_total %v, want %v", got, want)
+	}
+}
+
+// gatherCollisions returns cardguard_series_collisions_total by tenant label.
+func gatherCollisions(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		if mf.GetName() != "cardguard_series_collisions_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if len(m.GetLabel()) != 1 || m.GetLabel()[0].GetName() != "tenant" || m.GetCounter() == nil {
+				t.Fatalf("unexpected series %v", m)
+			}
+			out[m.GetLabel()[0].GetValue()] = m.GetCounter().GetValue()
+		}
+	}
+	return out
+}
+
+// However many tenants have collisions, the counts stay bounded: tenants past
+// the cap share the overflow label.
+func TestClaimsCollisionsBounded(t *testing.T) {
+	c := NewClaims(time.Hour, 10*maxCollisionTenants)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range maxCollisionTenants + 5 {
+		id := tenant.ID{AccountID: uint32(i + 1)}
+		c.Claim(id, 1, 1, now)
+		c.Claim(id, 1, 2, now)
+	}
+	if n := len(c.collisions); n != maxCollisionTenants {
+		t.Fatalf("%d tenants counted apart, want the cap %d", n, maxCollisionTenants)
+	}
+	if c.collisionsOther != 5 {
+		t.Fatalf("%d collisions past the cap, want 5", c.collisionsOther)
+	}
+	reg := prometheus.NewPedanticRegistry()
+	if err := c.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	got := gatherCollisions(t, reg)
+	if len(got) != maxCollisionTenants+1 || got[tenant.OverflowLabel] != 5 {
+		t.Fatalf("%d series, %v for %q; want %d tenants and %q with 5", len(got), got[tenant.OverflowLabel], tenant.OverflowLabel, maxCollisionTenants, tenant.OverflowLabel)
+	}
+}
+
+// Held counts what is folded now, before any flush; TenantSeries waits for one.
+func TestHeldIsLive(t *testing.T) {
+	a, _, c := newTest(t, Config{Interval: 10 * time.Second})
+	push(t, a, c, "a_total", 1, 1)
+	push(t, a, c, "a_total", 2, 1)
+	push(t, a, c, "g", 1, 1)
+	if got := a.Held()[tn]; got != (SeriesCount{Inputs: 3, Outputs: 2}) {
+		t.Fatalf("held %+v, want 3 inputs in 2 outputs", got)
+	}
+	if in, o := a.TenantSeries(tn); in != 0 || o != 0 {
+		t.Fatalf("TenantSeries before a flush: %d, %d", in, o)
+	}
+	if got := a.Held()[tenant.ID{AccountID: 9}]; got != (SeriesCount{}) {
+		t.Fatalf("a tenant without folds holds %+v", got)
 	}
 }

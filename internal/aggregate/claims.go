@@ -25,13 +25,26 @@ type Claims struct {
 	gen     int64
 	epoch   uint16 // the last epoch given out, in any tenant
 	tenants map[tenant.ID]*claimSet
+
+	// collisions counts, since start, the outputs found colliding per tenant;
+	// tenants past maxCollisionTenants share collisionsOther, so that the map
+	// stays bounded however many tenants write.
+	collisions      map[tenant.ID]uint64
+	collisionsOther uint64
 }
+
+// maxCollisionTenants bounds the tenants whose collisions are counted apart,
+// as the tenant label of cardguard's metrics is bounded.
+const maxCollisionTenants = tenant.DefaultLabelCap
 
 type claimSet struct {
 	gen   int64
 	epoch uint16
 	full  bool
 	m     map[uint64]uint64 // output hash → input key
+	// collided holds the outputs of m found colliding, so that each is counted
+	// once however many more inputs claim it.
+	collided map[uint64]struct{}
 }
 
 // NewClaims remembers at most max claims in all, in each window.
@@ -39,7 +52,7 @@ func NewClaims(window time.Duration, max int) *Claims {
 	if window <= 0 {
 		window = DefaultStaleness
 	}
-	return &Claims{window: window, max: max, tenants: map[tenant.ID]*claimSet{}}
+	return &Claims{window: window, max: max, tenants: map[tenant.ID]*claimSet{}, collisions: map[tenant.ID]uint64{}}
 }
 
 func (c *Claims) set(t tenant.ID, now time.Time) *claimSet {
@@ -63,7 +76,7 @@ func (c *Claims) set(t tenant.ID, now time.Time) *claimSet {
 	if cs.gen != gen {
 		c.n -= len(cs.m)
 		cs.gen, cs.full = gen, false
-		cs.m = map[uint64]uint64{}
+		cs.m, cs.collided = map[uint64]uint64{}, nil
 		c.bump(cs)
 	}
 	return cs
@@ -101,6 +114,13 @@ func (c *Claims) Claim(t tenant.ID, out, in uint64, now time.Time) (unique bool,
 	case ok && prev == in:
 		return true, 0
 	case ok:
+		if _, counted := cs.collided[out]; !counted {
+			if cs.collided == nil {
+				cs.collided = map[uint64]struct{}{}
+			}
+			cs.collided[out] = struct{}{}
+			c.countCollision(t)
+		}
 		c.bump(cs)
 		return false, prev
 	case c.n >= c.max:
@@ -113,4 +133,23 @@ func (c *Claims) Claim(t tenant.ID, out, in uint64, now time.Time) (unique bool,
 	cs.m[out] = in
 	c.n++
 	return true, 0
+}
+
+func (c *Claims) countCollision(t tenant.ID) {
+	if _, ok := c.collisions[t]; ok || len(c.collisions) < maxCollisionTenants {
+		c.collisions[t]++
+		return
+	}
+	c.collisionsOther++
+}
+
+// Collisions is the number of outputs of tenant t found colliding since start:
+// each output whose second distinct input claimed it, once per window. An
+// output already aggregated is not claimed again, so one that keeps colliding
+// counts once for as long as its aggregate is held. Tenants past the first
+// 1,000 with collisions are not counted apart and report 0.
+func (c *Claims) Collisions(t tenant.ID) uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.collisions[t]
 }
