@@ -5,8 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strconv"
 	"sync"
@@ -15,6 +19,8 @@ import (
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 
+	"github.com/cardguard/cardguard/internal/state"
+	"github.com/cardguard/cardguard/internal/upstream"
 	"github.com/cardguard/cardguard/internal/vmtest"
 )
 
@@ -305,5 +311,165 @@ func TestAggregatesFlushedOnShutdown(t *testing.T) {
 	}
 	if got := vmScalar(t, e, `count(jobs_total)`); got != 3 {
 		t.Fatalf("series after shutdown: got %v, want 3 (u0, u1 and the aggregate)", got)
+	}
+}
+
+// foldCluster is two cardguard replicas sharing one Redis, each advertising its
+// own URL, in front of one VictoriaMetrics.
+func foldCluster(t *testing.T, mutate func(*Config)) (*vmtest.VM, [2]*app, [2]*httptest.Server) {
+	t.Helper()
+	vm, redis := vmtest.StartVM(t), vmtest.StartRedis(t)
+	var (
+		apps [2]*app
+		srvs [2]*httptest.Server
+	)
+	for i := range apps {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := defaultConfig()
+		cfg.Upstream = upstream.Config{Mode: upstream.ModeSingle, URL: vm.URL, Timeout: 5 * time.Second}
+		cfg.State = state.Config{Backend: state.BackendRedis, AdvertiseURL: "http://" + ln.Addr().String(), Redis: state.RedisConfig{
+			Addr: redis.Addr, SyncInterval: 200 * time.Millisecond, Timeout: 150 * time.Millisecond,
+		}}
+		mutate(&cfg)
+		a, err := newApp(cfg, testOptions(t), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := a.start(t.Context()); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(a.stop)
+		srv := httptest.NewUnstartedServer(a.routes())
+		srv.Listener.Close()
+		srv.Listener = ln
+		srv.Start()
+		t.Cleanup(srv.Close)
+		a.ready.Store(true)
+		apps[i], srvs[i] = a, srv
+	}
+	waitFor(t, 10*time.Second, "both replicas in each other's ring", func() bool {
+		return apps[0].shared.ring.Size() == 2 && apps[1].shared.ring.Size() == 2
+	})
+	return vm, apps, srvs
+}
+
+// TestAggregationAcrossReplicas is TestAggregationKeepsTheTruth with two
+// replicas behind round-robin: every step's request is cut in four and the
+// parts go to alternating replicas, so that each input reaches both over time.
+// The series of a metric are processed by the replica that owns it, so the
+// label guard and the collision check see all of them, and each aggregate has
+// all its inputs.
+func TestAggregationAcrossReplicas(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		mutate func(*Config)
+	}{
+		{"label guard", func(c *Config) { c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = 10 }},
+		{"labeldrop", func(c *Config) {
+			if err := decodeStrict([]byte("global:\n  - action: labeldrop\n    regex: user_id\n"), &c.Relabel); err != nil {
+				panic(err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			vm, apps, srvs := foldCluster(t, func(c *Config) {
+				tc.mutate(c)
+				c.Aggregation.Interval = time.Hour
+			})
+			direct := vmtest.StartVM(t)
+			w := foldWorkload{start: time.Now().Add(-time.Hour).Truncate(time.Hour), steps: foldStepCount}
+			var (
+				mu  sync.Mutex
+				sim = w.at(0)
+			)
+			for _, a := range apps {
+				a.folds.SetClock(func() time.Time { mu.Lock(); defer mu.Unlock(); return sim })
+			}
+			for step := range w.steps {
+				mu.Lock()
+				sim = w.at(step)
+				mu.Unlock()
+				wr := w.request(step)
+				if len(wr.Timeseries) > 0 {
+					pushTo(t, direct.URL+"/api/v1/write", wr)
+				}
+				const parts = 4
+				n := len(wr.Timeseries)
+				for p := range parts {
+					part := &prompb.WriteRequest{Timeseries: wr.Timeseries[p*n/parts : (p+1)*n/parts]}
+					if len(part.Timeseries) > 0 {
+						pushTo(t, srvs[(step+p)%2].URL+"/api/v1/write", part)
+					}
+				}
+				for _, a := range apps {
+					if err := a.folds.Flush(context.Background(), w.at(step), false); err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			direct.Flush()
+			vm.Flush()
+			held := 0
+			for _, a := range apps {
+				in, out := a.folds.TenantSeries(a.cfg.DefaultTenant)
+				t.Logf("replica %s: %d inputs in %d outputs", a.shared.ring.Self(), in, out)
+				held += int(out)
+			}
+			if held == 0 {
+				t.Error("nothing was aggregated")
+			}
+			for _, step := range []int{13, 24, 40, 44} {
+				for _, q := range []string{
+					"sum(increase(req_total[5m]))",
+					"histogram_quantile(0.9, sum by (le) (rate(h_bucket[5m])))",
+				} {
+					d, c := instant(t, direct.URL, q, w.at(step)), instant(t, vm.URL, q, w.at(step))
+					t.Logf("%-60s step %2d: direct %9.3f through two replicas %9.3f", q, step, d, c)
+					if math.IsNaN(c) || math.Abs(c-d) > 0.02*math.Abs(d) {
+						t.Errorf("%s at step %d: through two replicas %v, direct %v", q, step, c, d)
+					}
+				}
+			}
+			for _, step := range []int{9, 40} {
+				d, c := instant(t, direct.URL, "sum(g)", w.at(step)), instant(t, vm.URL, "sum(g)", w.at(step))
+				if math.Abs(c-d) > 0.02*math.Abs(d) {
+					t.Errorf("sum(g) at step %d: through two replicas %v, direct %v", step, c, d)
+				}
+			}
+		})
+	}
+}
+
+// TestOwnerUnreachable: a write whose series belong to a replica that cannot be
+// reached is answered 503, so that the sender keeps it and retries; nothing of
+// it is acknowledged.
+func TestOwnerUnreachable(t *testing.T) {
+	_, apps, srvs := foldCluster(t, func(c *Config) { c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = 10 })
+	metric := ""
+	for i := 0; metric == ""; i++ {
+		name := fmt.Sprintf("owned_elsewhere_%d_total", i)
+		if _, self := apps[0].shared.ring.OwnerOf(apps[0].cfg.DefaultTenant, name); !self {
+			metric = name
+		}
+	}
+	srvs[1].Close()
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+		Labels:  []prompb.Label{{Name: "__name__", Value: metric}},
+		Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+	}}}
+	req, _ := http.NewRequest(http.MethodPost, srvs[0].URL+"/api/v1/write", bytes.NewReader(encodeWR(wr)))
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("owner down: status %d (%s), want 503", resp.StatusCode, body)
 	}
 }

@@ -117,6 +117,8 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		MaxConcurrent:   opts.maxConcurrent,
 		QueueWait:       opts.maxQueueWait,
 		CacheWindow:     window,
+		Peers:           a.shared.peers(),
+		PeerToken:       cfg.Auth.AdminToken,
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
 		Observer: a.tracker,
@@ -153,6 +155,13 @@ func (a *app) routes() http.Handler {
 		t, ok := a.requestTenant(w, r)
 		if !ok {
 			return
+		}
+		if r.Header.Get(ingest.RoutedHeader) != "" {
+			// Another replica sent this part to its owner: process it here.
+			// Only with the admin credential, which replicas share.
+			if role, err := a.auth.Resolve(r); err == nil && role.Admin {
+				r = r.WithContext(ingest.WithRouted(r.Context()))
+			}
 		}
 		a.ingest.ServeWrite(a.shared.writer(w), r, t)
 	}

@@ -13,8 +13,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cardguard/cardguard/internal/ingest"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/ring"
 	"github.com/cardguard/cardguard/internal/state"
 )
 
@@ -31,6 +33,9 @@ type shared struct {
 	// view serves the query usage reports: every replica's usage, rebuilt by the
 	// syncer; the app's own Recorder records this replica's reads only.
 	view *queryaudit.Recorder
+	// ring is the live replicas, for the owner of each metric's series; nil
+	// without state.advertise_url.
+	ring *ring.Ring
 }
 
 // newShared connects to the shared state when the config asks for it. It does not
@@ -75,6 +80,13 @@ func (s *shared) attach(a *app, usageCfg queryaudit.RecorderConfig) error {
 		}
 	}
 	s.view = queryaudit.NewRecorder(usageCfg, a.tracker, nil, a.logger)
+	var rs state.RingSetter
+	if s.cfg.AdvertiseURL != "" {
+		s.ring = ring.New(id)
+		rs = s.ring
+	} else {
+		a.logger.Warn("state.advertise_url is not set: with several replicas, the label guard, relabel collisions and aggregation each see only the series a replica receives")
+	}
 	window, churn := a.cfg.Cardinality.Window, a.cfg.Cardinality.ChurnWindow
 	var err error
 	s.syncer, err = state.NewSyncer(state.Options{
@@ -91,6 +103,8 @@ func (s *shared) attach(a *app, usageCfg queryaudit.RecorderConfig) error {
 		Usage:          a.usage,
 		UsageView:      s.view,
 		UsageRetention: a.cfg.QueryAudit.Retention,
+		AdvertiseURL:   s.cfg.AdvertiseURL,
+		Ring:           rs,
 		Registerer:     a.reg,
 		Logger:         a.logger.With("replica", id),
 	})
@@ -195,3 +209,11 @@ func (f *flushingWriter) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection.
 func (f *flushingWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
+
+// peers is the ring the ingest handler routes through, or nil.
+func (s *shared) peers() ingest.Peers {
+	if s == nil || s.ring == nil {
+		return nil
+	}
+	return s.ring
+}

@@ -50,6 +50,11 @@ type Config struct {
 	// MaxConcurrent × MaxRequestBytes, and a quarter of that (at least one
 	// largest body).
 	InflightBytes, TenantInflightBytes int64
+	// Peers, when set, sends the series of tenants with a label guard or relabel
+	// rules to the replica that owns their metric (route.go), with PeerToken
+	// (the admin token) as credential.
+	Peers     Peers
+	PeerToken string
 	// CacheWindow is how long per-series decisions are remembered before the
 	// cache starts afresh (the estimation window; default 1h).
 	CacheWindow time.Duration
@@ -321,8 +326,7 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 }
 
 // serve processes a request whose body wc holds.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto int) error {
-	var err error
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto int) (err error) {
 	wc.decoded, err = decompress(wc.decoded, wc.body, h.cfg.MaxDecodedBytes)
 	if err != nil {
 		return err
@@ -334,6 +338,15 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if proto == protoV2 {
 		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
 	}
+	wait, moved, err := h.route(r, t, b)
+	if err != nil {
+		return err
+	}
+	if wait != nil {
+		// Whatever happens here, the client hears of the owners' answers: the
+		// request is acknowledged only once every part of it was taken.
+		defer func() { err = worse(err, wait()) }()
+	}
 	res, err := h.process(t, tl, b, &wc.series)
 	if err != nil {
 		return err
@@ -343,7 +356,7 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 		return res.verdict
 	}
 	body := wc.body
-	if res.modified || proto == protoV2 {
+	if res.modified || moved || proto == protoV2 {
 		wc.out = b.appendSnappy(wc.out[:0], &wc.chunk)
 		body = wc.out
 	}

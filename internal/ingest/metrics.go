@@ -18,6 +18,8 @@ type metrics struct {
 	samplesReceived  *prometheus.CounterVec
 	samplesForwarded *prometheus.CounterVec
 	samplesFolded    *prometheus.CounterVec
+	routed           *prometheus.CounterVec
+	routeErrors      prometheus.Counter
 	upstreamErrors   prometheus.Counter
 	queued           prometheus.Gauge
 	overloaded       prometheus.Counter
@@ -64,6 +66,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cardguard_ingest_samples_aggregated_total",
 			Help: "Samples of series that relabel rules or the label guard folded together, handed to aggregation instead of forwarded.",
 		}, []string{"tenant"}),
+		routed: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingest_routed_samples_total",
+			Help: "Samples sent to the replica that owns their metric, by the class of its answer.",
+		}, []string{"code"}),
+		routeErrors: f.NewCounter(prometheus.CounterOpts{
+			Name: "cardguard_ingest_route_errors_total",
+			Help: "Parts of writes that the replica owning them did not take, or could not be reached for.",
+		}),
 		upstreamErrors: f.NewCounter(prometheus.CounterOpts{
 			Name: "cardguard_ingest_upstream_errors_total",
 			Help: "Forwarded writes that VictoriaMetrics did not accept, or that failed to reach it.",

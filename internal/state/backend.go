@@ -31,6 +31,9 @@ type Presence interface {
 	// Heartbeat marks replica alive at now and returns the replicas alive within
 	// ttl, replica included.
 	Heartbeat(ctx context.Context, replica string, now time.Time, ttl time.Duration) ([]string, error)
+	// Announce stores the URL other replicas reach replica at, for ttl, forgets
+	// the URLs of replicas not in alive, and returns the URLs of those in alive.
+	Announce(ctx context.Context, replica, url string, alive []string, ttl time.Duration) (map[string]string, error)
 }
 
 // SeriesLog is an append-only log of series admissions per membership generation.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"strings"
 	"time"
@@ -34,8 +35,14 @@ type Config struct {
 	// ReplicaID names this replica in the shared state. Default: an ID generated
 	// once and kept in the data directory, so that a restarted replica takes its
 	// place again instead of counting its query usage twice.
-	ReplicaID string      `yaml:"replica_id"`
-	Redis     RedisConfig `yaml:"redis"`
+	ReplicaID string `yaml:"replica_id"`
+	// AdvertiseURL is where the other replicas reach this one (its own
+	// http://host:port). With several replicas it is required for the label
+	// guard, relabel collisions and aggregation to be right: the series of one
+	// metric of a tenant with a guard or rules are processed by the replica that
+	// owns that metric, whichever replica received them.
+	AdvertiseURL string      `yaml:"advertise_url"`
+	Redis        RedisConfig `yaml:"redis"`
 }
 
 // RedisConfig says how to reach Redis and how often to exchange state. It is
@@ -91,6 +98,12 @@ func (c Config) Validate() error {
 	c = c.WithDefaults()
 	if len(c.ReplicaID) > 128 || strings.ContainsAny(c.ReplicaID, ": \t\n") {
 		return fmt.Errorf("state.replica_id %q: at most 128 bytes, without colons or spaces", truncate(c.ReplicaID))
+	}
+	if c.AdvertiseURL != "" {
+		u, err := url.Parse(c.AdvertiseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") || u.RawQuery != "" {
+			return fmt.Errorf("state.advertise_url %q: want http(s)://host:port of this replica", truncate(c.AdvertiseURL))
+		}
 	}
 	switch c.Backend {
 	case BackendMemory:

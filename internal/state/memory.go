@@ -21,6 +21,7 @@ type Memory struct {
 	down     bool
 	instance string
 	replicas map[string]time.Time
+	peers    map[string]string
 	logs     map[int64][]SeriesBatch
 	seq      int64
 	sketches map[string]map[string]Blob
@@ -105,6 +106,27 @@ func (m *Memory) Heartbeat(ctx context.Context, replica string, now time.Time, t
 		}
 	}
 	slices.Sort(out)
+	return out, nil
+}
+
+// Announce implements Presence.
+func (m *Memory) Announce(ctx context.Context, replica, url string, alive []string, _ time.Duration) (map[string]string, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	if m.peers == nil {
+		m.peers = map[string]string{}
+	}
+	m.peers[replica] = url
+	out := map[string]string{}
+	for id, u := range m.peers {
+		if slices.Contains(alive, id) || id == replica {
+			out[id] = u
+		} else {
+			delete(m.peers, id)
+		}
+	}
 	return out, nil
 }
 

@@ -3,6 +3,7 @@ package state
 import (
 	"context"
 	"errors"
+	"slices"
 	"strconv"
 	"time"
 
@@ -89,6 +90,33 @@ func (r *Redis) Heartbeat(ctx context.Context, replica string, now time.Time, tt
 		return nil, err
 	}
 	return alive.Val(), nil
+}
+
+// Announce implements Presence with one hash of replica → URL.
+func (r *Redis) Announce(ctx context.Context, replica, url string, alive []string, ttl time.Duration) (map[string]string, error) {
+	k := r.key("peers")
+	p := r.c.TxPipeline()
+	p.HSet(ctx, k, replica, url)
+	p.PExpire(ctx, k, 2*ttl)
+	all := p.HGetAll(ctx, k)
+	if _, err := p.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(alive))
+	var gone []string
+	for id, u := range all.Val() {
+		if slices.Contains(alive, id) || id == replica {
+			out[id] = u
+		} else {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) > 0 {
+		if err := r.c.HDel(ctx, k, gone...).Err(); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }
 
 func (r *Redis) seriesKey(gen int64) string { return r.key("series", strconv.FormatInt(gen, 10)) }

@@ -24,6 +24,7 @@ import (
 	"github.com/cardguard/cardguard/internal/cardinality"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/ring"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -54,9 +55,19 @@ type Options struct {
 	// UsageRetention is how long a replica's usage snapshot is kept (default 30 days).
 	UsageRetention time.Duration
 
+	// AdvertiseURL is where other replicas reach this one; with Ring set, the
+	// live replicas and their URLs are handed to it after every heartbeat.
+	AdvertiseURL string
+	Ring         RingSetter
+
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
+}
+
+// RingSetter receives the live replicas (ring.Ring).
+type RingSetter interface {
+	Set(members []ring.Member)
 }
 
 // Syncer exchanges state with the other replicas through a Backend: it is the
@@ -502,6 +513,17 @@ func (s *Syncer) presence(ctx context.Context) error {
 	}
 	s.alive = alive
 	s.reps.Store(int64(max(len(alive), 1)))
+	if s.o.Ring != nil && s.o.AdvertiseURL != "" {
+		urls, err := s.b.Announce(ctx, s.o.Replica, s.o.AdvertiseURL, alive, 3*s.o.SyncInterval+time.Second)
+		if err != nil {
+			return err
+		}
+		members := make([]ring.Member, 0, len(urls))
+		for id, u := range urls {
+			members = append(members, ring.Member{ID: id, URL: u})
+		}
+		s.o.Ring.Set(members)
+	}
 	s.up.Set(1)
 	return nil
 }

@@ -1,0 +1,186 @@
+package ingest
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
+
+	"github.com/cardguard/cardguard/internal/ring"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Peers says which replica processes the series of one metric of one tenant
+// (ring.Ring).
+type Peers interface {
+	OwnerOf(t tenant.ID, metric string) (ring.Member, bool)
+	Size() int
+}
+
+// RoutedHeader marks a write that a replica sent to the owner of its series.
+// The owner processes it as its own and never routes it again; it is honoured
+// only with the admin credential (see WithRouted).
+const RoutedHeader = "X-Cardguard-Routed"
+
+type routedKey struct{}
+
+// WithRouted marks ctx as carrying a write another replica routed here.
+func WithRouted(ctx context.Context) context.Context {
+	return context.WithValue(ctx, routedKey{}, true)
+}
+
+func routed(ctx context.Context) bool { v, _ := ctx.Value(routedKey{}).(bool); return v }
+
+// ownedWork reports whether tenant t's series must be processed by the owner of
+// their metric: the label guard and the collision check of relabel rules decide
+// on what they saw of every series of a metric, and an aggregate is right only
+// where all its inputs meet. Other tenants' series are processed wherever they
+// arrive.
+func (h *Handler) ownedWork(t tenant.ID) bool {
+	st := &h.stages
+	if st.Folder == nil {
+		return false
+	}
+	if st.Limits != nil && st.Limits.For(t).LabelGuard.MaxValuesPerLabel > 0 {
+		return true
+	}
+	return st.Rules != nil && st.Rules.RulesFor(t) != nil
+}
+
+// peerWrite is the part of a request that another replica owns.
+type peerWrite struct {
+	member  ring.Member
+	body    []byte // the WriteRequest, uncompressed until sent
+	tss     []prompb.TimeSeries
+	samples int
+	err     chan error
+}
+
+// route takes out of b the series that other replicas own and sends them to
+// their owners, concurrently with the rest of the request; wait collects the
+// answers. With one replica, or for a tenant whose series need no owner, it does
+// nothing.
+func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() error, moved bool, err error) {
+	if h.cfg.Peers == nil || routed(r.Context()) || h.cfg.Peers.Size() < 2 || !h.ownedWork(t) {
+		return nil, false, nil
+	}
+	var peers []*peerWrite
+	byID := map[string]*peerWrite{}
+	kept := 0
+	for i := range b.series {
+		s := &b.series[i]
+		if err := b.parseLabels(s); err != nil {
+			return nil, false, err
+		}
+		m, self := h.cfg.Peers.OwnerOf(t, metricName(s.Labels))
+		if self {
+			b.series[kept] = *s
+			kept++
+			continue
+		}
+		pw := byID[m.ID]
+		if pw == nil {
+			pw = &peerWrite{member: m, err: make(chan error, 1)}
+			byID[m.ID] = pw
+			peers = append(peers, pw)
+		}
+		if b.wr != nil {
+			pw.tss = append(pw.tss, b.wr.Timeseries[s.idx])
+		} else {
+			pw.body = s.append(pw.body)
+		}
+		pw.samples += int(s.Samples)
+	}
+	if len(peers) == 0 {
+		return nil, false, nil
+	}
+	b.series = b.series[:kept]
+	ctx := r.Context()
+	ua := r.Header.Get("User-Agent")
+	for _, pw := range peers {
+		if pw.tss != nil {
+			wr := prompb.WriteRequest{Timeseries: pw.tss}
+			pw.body = wr.MarshalProtobuf(pw.body)
+		}
+		go func() { pw.err <- h.sendToPeer(ctx, t, pw, ua) }()
+	}
+	wait = func() error {
+		var worst error
+		for _, pw := range peers {
+			worst = worse(worst, <-pw.err)
+		}
+		return worst
+	}
+	return wait, true, nil
+}
+
+// worse is the error the client must hear of two: upstream trouble (retry
+// everything) over a rate limit (retry later) over a refusal (drop), over none.
+func worse(a, b error) error {
+	rank := func(err error) int {
+		switch s := statusOf(err); {
+		case err == nil:
+			return 0
+		case s >= 500:
+			return 3
+		case s == http.StatusTooManyRequests:
+			return 2
+		default:
+			return 1
+		}
+	}
+	if rank(b) > rank(a) {
+		return b
+	}
+	return a
+}
+
+// sendToPeer writes pw to its owner as a remote-write request of tenant t, and
+// maps the owner's answer as forward maps VictoriaMetrics': the owner answers
+// only after VictoriaMetrics (or its aggregator) took what it was sent, so a 2xx
+// may be passed on to the client.
+func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string) error {
+	ctx, cancel := context.WithTimeout(ctx, h.scheme.Timeout()+5*time.Second)
+	defer cancel()
+	url := strings.TrimSuffix(pw.member.URL, "/") + "/insert/" + t.String() + "/prometheus/api/v1/write"
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewReader(snappy.Encode(nil, pw.body)))
+	if err != nil {
+		return errorf(http.StatusInternalServerError, "cannot build the request to replica %s: %v", pw.member.ID, err)
+	}
+	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Type", "application/x-protobuf")
+	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	req.Header.Set(RoutedHeader, "1")
+	if ua != "" {
+		req.Header.Set("User-Agent", ua)
+	}
+	if h.cfg.PeerToken != "" {
+		req.Header.Set("Authorization", "Bearer "+h.cfg.PeerToken)
+	}
+	resp, err := h.fwd.client.Do(req)
+	if err != nil {
+		h.metrics.routeErrors.Inc()
+		return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s, which owns %d samples of this request, cannot be reached: %s", pw.member.ID, pw.samples, sanitize(err.Error()))}
+	}
+	defer resp.Body.Close()
+	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
+	h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))
+	switch {
+	case resp.StatusCode/100 == 2:
+		return nil
+	case resp.StatusCode == http.StatusTooManyRequests:
+		secs, _ := strconv.Atoi(resp.Header.Get("Retry-After"))
+		return &statusError{status: http.StatusTooManyRequests, msg: strings.TrimSpace(string(msg)), retryAfter: time.Duration(max(secs, 1)) * time.Second}
+	case resp.StatusCode == http.StatusBadRequest:
+		return &statusError{status: http.StatusBadRequest, msg: strings.TrimSpace(string(msg))}
+	}
+	h.metrics.routeErrors.Inc()
+	return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s answered %d: %s", pw.member.ID, resp.StatusCode, sanitize(strings.TrimSpace(string(msg))))}
+}
