@@ -15,6 +15,10 @@ import (
 // relabel rules are aggregated whether or not they collide.
 const maxClaims = 4 << 20
 
+// maxTypes bounds the metric families whose type from remote-write metadata is
+// remembered, in all tenants; past it, series are typed by their names.
+const maxTypes = 1 << 20
+
 // foldFlushTimeout is what the last flush of the aggregates gets on shutdown.
 const foldFlushTimeout = 20 * time.Second
 

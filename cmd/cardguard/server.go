@@ -119,6 +119,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		CacheWindow:     window,
 		Peers:           a.shared.peers(),
 		PeerToken:       cfg.Auth.AdminToken,
+		Types:           aggregate.NewTypes(maxTypes),
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
 		Observer: a.tracker,

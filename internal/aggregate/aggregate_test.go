@@ -443,3 +443,22 @@ func TestHeldIsLive(t *testing.T) {
 		t.Fatalf("a tenant without folds holds %+v", got)
 	}
 }
+
+func TestTypesFromMetadata(t *testing.T) {
+	ts := NewTypes(3)
+	ts.Learn(tn, "node_cpu", prompb.MetricTypeCounter)
+	ts.Learn(tn, "rpc", prompb.MetricTypeSummary)
+	ts.Learn(tn, "queue", prompb.MetricTypeGaugeHistogram)
+	ts.Learn(tn, "over_cap", prompb.MetricTypeCounter) // past the cap: by name
+	for metric, want := range map[string]Kind{
+		"node_cpu": Counter, "rpc": Gauge, "rpc_sum": Counter, "rpc_count": Counter,
+		"queue_bucket": Gauge, "over_cap": Gauge, "http_requests_total": Counter, "temperature": Gauge,
+	} {
+		if got := ts.KindOf(tn, metric); got != want {
+			t.Errorf("KindOf(%q) = %v, want %v", metric, got, want)
+		}
+	}
+	if got := ts.KindOf(tenant.ID{AccountID: 9}, "node_cpu"); got != Gauge {
+		t.Errorf("another tenant's metadata must not type this one's series: got %v", got)
+	}
+}

@@ -72,7 +72,7 @@ func (h *Handler) addFolds(t tenant.ID, b *batch, sc *seriesScratch, lim *limits
 		sc.samples = appendSamples(sc.samples[:0], b, &f.s)
 		err := h.stages.Folder.Add(t, &aggregate.Input{
 			Labels: f.labels, Hash: f.key, Metric: f.metric, Key: f.in, Seed: f.seed,
-			Kind: aggregate.KindOf(f.metric), Gauge: gauge, Source: f.source,
+			Kind: h.kindOf(t, f.metric), Gauge: gauge, Source: f.source,
 			Samples: sc.samples,
 		})
 		if err != nil {
@@ -137,4 +137,71 @@ func (h *Handler) Write(ctx context.Context, t tenant.ID, series []prompb.TimeSe
 	}
 	h.metrics.samplesForwarded.WithLabelValues(h.metrics.tenants.Label(t)).Add(float64(n))
 	return nil
+}
+
+// TypeSource remembers metric types from remote-write metadata
+// (aggregate.Types).
+type TypeSource interface {
+	Learn(t tenant.ID, family string, typ prompb.MetricType)
+	KindOf(t tenant.ID, metric string) aggregate.Kind
+}
+
+func (h *Handler) kindOf(t tenant.ID, metric string) aggregate.Kind {
+	if h.cfg.Types != nil {
+		return h.cfg.Types.KindOf(t, metric)
+	}
+	return aggregate.KindOf(metric)
+}
+
+// learnTypes hands the metadata of b to the type source, which aggregation asks
+// how a folded metric's series combine.
+func (h *Handler) learnTypes(t tenant.ID, b *batch) {
+	b.eachMetadata(func(_ []byte, family string, typ prompb.MetricType) {
+		h.cfg.Types.Learn(t, family, typ)
+	})
+}
+
+// eachMetadata calls f for every metadata entry of b, with the entry's field as
+// received (nil for a decoded request), its family and its type.
+func (b *batch) eachMetadata(f func(raw []byte, family string, typ prompb.MetricType)) {
+	if b.wr != nil {
+		for i := range b.wr.Metadata {
+			md := &b.wr.Metadata[i]
+			f(nil, md.MetricFamilyName, md.Type)
+		}
+		return
+	}
+	for _, o := range b.others {
+		for i := 0; i < len(o); {
+			fl, err := nextField(o, i)
+			if err != nil {
+				break
+			}
+			if fl.num == 3 && fl.wt == wtLen {
+				family, typ := parseMetadata(o[fl.start:fl.end])
+				f(o[i:fl.end], family, typ)
+			}
+			i = fl.end
+		}
+	}
+}
+
+// parseMetadata reads MetricMetadata { MetricType type = 1; string
+// metric_family_name = 2; ... } that the scan checked.
+func parseMetadata(src []byte) (family string, typ prompb.MetricType) {
+	for i := 0; i < len(src); {
+		fl, err := nextField(src, i)
+		if err != nil {
+			break
+		}
+		switch {
+		case fl.num == 1 && fl.wt == wtVarint:
+			v, _ := uvarint(src[fl.start:fl.end])
+			typ = prompb.MetricType(v)
+		case fl.num == 2 && fl.wt == wtLen:
+			family = string(src[fl.start:fl.end])
+		}
+		i = fl.end
+	}
+	return family, typ
 }

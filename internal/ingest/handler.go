@@ -55,6 +55,9 @@ type Config struct {
 	// (the admin token) as credential.
 	Peers     Peers
 	PeerToken string
+	// Types, when set, learns metric types from remote-write metadata, which
+	// aggregation asks how a folded metric's series combine.
+	Types TypeSource
 	// CacheWindow is how long per-series decisions are remembered before the
 	// cache starts afresh (the estimation window; default 1h).
 	CacheWindow time.Duration
@@ -337,6 +340,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	b := &wc.batch
 	if proto == protoV2 {
 		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
+	}
+	if h.cfg.Types != nil && b.metadata > 0 {
+		h.learnTypes(t, b)
 	}
 	wait, moved, err := h.route(r, t, b)
 	if err != nil {

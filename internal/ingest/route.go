@@ -21,6 +21,8 @@ import (
 // (ring.Ring).
 type Peers interface {
 	OwnerOf(t tenant.ID, metric string) (ring.Member, bool)
+	Members() []ring.Member
+	Self() string
 	Size() int
 }
 
@@ -97,6 +99,28 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() err
 			pw.body = s.append(pw.body)
 		}
 		pw.samples += int(s.Samples)
+	}
+	if b.metadata > 0 {
+		// Every owner learns the metric types from metadata, which Prometheus
+		// sends apart from the series, to whichever replica.
+		var md []byte
+		if b.wr != nil {
+			md = (&prompb.WriteRequest{Metadata: b.wr.Metadata}).MarshalProtobuf(nil)
+		} else {
+			b.eachMetadata(func(raw []byte, _ string, _ prompb.MetricType) { md = append(md, raw...) })
+		}
+		for _, m := range h.cfg.Peers.Members() {
+			if m.ID == h.cfg.Peers.Self() {
+				continue
+			}
+			pw := byID[m.ID]
+			if pw == nil {
+				pw = &peerWrite{member: m, err: make(chan error, 1)}
+				byID[m.ID] = pw
+				peers = append(peers, pw)
+			}
+			pw.body = append(pw.body, md...)
+		}
 	}
 	if len(peers) == 0 {
 		return nil, false, nil
