@@ -66,6 +66,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.Int64Var(&o.wl.Start, "start", 0, "timestamp of round 0 in Unix milliseconds; 0: now minus rounds x interval, rounded down to the minute (give it to get identical bytes across runs)")
 	fs.DurationVar(&o.wl.Interval, "interval", 15*time.Second, "timestamp step between rounds")
 	fs.Int64Var(&o.wl.MaxRingBytes, "max-ring-bytes", 1<<30, "largest total size of the pre-encoded payloads")
+	fs.IntVar(&o.wl.UserMetrics, "user-metrics", 0, "give the first N metrics a user_id label: their series come in groups of -users that differ only in user_id")
+	fs.IntVar(&o.wl.Users, "users", 50, "user_id values of each -user-metrics metric's series groups")
 	fs.IntVar(&o.concurrency, "concurrency", 4, "requests in flight")
 	fs.DurationVar(&o.duration, "duration", 0, "stop taking new requests after this long (at most 15m)")
 	fs.Int64Var(&o.requests, "requests", 0, "stop after this many requests")

@@ -34,6 +34,14 @@ type Workload struct {
 	Start           int64         // timestamp of round 0, Unix milliseconds
 	Interval        time.Duration // timestamp step between rounds (the scrape interval)
 	MaxRingBytes    int64         // bound on the memory the encoded payloads may take
+
+	// UserMetrics, when positive, gives the first UserMetrics metrics one more
+	// label, user_id, with Users values: their series come in groups of Users
+	// that share every other label and differ only in user_id, as per-user
+	// counters of one pod do. Taking user_id away (a label guard, a labeldrop,
+	// stream aggregation) folds each group into one series.
+	UserMetrics int
+	Users       int
 }
 
 // Bounds keep a mistyped flag from eating the machine.
@@ -62,6 +70,10 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("batch %d must be positive", w.Batch)
 	case w.Interval <= 0:
 		return fmt.Errorf("interval %s must be positive", w.Interval)
+	case w.UserMetrics < 0 || w.UserMetrics > w.Metrics:
+		return fmt.Errorf("user metrics %d out of range [0, %d]", w.UserMetrics, w.Metrics)
+	case w.UserMetrics > 0 && (w.Users < 1 || w.Users > w.SeriesPerMetric):
+		return fmt.Errorf("users %d out of range [1, %d]", w.Users, w.SeriesPerMetric)
 	}
 	return nil
 }
@@ -214,6 +226,11 @@ func appendSeriesLabels(dst []prompb.Label, names []string, w Workload, i int, g
 	m, s := i/w.SeriesPerMetric, i%w.SeriesPerMetric
 	start := len(dst)
 	dst = append(dst, prompb.Label{Name: "__name__", Value: names[m]})
+	if m < w.UserMetrics {
+		// The other labels are those of the group's first series.
+		dst = append(dst, prompb.Label{Name: "user_id", Value: fmt.Sprintf("u%04d", s%w.Users)})
+		s -= s % w.Users
+	}
 	for k := range w.Labels {
 		var name, value string
 		if k < len(labelNames) {

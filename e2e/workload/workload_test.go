@@ -72,7 +72,7 @@ func TestRingContent(t *testing.T) {
 		}
 		for _, ts := range wr.Timeseries {
 			samples += len(ts.Samples)
-			if len(ts.Labels) != w.Labels+1 || ts.Labels[0].Name != "__name__" {
+			if len(ts.Labels) != w.Labels+1+userLabel(ts.Labels) || ts.Labels[0].Name != "__name__" {
 				t.Fatalf("payload %d: labels %v", i, ts.Labels)
 			}
 			if !slices.IsSortedFunc(ts.Labels, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) }) {
@@ -98,6 +98,64 @@ func TestRingContent(t *testing.T) {
 	}
 }
 
+// userLabel is 1 when ls has a user_id label.
+func userLabel(ls []prompb.Label) int {
+	for _, l := range ls {
+		if l.Name == "user_id" {
+			return 1
+		}
+	}
+	return 0
+}
+
+// TestUserMetrics: the series of the first UserMetrics metrics differ from the
+// others of their group only in user_id, so that taking it away leaves one
+// series per group (and per churned pod); the other metrics have no user_id.
+func TestUserMetrics(t *testing.T) {
+	t.Parallel()
+	w := smallWorkload()
+	w.UserMetrics, w.Users = 1, 10
+	rg, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	withUser, folded := 0, map[string]bool{}
+	for _, p := range rg.Payloads {
+		raw, err := snappy.Decode(nil, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u prompb.WriteRequestUnmarshaler
+		wr, err := u.UnmarshalProtobuf(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ts := range wr.Timeseries {
+			if userLabel(ts.Labels) == 0 {
+				if ts.Labels[0].Value == "loadgen_m0000_total" {
+					t.Fatalf("user metric without user_id: %v", ts.Labels)
+				}
+				continue
+			}
+			if ts.Labels[0].Value != "loadgen_m0000_total" {
+				t.Fatalf("user_id on another metric: %v", ts.Labels)
+			}
+			withUser++
+			rest := slices.DeleteFunc(slices.Clone(ts.Labels), func(l prompb.Label) bool { return l.Name == "user_id" })
+			folded[prompb.LabelsToString(rest)] = true
+		}
+	}
+	if want := w.Rounds * w.SeriesPerMetric; withUser != want {
+		t.Errorf("%d samples with user_id, want %d", withUser, want)
+	}
+	// 5 groups in round 0; each churned series makes a pod of its own.
+	churned := int(w.Churn*float64(w.Metrics*w.SeriesPerMetric) + 0.5)
+	groups := w.SeriesPerMetric / w.Users
+	if len(folded) < groups || len(folded) > groups+(w.Rounds-1)*churned {
+		t.Errorf("%d series without user_id, want %d plus at most the churned ones", len(folded), groups)
+	}
+}
+
 func TestWorkloadBounds(t *testing.T) {
 	t.Parallel()
 	for _, tc := range []struct {
@@ -110,6 +168,8 @@ func TestWorkloadBounds(t *testing.T) {
 		{"no labels", func(w *Workload) { w.Labels = 0 }},
 		{"zero batch", func(w *Workload) { w.Batch = 0 }},
 		{"ring too big", func(w *Workload) { w.MaxRingBytes = 100 }},
+		{"more user metrics than metrics", func(w *Workload) { w.UserMetrics, w.Users = 4, 10 }},
+		{"no users", func(w *Workload) { w.UserMetrics, w.Users = 1, 0 }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
