@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -27,9 +28,27 @@ type scenarioResult struct {
 	VMPeakKiB    int64   `json:"vm_peak_rss_kib"`
 	// Dropped is what the proxy says it discarded (cardguard: discarded samples,
 	// vmagent: rows over the hourly series limit).
-	Dropped float64  `json:"dropped"`
-	Notes   []string `json:"notes,omitempty"`
-	proxy   bool
+	Dropped float64 `json:"dropped"`
+	// Fold is what a proxy that aggregates says it aggregated.
+	Fold  *foldStats `json:"fold,omitempty"`
+	Notes []string   `json:"notes,omitempty"`
+	proxy bool
+}
+
+// foldCounter reads, from a proxy that aggregates, the samples it has taken in
+// to aggregate and the aggregated samples it has sent on, so far: VictoriaMetrics
+// gets what the proxy accepted, less the first, plus the second.
+type foldCounter func() (in, out float64, err error)
+
+// wantRows is what VictoriaMetrics should have counted once it has every sample
+// the proxy accepted since rows0 was read, given the fold counts then (in0, out0).
+func wantRows(rows0 float64, accepted int64, fold foldCounter, in0, out0 float64) (float64, error) {
+	want := rows0 + float64(accepted)
+	if fold == nil {
+		return want, nil
+	}
+	in1, out1, err := fold()
+	return want - (in1 - in0) + (out1 - out0), err
 }
 
 // MSamples is the accepted samples of the measured window, in millions.
@@ -72,8 +91,10 @@ func (e *env) waitDelivered(ctx context.Context, want float64, timeout time.Dura
 }
 
 // measure warms a target up, then measures it: proxy is the process whose CPU and
-// memory are attributed to the target (VictoriaMetrics itself for direct writes).
-func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process) (scenarioResult, error) {
+// memory are attributed to the target (VictoriaMetrics itself for direct writes);
+// fold, for a proxy that aggregates, says how many fewer rows VictoriaMetrics is to
+// get than were accepted.
+func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process, fold foldCounter) (scenarioResult, error) {
 	r := scenarioResult{Name: name, proxy: proxy != e.vm}
 	conc := "-concurrency=" + strconv.Itoa(e.cfg.concurrency)
 	if err := resetPeakRSS(e.vm.pid()); err != nil {
@@ -84,16 +105,28 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 	if err != nil {
 		return r, err
 	}
+	in0, out0, err := foldCounts(fold)
+	if err != nil {
+		return r, err
+	}
 	e.logf("%s: warm-up, %d passes", name, e.cfg.warmupPasses)
 	r.Warmup, err = e.loadgen(ctx, name+"-warmup", writeURL, conc, "-passes="+strconv.Itoa(e.cfg.warmupPasses), "-duration=3m")
 	if err != nil {
 		return r, err
 	}
-	if _, err := e.waitDelivered(ctx, base+float64(r.Warmup.SamplesOK), 2*time.Minute); err != nil {
+	want, err := wantRows(base, r.Warmup.SamplesOK, fold, in0, out0)
+	if err != nil {
+		return r, err
+	}
+	if _, err := e.waitDelivered(ctx, want, 2*time.Minute); err != nil {
 		r.Notes = append(r.Notes, "warm-up: "+err.Error())
 	}
 
 	rows0, err := e.vmRows()
+	if err != nil {
+		return r, err
+	}
+	in0, out0, err = foldCounts(fold)
 	if err != nil {
 		return r, err
 	}
@@ -108,7 +141,11 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 		return r, err
 	}
 	sent := time.Now()
-	rows1, err := e.waitDelivered(ctx, rows0+float64(r.Measured.SamplesOK), 5*time.Minute)
+	want, err = wantRows(rows0, r.Measured.SamplesOK, fold, in0, out0)
+	if err != nil {
+		return r, err
+	}
+	rows1, err := e.waitDelivered(ctx, want, 5*time.Minute)
 	if err != nil {
 		r.Notes = append(r.Notes, "measured window: "+err.Error())
 	}
@@ -138,6 +175,14 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 	return r, nil
 }
 
+// foldCounts calls fold, if any.
+func foldCounts(fold foldCounter) (in, out float64, err error) {
+	if fold == nil {
+		return 0, 0, nil
+	}
+	return fold()
+}
+
 // runTarget measures one write target in pass number pass, each on a
 // VictoriaMetrics of its own started afresh: one that earlier targets filled
 // would spend more CPU per sample (merges, a larger index) on the later ones, and
@@ -154,20 +199,20 @@ func (e *env) runTarget(ctx context.Context, name string, pass int) (scenarioRes
 	)
 	switch name {
 	case "direct":
-		r, err = e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm)
+		r, err = e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm, nil)
 	case "vmagent":
-		r, err = e.runVMAgent(ctx, suffix)
+		r, err = e.runVMAgent(ctx, suffix, "")
 	case "cardguard":
 		var (
 			cg   *process
 			base string
 		)
-		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard-%d", pass))
+		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard-%d", pass), e.cfg.cardguardConfig)
 		if err != nil {
 			return r, err
 		}
 		defer cg.stop(15 * time.Second)
-		r, err = e.measure(ctx, "cardguard", base+"/api/v1/write", cg)
+		r, err = e.measure(ctx, "cardguard", base+"/api/v1/write", cg, nil)
 		if err != nil {
 			return r, err
 		}
@@ -186,7 +231,7 @@ func (e *env) queryOnly(ctx context.Context) ([]queryResult, error) {
 	if err := e.startVM("vm-data-query"); err != nil {
 		return nil, err
 	}
-	cg, base, err := e.startCardguard(ctx, "cardguard-query")
+	cg, base, err := e.startCardguard(ctx, "cardguard-query", e.cfg.cardguardConfig)
 	if err != nil {
 		return nil, err
 	}
@@ -219,34 +264,55 @@ func (e *env) vmForceFlush() error {
 // runVMAgent measures a fresh vmagent forwarding to the VictoriaMetrics with the
 // same relabel rule as cardguard and an hourly series limit high enough to drop
 // nothing, so that its bloom-filter limiter is on the path as cardguard's limits are.
-func (e *env) runVMAgent(ctx context.Context, suffix string) (scenarioResult, error) {
+// streamAggr, if not empty, is its -streamAggr.config.
+func (e *env) runVMAgent(ctx context.Context, suffix, streamAggr string) (scenarioResult, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return scenarioResult{}, err
 	}
 	maxHourly := 4 * e.cfg.wl.metrics * e.cfg.wl.seriesPerMetric
-	p, err := startProcess("vmagent", filepath.Join(e.cfg.binDir, "vmagent"), []string{
+	args := []string{
 		"-httpListenAddr=" + addr,
 		"-remoteWrite.url=" + e.vmURL + "/api/v1/write",
 		"-remoteWrite.tmpDataPath=" + filepath.Join(e.work, "vmagent-data"+suffix),
 		"-remoteWrite.relabelConfig=" + e.cfg.vmagentRelabel,
 		"-remoteWrite.maxHourlySeries=" + strconv.Itoa(maxHourly),
 		"-loggerLevel=ERROR",
-	}, filepath.Join(e.work, "vmagent"+suffix+".log"))
+	}
+	base := "http://" + addr
+	var fold foldCounter
+	if streamAggr != "" {
+		// Matched inputs are aggregated and dropped, the others pass unchanged.
+		args = append(args, "-streamAggr.config="+streamAggr, "-streamAggr.keepInput=false")
+		fold = func() (in, out float64, err error) {
+			in, err1 := scrapeSum(base+"/metrics", "vm_streamaggr_matched_samples_total")
+			out, err2 := scrapeSum(base+"/metrics", "vm_streamaggr_output_samples_total")
+			return in, out, errors.Join(err1, err2)
+		}
+	}
+	p, err := startProcess("vmagent", filepath.Join(e.cfg.binDir, "vmagent"), args, filepath.Join(e.work, "vmagent"+suffix+".log"))
 	if err != nil {
 		return scenarioResult{}, err
 	}
 	e.procs = append(e.procs, p)
 	defer p.stop(15 * time.Second)
-	base := "http://" + addr
 	if err := waitReady(ctx, p, base+"/health", 30*time.Second); err != nil {
 		return scenarioResult{}, err
 	}
-	r, err := e.measure(ctx, "vmagent", base+"/api/v1/write", p)
+	r, err := e.measure(ctx, "vmagent", base+"/api/v1/write", p, fold)
 	if err != nil {
 		return r, err
 	}
 	r.Dropped, _ = scrapeSum(base+"/metrics", "vmagent_hourly_series_limit_rows_dropped_total")
+	if fold != nil {
+		r.Fold = &foldStats{}
+		var err1, err2, err3 error
+		r.Fold.Received, err1 = scrapeSum(base+"/metrics", `vmagent_rows_inserted_total{type="promremotewrite"}`)
+		r.Fold.Folded, r.Fold.Written, err2 = fold()
+		if err3 = errors.Join(err1, err2); err3 != nil {
+			r.Notes = append(r.Notes, "aggregation counters: "+err3.Error())
+		}
+	}
 	r.Notes = append(r.Notes, fmt.Sprintf("-remoteWrite.maxHourlySeries=%d", maxHourly))
 	return r, nil
 }

@@ -45,6 +45,8 @@ type config struct {
 	wl           workloadFlags
 	queryIters   int
 
+	agg aggregateFlags
+
 	memory       bool
 	memMetrics   int
 	memSeries    int
@@ -60,9 +62,17 @@ type workloadFlags struct {
 	seed                                            uint64
 	interval                                        time.Duration
 	start                                           int64
+	userMetrics, users                              int // the aggregation scenario's user_id label
 }
 
 func (w workloadFlags) args() []string {
+	if w.userMetrics > 0 {
+		return append(w.common(), "-user-metrics="+strconv.Itoa(w.userMetrics), "-users="+strconv.Itoa(w.users))
+	}
+	return w.common()
+}
+
+func (w workloadFlags) common() []string {
 	return []string{
 		"-metrics=" + strconv.Itoa(w.metrics),
 		"-series-per-metric=" + strconv.Itoa(w.seriesPerMetric),
@@ -91,7 +101,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.vmagentRelabel, "vmagent.relabel", "e2e/bench/vmagent-relabel.yml", "vmagent -remoteWrite.relabelConfig, the same rule as in the cardguard config")
 	fs.StringVar(&c.resultsDir, "results", ".cache/bench", "directory for the raw JSON results")
 	fs.StringVar(&c.note, "note", "", "conditions of this run, written next to the numbers (e.g. 'shared machine, other builds running')")
-	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,query", "comma-separated parts to run")
+	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,aggregate,query", "comma-separated parts to run: the write targets direct, vmagent, cardguard; aggregate (vmagent and cardguard aggregating 10% of the series); query")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (data and logs)")
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "measured window per target")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "requests in flight from the load generator")
@@ -106,6 +116,11 @@ func parseFlags(args []string) (config, error) {
 	fs.Uint64Var(&c.wl.seed, "seed", 1, "load generator seed")
 	fs.DurationVar(&c.wl.interval, "interval", 15*time.Second, "timestamp step between rounds")
 	fs.IntVar(&c.queryIters, "query-iterations", 300, "measured requests per query and target")
+	fs.DurationVar(&c.agg.duration, "aggregate.duration", 45*time.Second, "measured window per target and pass of the aggregation scenario")
+	fs.IntVar(&c.agg.userMetrics, "aggregate.user-metrics", 10, "metrics whose series carry the user_id label that the aggregation scenario folds (10 of the 100: 10% of the series)")
+	fs.IntVar(&c.agg.users, "aggregate.users", 250, "user_id values per group of series that share every other label")
+	fs.StringVar(&c.agg.cardguardConfig, "aggregate.cardguard.config", "e2e/bench/cardguard-aggregate.yml", "cardguard policy of the aggregation scenario: the label guard folds user_id")
+	fs.StringVar(&c.agg.vmagentConfig, "aggregate.vmagent.config", "e2e/bench/vmagent-streamaggr.yml", "vmagent -streamAggr.config of the aggregation scenario: the same series aggregated without user_id")
 	fs.BoolVar(&c.memory, "memory", false, "run only the memory measurement (1M active series through cardguard)")
 	fs.IntVar(&c.memMetrics, "memory.metrics", 1000, "metric names for -memory")
 	fs.IntVar(&c.memSeries, "memory.series-per-metric", 1000, "series per metric for -memory")
@@ -122,6 +137,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.duration <= 0 || c.duration > 10*time.Minute {
 		return c, fmt.Errorf("-duration %s out of range (0, 10m]", c.duration)
+	}
+	if c.agg.duration <= 0 || c.agg.duration > 10*time.Minute {
+		return c, fmt.Errorf("-aggregate.duration %s out of range (0, 10m]", c.agg.duration)
 	}
 	return c, nil
 }
@@ -213,8 +231,8 @@ func bench(ctx context.Context, c config, argv []string) error {
 		parts[strings.TrimSpace(p)] = true
 	}
 	var (
-		results []scenarioResult
-		queries []queryResult
+		results, aggregated []scenarioResult
+		queries             []queryResult
 	)
 	var targets []string
 	for _, t := range []string{"direct", "vmagent", "cardguard"} {
@@ -239,6 +257,12 @@ func bench(ctx context.Context, c config, argv []string) error {
 			results = append(results, r)
 		}
 	}
+	if parts["aggregate"] {
+		aggregated, err = e.aggregateScenario(ctx)
+		if err != nil {
+			return err
+		}
+	}
 	// The query path last, not between two write measurements: when it ran
 	// right after cardguard's first pass, cardguard's second pass came out 7-11%
 	// lower against direct's than its first in three runs; without it there,
@@ -251,8 +275,8 @@ func bench(ctx context.Context, c config, argv []string) error {
 		queries = q
 	}
 	info.finish()
-	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "queries": queries})
-	return updateSection(c.out, "ingest", renderIngest(info, results, queries, e))
+	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "aggregate": aggregated, "queries": queries})
+	return updateSection(c.out, "ingest", renderIngest(info, results, aggregated, queries, e))
 }
 
 func (e *env) saveJSON(name string, v any) {
@@ -289,8 +313,9 @@ func (e *env) startVM(dir string) error {
 	return waitReady(context.Background(), vm, e.vmURL+"/health", 30*time.Second)
 }
 
-// startCardguard starts a fresh cardguard in front of the VictoriaMetrics.
-func (e *env) startCardguard(ctx context.Context, name string) (*process, string, error) {
+// startCardguard starts a fresh cardguard with the policy file config in front of
+// the VictoriaMetrics.
+func (e *env) startCardguard(ctx context.Context, name, config string) (*process, string, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, "", err
@@ -298,7 +323,7 @@ func (e *env) startCardguard(ctx context.Context, name string) (*process, string
 	p, err := startProcess(name, e.cfg.cardguardBin, []string{
 		"-httpListenAddr=" + addr,
 		"-upstream.url=" + e.vmURL,
-		"-config=" + e.cfg.cardguardConfig,
+		"-config=" + config,
 		"-dataDir=" + filepath.Join(e.work, name+"-data"),
 		"-loggerLevel=warn",
 	}, filepath.Join(e.work, name+".log"))

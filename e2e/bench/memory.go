@@ -37,7 +37,7 @@ func (e *env) memory(ctx context.Context) (memoryResult, error) {
 		start: time.Now().Truncate(time.Minute).Add(-2 * time.Minute).UnixMilli(),
 	}
 	r := memoryResult{Series: c.memMetrics * c.memSeries, Metrics: c.memMetrics, Labels: c.memLabels, Passes: 2}
-	cg, base, err := e.startCardguard(ctx, "cardguard-memory")
+	cg, base, err := e.startCardguard(ctx, "cardguard-memory", c.cardguardConfig)
 	if err != nil {
 		return r, err
 	}

@@ -2,6 +2,7 @@ package main
 
 import (
 	"slices"
+	"strings"
 	"testing"
 )
 
@@ -38,5 +39,50 @@ func TestCombine(t *testing.T) {
 	}
 	if x := ratiosOf(got); !x.hasThroughput || x.throughput != (90e6/120)/(114e6/120) {
 		t.Errorf("throughput ratio %+v", x)
+	}
+}
+
+// TestAggregate: the aggregation scenario's passes combine with their fold
+// counts, and cardguard is compared with vmagent, not with direct.
+func TestAggregate(t *testing.T) {
+	pass := func(name string, n int, samples int64, cpu, received, folded float64) scenarioResult {
+		return scenarioResult{
+			Name: name, Pass: n, ProxyCPUSeconds: cpu, proxy: true,
+			Measured: lgResult{SamplesOK: samples, SamplesSent: samples, ElapsedSeconds: 45, SamplesPerSecond: float64(samples) / 45},
+			Fold:     &foldStats{Received: received, Folded: folded, Written: 10},
+		}
+	}
+	all := []scenarioResult{
+		pass("vmagent", 1, 30e6, 60, 40e6, 4e6),
+		pass("cardguard", 1, 45e6, 36, 50e6, 4.8e6),
+		pass("cardguard", 2, 45e6, 36, 50e6, 4.8e6),
+		pass("vmagent", 2, 30e6, 60, 40e6, 4e6),
+	}
+	rs := combine(all)
+	if len(rs) != 2 || rs[1].Fold.Share() != 0.096 || rs[1].Fold.Written != 20 || all[1].Fold.Received != 50e6 {
+		t.Fatalf("combined %+v, cardguard fold %+v", rs, rs[1].Fold)
+	}
+	x := aggregateRatios(rs)
+	if !x.hasCPU || x.cpu != 0.4 || !x.hasThroughput || x.throughput != 1.5 {
+		t.Errorf("ratios %+v, want CPU 0.4 and throughput 1.5", x)
+	}
+	var b strings.Builder
+	renderAggregate(&b, all, config{passes: 2, concurrency: 4, wl: workloadFlags{metrics: 100}, agg: aggregateFlags{userMetrics: 10, users: 250}})
+	for _, want := range []string{"| cardguard CPU per sample ÷ vmagent CPU per sample, both aggregating | 0.40 | ≤ 0.5 | yes |", "| 9.6% |", "| 10.0% |"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("report lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
+// TestWantRows: VictoriaMetrics is to get what a proxy accepted, less what it
+// took in to aggregate, plus what it wrote of the aggregates.
+func TestWantRows(t *testing.T) {
+	fold := func() (float64, float64, error) { return 150, 12, nil }
+	if got, _ := wantRows(1000, 500, nil, 0, 0); got != 1500 {
+		t.Errorf("no fold: %v", got)
+	}
+	if got, _ := wantRows(1000, 500, fold, 100, 10); got != 1000+500-50+2 {
+		t.Errorf("fold: %v", got)
 	}
 }
