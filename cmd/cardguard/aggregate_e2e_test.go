@@ -473,3 +473,53 @@ func TestOwnerUnreachable(t *testing.T) {
 		t.Fatalf("owner down: status %d (%s), want 503", resp.StatusCode, body)
 	}
 }
+
+// TestAggregationDryRun: a tenant in dry run gets its series as they came, and
+// the API says what aggregation would fold: the guard's folded users and the
+// users a labeldrop makes collide.
+func TestAggregationDryRun(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Limits.Defaults.Mode = "dry_run"
+		c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = 3
+		if err := decodeStrict([]byte("global:\n  - action: labeldrop\n    regex: pod\n"), &c.Relabel); err != nil {
+			panic(err)
+		}
+	})
+	ts := time.Now().Add(-time.Minute).UnixMilli()
+	wr := &prompb.WriteRequest{}
+	for u := range 10 {
+		// guarded_total: user_id over the guard's 3 values; dropped_total: two
+		// pods per instance that the labeldrop makes collide.
+		wr.Timeseries = append(wr.Timeseries,
+			prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: "guarded_total"}, {Name: "user_id", Value: fmt.Sprintf("u%d", u)}},
+				Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+			},
+			prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: "dropped_total"}, {Name: "instance", Value: fmt.Sprintf("i%d", u/2)}, {Name: "pod", Value: fmt.Sprintf("p%d", u)}},
+				Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+			})
+	}
+	pushTo(t, e.srv.URL+"/api/v1/write", wr)
+	var got float64
+	waitFor(t, 15*time.Second, "the series in VictoriaMetrics", func() bool {
+		e.vm.Flush()
+		got = vmScalar(t, e, `count({__name__=~"guarded_total|dropped_total"})`)
+		return got == 20
+	})
+	var api struct {
+		Aggregations []any `json:"aggregations"`
+		DryRun       struct {
+			InputSeries  int `json:"input_series"`
+			OutputSeries int `json:"output_series"`
+		} `json:"dry_run"`
+	}
+	_, body := get(t, e.srv.URL+"/api/cardguard/v1/aggregations/tenants/"+e.app.cfg.DefaultTenant.String())
+	if err := json.Unmarshal(body, &api); err != nil {
+		t.Fatal(err)
+	}
+	// The guard would fold 7 users into 1 series, the labeldrop 10 pods into 5.
+	if len(api.Aggregations) != 0 || api.DryRun.InputSeries != 17 || api.DryRun.OutputSeries != 6 {
+		t.Fatalf("dry run: %s, want nothing aggregated and 17 inputs into 6 outputs counted", body)
+	}
+}

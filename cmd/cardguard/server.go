@@ -120,6 +120,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Peers:           a.shared.peers(),
 		PeerToken:       cfg.Auth.AdminToken,
 		Types:           aggregate.NewTypes(maxTypes),
+		DryRun:          a.folds.DryRun(),
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
 		Observer: a.tracker,

@@ -170,6 +170,8 @@ type Aggregator struct {
 
 	shards [numShards]shard
 
+	dry *DryRun
+
 	flushMu sync.Mutex                        // one flush at a time
 	pending map[tenant.ID][]prompb.TimeSeries // written by a flush that failed
 
@@ -215,13 +217,17 @@ type input struct {
 
 // New builds an Aggregator; cfg must have been validated.
 func New(cfg Config, sink Sink, logger *slog.Logger) *Aggregator {
-	a := &Aggregator{cfg: cfg, sink: sink, logger: logger, now: time.Now, pending: map[tenant.ID][]prompb.TimeSeries{}}
+	a := &Aggregator{cfg: cfg, sink: sink, logger: logger, now: time.Now, pending: map[tenant.ID][]prompb.TimeSeries{},
+		dry: NewDryRun(cfg.Staleness, cfg.MaxInputs)}
 	a.start = a.now()
 	for i := range a.shards {
 		a.shards[i].outputs = map[outKey]*output{}
 	}
 	return a
 }
+
+// DryRun counts what aggregation would do for tenants in dry run.
+func (a *Aggregator) DryRun() *DryRun { return a.dry }
 
 // Interval is the flush interval.
 func (a *Aggregator) Interval() time.Duration { return a.cfg.Interval }

@@ -462,3 +462,24 @@ func TestTypesFromMetadata(t *testing.T) {
 		t.Errorf("another tenant's metadata must not type this one's series: got %v", got)
 	}
 }
+
+func TestDryRunCounts(t *testing.T) {
+	d := NewDryRun(time.Hour, 5)
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	d.Record(tn, 100, 1, false, now) // a rewrite without a collision
+	d.Record(tn, 200, 2, false, now)
+	d.Record(tn, 200, 3, false, now)
+	d.Record(tn, 200, 3, false, now) // the same input again
+	d.Record(tn, 300, 4, true, now)  // the guard folds even one
+	if got := d.Counts(tn, now); got != (DryRunCounts{InputSeries: 3, OutputSeries: 2}) {
+		t.Fatalf("got %+v, want 3 inputs into 2 outputs", got)
+	}
+	d.Record(tn, 400, 5, false, now)
+	d.Record(tn, 400, 6, false, now) // past the cap of 5 inputs
+	if got := d.Counts(tn, now); !got.Incomplete || got.InputSeries != 3 {
+		t.Fatalf("past the cap: %+v", got)
+	}
+	if got := d.Counts(tn, now.Add(time.Hour)); got != (DryRunCounts{}) {
+		t.Fatalf("next window: %+v", got)
+	}
+}

@@ -36,5 +36,7 @@ func (a *Aggregator) serveTenant(w http.ResponseWriter, r *http.Request) {
 		InputSeries  int64         `json:"input_series"`
 		OutputSeries int64         `json:"output_series"`
 		Aggregations []Aggregation `json:"aggregations"`
-	}{tn.String(), in, out, list})
+		// DryRun is what aggregation would fold were the tenant enforcing.
+		DryRun DryRunCounts `json:"dry_run"`
+	}{tn.String(), in, out, list, a.dry.Counts(tn, a.now())})
 }

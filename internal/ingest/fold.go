@@ -41,10 +41,7 @@ func (h *Handler) foldDecision(t tenant.ID, e *requestEntry, labels []prompb.Lab
 	case guardRewrote, !folding, e.folded == epoch:
 		return 0, 0, 0
 	}
-	*buf = appendSeriesBytes((*buf)[:0], labels)
-	// Seeded, like seriesKey: a client cannot search offline for two label sets
-	// whose output keys collide and so have them aggregated as one.
-	key = maphash.Bytes(h.keySeed, *buf)
+	key = h.outputKey(labels, buf)
 	if guardRewrote {
 		return aggregate.SourceGuard, key, 0
 	}
@@ -57,6 +54,20 @@ func (h *Handler) foldDecision(t tenant.ID, e *requestEntry, labels []prompb.Lab
 	}
 	e.folded = epoch
 	return 0, 0, 0
+}
+
+// outputKey is what aggregation knows an output series by. Seeded, like
+// seriesKey: a client cannot search offline for two label sets whose output
+// keys collide and so have them aggregated as one.
+func (h *Handler) outputKey(labels []prompb.Label, buf *[]byte) uint64 {
+	*buf = appendSeriesBytes((*buf)[:0], labels)
+	return maphash.Bytes(h.keySeed, *buf)
+}
+
+// DryRecorder counts what aggregation would do for tenants in dry run
+// (aggregate.DryRun).
+type DryRecorder interface {
+	Record(t tenant.ID, out, in uint64, byGuard bool, now time.Time)
 }
 
 // addFolds hands the folded series to the aggregator. A series it cannot take

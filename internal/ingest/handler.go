@@ -58,6 +58,9 @@ type Config struct {
 	// Types, when set, learns metric types from remote-write metadata, which
 	// aggregation asks how a folded metric's series combine.
 	Types TypeSource
+	// DryRun, when set, counts what aggregation would fold for tenants in dry
+	// run.
+	DryRun DryRecorder
 	// CacheWindow is how long per-series decisions are remembered before the
 	// cache starts afresh (the estimation window; default 1h).
 	CacheWindow time.Duration

@@ -273,7 +273,10 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		guarded = true
 		// lim is a shared snapshot that is never modified, so the pointer stays
 		// valid for the request.
-		checker = st.Guard.Checker(t, &lim.LabelGuard, now, dry)
+		// The guard builds the labels it would write in dry run too, so that dry
+		// run can count what aggregation would do; they are applied only when
+		// the tenant enforces.
+		checker = st.Guard.Checker(t, &lim.LabelGuard, now, false)
 		guardGen = uint16(checker.Window() + 1)
 	}
 	var rules *relabel.Rules
@@ -380,6 +383,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 					sc.buf = maskLabels(labels, e.mask, sc.buf[:0])
 					labels, out = sc.buf, outMasked
 					metric = metricName(labels)
+				} else if h.cfg.DryRun != nil {
+					sc.buf = maskLabels(labels, e.mask, sc.buf[:0])
+					h.cfg.DryRun.Record(t, h.outputKey(sc.buf, &sc.hashBuf), e.raw, false, now)
 				}
 			default:
 				relabeled, keep, changed := rules.Apply(labels, sc.buf[:0])
@@ -396,6 +402,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				case changed:
 					sc.addRelabeled("rewrite")
 					relabeledMetric := metricName(relabeled)
+					if dry && h.cfg.DryRun != nil {
+						h.cfg.DryRun.Record(t, h.outputKey(relabeled, &sc.hashBuf), e.raw, false, now)
+					}
 					if e.relabel != relabelChanged {
 						e.relabel = relabelChanged
 						// Removing labels from sorted label fields that come first
@@ -449,6 +458,8 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 						sc.buf2 = g[:0]
 						labels, out, guardRewrote, guardAction = g, outLabels, true, gr.Action
 						hash = hashLabels(labels, &sc.hashBuf)
+					} else if h.cfg.DryRun != nil && gr.Action == limits.GuardAggregate {
+						h.cfg.DryRun.Record(t, h.outputKey(g, &sc.hashBuf), e.raw, true, now)
 					}
 				}
 			}
