@@ -65,7 +65,8 @@ type Claimer interface {
 }
 
 // Stages are the per-series steps of the pipeline, in the order they run:
-// relabel → label limits → observe → guard → series limits → fold. A nil member
+// relabel → label limits → observe → guard → series limits → fold, then the
+// tenant's stream aggregation rules over what is left to forward. A nil member
 // is skipped; without Limits no limit applies; without Folder and Claims nothing
 // is aggregated.
 //
@@ -80,6 +81,7 @@ type Stages struct {
 	Enforcer Enforcer
 	Folder   Folder
 	Claims   Claimer
+	Streams  StreamAggregator
 }
 
 func (s *Stages) requestLimit(t tenant.ID) int64 {
@@ -103,6 +105,7 @@ type seriesScratch struct {
 	order     []int32 // entries grouped by cache shard
 	folds     []fold  // series to aggregate instead of forwarding
 	samples   []prompb.Sample
+	streams   streamScratch
 }
 
 // requestEntry is a series' cache entry while its request is processed.
@@ -300,6 +303,8 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		foldEpoch = st.Claims.Epoch(t, now)
 	}
 	guardFolds := st.Folder != nil && lim != nil && lim.LabelGuard.Action == limits.GuardAggregate
+	// Stream aggregation rules are not applied in dry run.
+	streams := !dry && st.Streams != nil && st.Streams.Has(t)
 
 	kept := 0
 	var firstEnforced limits.Reason
@@ -523,6 +528,12 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		kept++
 		res.forwardSeries++
 		res.forwardSamples += int(ts.Samples)
+	}
+	if streams && kept > 0 {
+		var err error
+		if kept, err = h.streamAggregate(t, b, tss[:kept], &sc.streams, &res); err != nil {
+			return res, err
+		}
 	}
 	if res.modified {
 		b.series = tss[:kept]
