@@ -49,6 +49,9 @@ type overviewView struct {
 	TotalRate   float64
 	Discarded   int64
 	Chart       *chartView
+	// Aggregating is set when some tenant has series aggregated or collided:
+	// without, the overview leaves the column out.
+	Aggregating bool
 }
 
 type tenantView struct {
@@ -95,6 +98,7 @@ func (u *UI) overview(_ *http.Request) (int, string, any) {
 		v.TotalSeries += r.ActiveSeries
 		v.TotalRate += r.IngestionRate
 		v.Discarded += tv.Discarded
+		v.Aggregating = v.Aggregating || r.Aggregated.OutputSeries > 0 || r.Aggregated.Collisions > 0
 		v.Rows = append(v.Rows, tv)
 	}
 	if u.o.History != nil {
@@ -421,10 +425,33 @@ type metricPageView struct {
 	UnusedValues int64
 	SavedPct     float64
 	Guarded      int
+	Aggregations []aggregationView
+	Outputs      int // output series aggregated, listed or not
 	TenantLink   string
 	OverviewLink string
 	LimitsLink   string
 }
+
+type aggregationView struct {
+	AggregationRow
+	Labels     string // the series without the metric's name
+	SourceText string
+	OutputHelp string
+}
+
+// sourceText and outputHelp say in words what the aggregations API says in IDs.
+var (
+	sourceText = map[string]string{"relabel": "relabel rules", "label_guard": "label guard"}
+	outputHelp = map[string]string{
+		"total": "the sum of the inputs' increases, as a counter that never goes down",
+		"sum":   "the sum of the inputs' last values in each interval",
+		"min":   "the smallest of the inputs' last values in each interval",
+		"max":   "the largest of the inputs' last values in each interval",
+		"avg":   "the average of the inputs' last values in each interval",
+		"count": "the number of inputs with a value in each interval",
+		"last":  "the latest of the inputs' values in each interval",
+	}
+)
 
 type labelView struct {
 	LabelRow
@@ -476,6 +503,11 @@ func (u *UI) metricPage(r *http.Request) (int, string, any) {
 			v.Guarded++
 		}
 		v.Labels = append(v.Labels, lv)
+	}
+	v.Outputs = len(m.Aggregations) + m.AggregationsMore
+	for _, a := range m.Aggregations {
+		av := aggregationView{AggregationRow: a, Labels: strings.TrimPrefix(a.Series, name), SourceText: cmp.Or(sourceText[a.Source], a.Source), OutputHelp: outputHelp[a.Output]}
+		v.Aggregations = append(v.Aggregations, av)
 	}
 	if m.Series > 0 {
 		v.SavedPct = math.Floor(float64(m.SavedByDroppingUnused)/float64(m.Series)*1000) / 10 // never shows 100% unless it is

@@ -51,6 +51,17 @@ type TenantRow struct {
 	// Discarded and DryRunDiscarded are samples by reason since start.
 	Discarded       map[string]int64
 	DryRunDiscarded map[string]int64
+	Aggregated      Aggregated
+}
+
+// Aggregated is what relabel rules and the label guard fold together in one
+// tenant now: InputSeries aggregated into OutputSeries.
+type Aggregated struct {
+	InputSeries  int64
+	OutputSeries int64
+	// Collisions counts the output series that relabel rules made distinct
+	// input series collide in, since start.
+	Collisions uint64
 }
 
 // MetricList is every metric of one tenant.
@@ -94,6 +105,22 @@ type MetricDetail struct {
 	SavingsNote           string
 	Sources               []SourceRow
 	SourcesOverflow       uint64
+	// Aggregations are the metric's output series being aggregated now, the
+	// largest first; AggregationsMore counts those left out of the list, and
+	// AggregatedInputs is the input series of all of them.
+	Aggregations     []AggregationRow
+	AggregationsMore int
+	AggregatedInputs int64
+}
+
+// AggregationRow is one output series into which aggregation folds the
+// samples of several input series.
+type AggregationRow struct {
+	Series string // name{label="value",...}
+	Kind   string // counter or gauge
+	Output string // total for counters; sum, min, max, avg, count or last for gauges
+	Source string // what folded the inputs: relabel or label_guard
+	Inputs int
 }
 
 // LabelRow is one label of a metric.

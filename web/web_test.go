@@ -52,13 +52,13 @@ func newFake() *fakeSource {
 		tenants: []TenantRow{
 			{Tenant: "2:0", ActiveSeries: 1200, MaxSeries: 0, Churn: 1.1, Metrics: 3, IngestionRate: 40},
 			{Tenant: "1:0", ActiveSeries: 9500, MaxSeries: 10000, AdmittedSeries: 9000, HasAdmitted: true, Churn: 2.5, Metrics: 4, IngestionRate: 1234.5, IngestionLimit: 1000,
-				Discarded: map[string]int64{"max_series": 500, "rate_limited": 20}},
+				Discarded: map[string]int64{"max_series": 500, "rate_limited": 20}, Aggregated: Aggregated{InputSeries: 1077, OutputSeries: 12, Collisions: 3}},
 			{Tenant: "3:7", ActiveSeries: 50, MaxSeries: 100, DryRun: true, DryRunDiscarded: map[string]int64{"max_series": 7}},
 			{Tenant: "overflow", Overflow: true, ActiveSeries: 10},
 		},
 		metrics: map[string]MetricList{
 			"1:0": {
-				Tenant:      TenantRow{Tenant: "1:0", ActiveSeries: 9500, Churn: 2.5, Metrics: 4},
+				Tenant:      TenantRow{Tenant: "1:0", ActiveSeries: 9500, Churn: 2.5, Metrics: 4, Aggregated: Aggregated{InputSeries: 1077, OutputSeries: 12, Collisions: 3}},
 				WindowLabel: "1 h", QueryWindow: 30, QueryTotals: 42, UnparsedRead: 1,
 				Rows: []MetricRow{
 					{Name: "http_requests_total", Series: 6000, Churn: 1, HasChurn: true, Queries: 30, LastQueried: ago(5 * time.Minute)},
@@ -80,6 +80,15 @@ func newFake() *fakeSource {
 				},
 				SavedByDroppingUnused: 5997, SavingsNote: "Dropping labels is estimated.",
 				Sources: []SourceRow{{Who: "dashboard Checkout / panel Requests", Queries: 28, LastQueried: ago(5 * time.Minute)}},
+				Aggregations: []AggregationRow{
+					{Series: `http_requests_total{job="api",user_id="__cardguard_overflow__"}`, Kind: "counter", Output: "total", Source: "label_guard", Inputs: 1001},
+					{Series: `http_requests_total{job="web"}`, Kind: "counter", Output: "total", Source: "relabel", Inputs: 3},
+				},
+				AggregationsMore: 10, AggregatedInputs: 1077,
+			},
+			"1:0/node_cpu_seconds_total": {
+				Tenant: "1:0", Name: "node_cpu_seconds_total", Series: 2500, Tracked: true, QueryWindow: 30,
+				Labels: []LabelRow{{Name: "cpu", Values: 64, Share: 0.03, Uses: []string{"by"}, Queries: 12, LastUsed: ago(3 * time.Hour)}},
 			},
 		},
 		limits: map[string]LimitsView{
@@ -156,6 +165,7 @@ func TestFragmentsGolden(t *testing.T) {
 		{"tenant_unknown.html", "/fragment/tenant?tenant=9", 404},
 		{"tenant_bad.html", "/fragment/tenant?tenant=x:y", 400},
 		{"metric.html", "/fragment/metric?tenant=1:0&metric=http_requests_total", 200},
+		{"metric_no_aggregations.html", "/fragment/metric?tenant=1:0&metric=node_cpu_seconds_total", 200},
 		{"metric_unknown.html", "/fragment/metric?tenant=1:0&metric=nope", 404},
 		{"limits.html", "/fragment/limits?tenant=1:0", 200},
 		{"limits_pick.html", "/fragment/limits", 200},
