@@ -45,6 +45,7 @@ type app struct {
 	guard    *guard.Guard
 	usage    *queryaudit.Recorder
 	folds    *aggregate.Aggregator
+	claims   *aggregate.Claims
 	ui       *dashboard
 	shared   *shared // nil: state.backend memory
 
@@ -111,6 +112,10 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	if err := a.folds.Register(reg); err != nil {
 		return nil, err
 	}
+	a.claims = aggregate.NewClaims(window, maxClaims)
+	if err := a.claims.Register(reg); err != nil {
+		return nil, err
+	}
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
@@ -128,7 +133,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Limits:   a.registry,
 		Enforcer: a.enforcer,
 		Folder:   a.folds,
-		Claims:   aggregate.NewClaims(window, maxClaims),
+		Claims:   a.claims,
 	}, reg, logger)
 	sink.h = a.ingest
 	a.proxy = readpath.New(readpath.Config{}, scheme, a.usage, reg, logger)

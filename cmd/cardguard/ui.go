@@ -10,6 +10,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/tenant"
@@ -62,6 +63,7 @@ type uiSource struct{ a *app }
 
 func (s uiSource) Tenants() []web.TenantRow {
 	seen := map[tenant.ID]bool{}
+	held := s.a.folds.Held()
 	var out []web.TenantRow
 	for _, ts := range s.a.tracker.Tenants() {
 		row := web.TenantRow{
@@ -70,6 +72,7 @@ func (s uiSource) Tenants() []web.TenantRow {
 		}
 		if id, err := tenant.Parse(ts.Tenant); err == nil && !ts.Overflow {
 			s.fillLimits(&row, id)
+			row.Aggregated = s.aggregated(held, id)
 			seen[id] = true
 		}
 		out = append(out, row)
@@ -80,10 +83,36 @@ func (s uiSource) Tenants() []web.TenantRow {
 		if !seen[id] {
 			row := web.TenantRow{Tenant: id.String()}
 			s.fillLimits(&row, id)
+			row.Aggregated = s.aggregated(held, id)
 			out = append(out, row)
 		}
 	}
 	return out
+}
+
+// aggregated is tenant id's aggregation now, from held (Aggregator.Held): the
+// dashboard shows a fold as soon as it happens, not at the next flush.
+func (s uiSource) aggregated(held map[tenant.ID]aggregate.SeriesCount, id tenant.ID) web.Aggregated {
+	c := held[id]
+	return web.Aggregated{InputSeries: c.Inputs, OutputSeries: c.Outputs, Collisions: s.a.claims.Collisions(id)}
+}
+
+// uiMaxAggregations bounds the output series one metric page lists; the
+// aggregations API lists more.
+const uiMaxAggregations = 100
+
+// fillAggregations lists metric name's aggregations in force now.
+func (s uiSource) fillAggregations(d *web.MetricDetail, t tenant.ID, name string) {
+	all := s.a.folds.Snapshot(t, name, 0)
+	for i, ag := range all {
+		d.AggregatedInputs += int64(ag.Inputs)
+		if i < uiMaxAggregations {
+			d.Aggregations = append(d.Aggregations, web.AggregationRow{
+				Series: ag.Series, Kind: ag.Kind, Output: ag.Output, Source: ag.Source, Inputs: ag.Inputs,
+			})
+		}
+	}
+	d.AggregationsMore = max(len(all)-uiMaxAggregations, 0)
 }
 
 func (s uiSource) fillLimits(row *web.TenantRow, id tenant.ID) {
@@ -133,6 +162,7 @@ func (s uiSource) TenantMetrics(t tenant.ID) (web.MetricList, bool) {
 		UnparsedRead: rep.Totals.UnparsedQueries,
 		Rows:         make([]web.MetricRow, 0, len(ms)),
 	}
+	list.Tenant.Aggregated = s.aggregated(s.a.folds.Held(), t)
 	for _, m := range ms {
 		row := web.MetricRow{Name: m.Name, Overflow: m.Overflow, Series: m.Series, Churn: m.Churn, HasChurn: m.Churn > 0}
 		if u, ok := used[m.Name]; ok {
@@ -172,6 +202,7 @@ func (s uiSource) Metric(t tenant.ID, name string) (web.MetricDetail, bool) {
 	if !tracked {
 		out.Series = d.SeriesEstimate
 	}
+	s.fillAggregations(&out, t, name)
 	if d.LastQueried != nil {
 		out.LastQueried = *d.LastQueried
 	}

@@ -18,6 +18,8 @@ import (
 	"github.com/chromedp/cdproto/emulation"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // screenshotDir is where the browser test leaves its screenshots for people to
@@ -29,7 +31,10 @@ const screenshotDir = "../../e2e/out/screenshots"
 // both tenants, the tenant page ranks the biggest metric first and marks the
 // never-queried one, the metric page shows unused labels, and the limits form
 // changes a limit through the API and shows the API's validation error next to
-// the field. The page must log no console error and throw no exception.
+// the field. Series that the label guard and a relabel rule fold together show
+// as aggregations, live, before any flush: on the overview, on the tenant page
+// and on the metric page, with their number of inputs. The page must log no
+// console error and throw no exception.
 func TestDashboardInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts VictoriaMetrics and Chromium")
@@ -37,10 +42,16 @@ func TestDashboardInBrowser(t *testing.T) {
 	chromium := chromiumPath(t)
 	const admin = "ui-admin-token"
 	e := newEnv(t, func(c *Config) {
-		multiTenant("overrides:\n  \"1\":\n    max_series: 5000\n  \"2\":\n    max_series: 25\n")(c)
+		// Tenant 1's guard keeps 2 values of a label per metric; id is exempt so
+		// that big_metric keeps its 600 series.
+		multiTenant("overrides:\n  \"1\":\n    max_series: 5000\n    label_guard:\n      max_values_per_label: 2\n      exempt_labels: [id]\n  \"2\":\n    max_series: 25\n")(c)
+		if err := decodeStrict([]byte("tenants:\n  \"1\":\n    - action: labeldrop\n      regex: session\n"), &c.Relabel); err != nil {
+			t.Fatal(err)
+		}
 		c.Auth.AdminToken = admin
 	})
 	seedDashboardData(t, e, admin)
+	seedAggregations(t, e, admin)
 
 	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
 	defer cancel()
@@ -153,6 +164,13 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := eval(`document.querySelector("#rejections figcaption").innerText`); !strings.Contains(got, "max_series") {
 		t.Errorf("rejections chart legend %q does not name max_series", got)
 	}
+	// logins_total: 4 inputs folded by the guard; sessions_total: 3 by labeldrop.
+	if got := eval(`document.querySelector('#tenants tr[data-tenant="1:0"] .aggregated').innerText`); got != "7 → 2" {
+		t.Errorf("overview shows tenant 1 aggregated %q, want 7 → 2", got)
+	}
+	if got := eval(`document.querySelector('#tenants tr[data-tenant="2:0"] .aggregated').innerText`); got != "–" {
+		t.Errorf("overview shows tenant 2, which folds nothing, aggregated %q", got)
+	}
 	shot("01-overview.png")
 
 	clickAndLoad(chromedp.CSS(`#tenants tr[data-tenant="1:0"] a`))
@@ -165,6 +183,9 @@ func TestDashboardInBrowser(t *testing.T) {
 	}
 	if got := eval(`String(!!document.querySelector('#metrics tr[data-metric="big_metric"] .never-queried'))`); got != "false" {
 		t.Errorf("big_metric, which was queried, is marked never queried")
+	}
+	if got := eval(`document.querySelector("#tenant-aggregated").innerText`); !strings.Contains(got, "7 input series folded into 2 output series") || !strings.Contains(got, "1 output series made to collide by relabel rules") {
+		t.Errorf("tenant 1's aggregation summary: %q", got)
 	}
 	shot("02-tenant.png")
 
@@ -189,7 +210,26 @@ func TestDashboardInBrowser(t *testing.T) {
 	if got := eval(`document.querySelector("#savings").innerText`); !strings.Contains(got, "would save") {
 		t.Errorf("savings: %q", got)
 	}
+	if got := eval(`document.querySelector("#no-aggregations").innerText`); !strings.Contains(got, "No series of this metric is aggregated") {
+		t.Errorf("big_metric, which nothing folds, says %q", got)
+	}
 	shot("03-metric.png")
+
+	do("open logins_total",
+		chromedp.Navigate(base+"/ui/metric?tenant=1:0&metric=logins_total"),
+		chromedp.WaitVisible(chromedp.CSS("#aggregations, #no-aggregations")))
+	rows := eval(`[...document.querySelectorAll("#aggregations tbody tr")].map(r => [r.dataset.source, ...[...r.cells].map(c => c.innerText)].join("|")).join("\n")`)
+	if want := `label_guard|{job="api",user_id="__cardguard_overflow__"}|counter|total|label guard|4`; rows != want {
+		t.Errorf("aggregations of logins_total:\n%s\nwant\n%s", rows, want)
+	}
+	shot("03-metric-aggregated.png")
+	do("open sessions_total",
+		chromedp.Navigate(base+"/ui/metric?tenant=1:0&metric=sessions_total"),
+		chromedp.WaitVisible(chromedp.CSS("#aggregations, #no-aggregations")))
+	rows = eval(`[...document.querySelectorAll("#aggregations tbody tr")].map(r => [r.dataset.source, ...[...r.cells].map(c => c.innerText)].join("|")).join("\n")`)
+	if want := `relabel|{job="web"}|counter|total|relabel rules|3`; rows != want {
+		t.Errorf("aggregations of sessions_total:\n%s\nwant\n%s", rows, want)
+	}
 
 	do("open the limits of tenant 1",
 		chromedp.Navigate(base+"/ui/limits?tenant=1:0"),
@@ -307,6 +347,41 @@ func seedDashboardData(t *testing.T, e *env, admin string) {
 		}
 	}
 	e.app.usage.Flush()
+}
+
+// seedAggregations writes, to tenant 1, six users' logins_total, of which the
+// guard (2 values per label) folds the last four into one output, and three
+// sessions' sessions_total, which the labeldrop rule makes collide. Sessions are
+// written twice: the session that claimed the output first joins the
+// aggregate at its next write. Nothing is flushed: the dashboard shows what is
+// held.
+func seedAggregations(t *testing.T, e *env, admin string) {
+	t.Helper()
+	ts := time.Now().Add(-time.Minute).UnixMilli()
+	for step := range 2 {
+		var wr prompb.WriteRequest
+		for i := range 3 {
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: "sessions_total"}, {Name: "job", Value: "web"}, {Name: "session", Value: fmt.Sprintf("s%d", i)}},
+				Samples: []prompb.Sample{{Value: float64(step + i), Timestamp: ts + int64(step)*1000}},
+			})
+		}
+		if step == 0 {
+			for i := range 6 {
+				wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+					Labels:  []prompb.Label{{Name: "__name__", Value: "logins_total"}, {Name: "job", Value: "api"}, {Name: "user_id", Value: fmt.Sprintf("u%d", i)}},
+					Samples: []prompb.Sample{{Value: float64(i), Timestamp: ts}},
+				})
+			}
+		}
+		if code, body := e.push("/insert/1/prometheus/api/v1/write", &wr, "Authorization", "Bearer "+admin); code != 204 {
+			t.Fatalf("push folded series: %d %s", code, body)
+		}
+	}
+	e.app.tracker.Refresh()
+	if n := e.app.claims.Collisions(tenant.ID{AccountID: 1}); n != 1 {
+		t.Fatalf("%d collisions in tenant 1, want 1 (sessions_total)", n)
+	}
 }
 
 // limitOf reads max_series of tenant tn through the limits API.
