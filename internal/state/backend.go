@@ -20,6 +20,7 @@ type Backend interface {
 	SketchStore
 	UsageStore
 	LimitsBackend
+	RulesBackend
 }
 
 // Presence tells replicas apart and detects a backend that lost its data.

@@ -114,6 +114,9 @@
 //	limits                   hash    tenant → API override (JSON); no expiry: it is configuration,
 //	                                 one field per tenant with an override
 //	limits:changed           channel announcements of limits changes (pub/sub, no storage)
+//	aggregate_rules          hash    "global" or tenant → stream aggregation rules set through the API
+//	                                 (as sent), and ".known" once any were set; no expiry: configuration
+//	aggregate_rules:changed  channel announcements of aggregation rules changes
 //
 // Memory therefore follows the traffic of the last windows: about 40 bytes per
 // series per replica that published it in each of two generations, the sketches

@@ -27,7 +27,9 @@ type Memory struct {
 	sketches map[string]map[string]Blob
 	usage    map[string]usageEntry
 	limits   map[string][]byte
+	rules    map[string][]byte // nil: no rules were ever set
 	watchers map[int]func()
+	ruleWs   map[int]func()
 	nextW    int
 }
 
@@ -38,7 +40,7 @@ type usageEntry struct {
 
 // NewMemory returns an empty Memory.
 func NewMemory() *Memory {
-	m := &Memory{watchers: map[int]func(){}}
+	m := &Memory{watchers: map[int]func(){}, ruleWs: map[int]func(){}}
 	m.resetLocked()
 	return m
 }
@@ -50,6 +52,7 @@ func (m *Memory) resetLocked() {
 	m.sketches = map[string]map[string]Blob{}
 	m.usage = map[string]usageEntry{}
 	m.limits = map[string][]byte{}
+	m.rules = nil
 }
 
 // SetDown makes every call fail (true) or work again (false).
@@ -295,4 +298,69 @@ func randomToken() string {
 	var b [12]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
+}
+
+// LoadRules implements RulesBackend.
+func (m *Memory) LoadRules(ctx context.Context) (map[string][]byte, bool, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, false, err
+	}
+	defer m.mu.Unlock()
+	out := map[string][]byte{}
+	for k, v := range m.rules {
+		out[k] = slices.Clone(v)
+	}
+	return out, m.rules != nil, nil
+}
+
+// SaveRules implements RulesBackend.
+func (m *Memory) SaveRules(ctx context.Context, key string, rules []byte) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	if m.rules == nil {
+		m.rules = map[string][]byte{}
+	}
+	if rules == nil {
+		delete(m.rules, key)
+	} else {
+		m.rules[key] = slices.Clone(rules)
+	}
+	ws := slices.Collect(maps.Values(m.ruleWs))
+	m.mu.Unlock()
+	for _, w := range ws {
+		go w()
+	}
+	return nil
+}
+
+// SeedRules implements RulesBackend.
+func (m *Memory) SeedRules(ctx context.Context, rules map[string][]byte) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	if m.rules == nil {
+		m.rules = map[string][]byte{}
+	}
+	for k, v := range rules {
+		if _, ok := m.rules[k]; !ok {
+			m.rules[k] = slices.Clone(v)
+		}
+	}
+	return nil
+}
+
+// WatchRules implements RulesBackend.
+func (m *Memory) WatchRules(ctx context.Context, changed func()) error {
+	m.mu.Lock()
+	id := m.nextW
+	m.nextW++
+	m.ruleWs[id] = changed
+	m.mu.Unlock()
+	<-ctx.Done()
+	m.mu.Lock()
+	delete(m.ruleWs, id)
+	m.mu.Unlock()
+	return nil
 }

@@ -322,3 +322,69 @@ func (r *Redis) WatchLimits(ctx context.Context, changed func()) error {
 		}
 	}
 }
+
+// rulesKnown is the field of the rules hash that is always there once rules
+// were set: without it, Redis never held rules or lost them. Tenant keys never
+// begin with a dot.
+const rulesKnown = ".known"
+
+// LoadRules implements RulesBackend with HGETALL of the aggregate_rules hash.
+func (r *Redis) LoadRules(ctx context.Context) (map[string][]byte, bool, error) {
+	m, err := r.c.HGetAll(ctx, r.key("aggregate_rules")).Result()
+	if err != nil {
+		return nil, false, err
+	}
+	_, known := m[rulesKnown]
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		if k != rulesKnown {
+			out[k] = []byte(v)
+		}
+	}
+	return out, known, nil
+}
+
+// SaveRules implements RulesBackend: HSET or HDEL, then PUBLISH the key.
+func (r *Redis) SaveRules(ctx context.Context, key string, rules []byte) error {
+	k := r.key("aggregate_rules")
+	p := r.c.TxPipeline()
+	if rules == nil {
+		p.HDel(ctx, k, key)
+	} else {
+		p.HSet(ctx, k, key, rules)
+	}
+	p.HSet(ctx, k, rulesKnown, "1")
+	p.Publish(ctx, r.key("aggregate_rules", "changed"), key)
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// SeedRules implements RulesBackend with HSETNX.
+func (r *Redis) SeedRules(ctx context.Context, rules map[string][]byte) error {
+	k := r.key("aggregate_rules")
+	p := r.c.Pipeline()
+	for key, v := range rules {
+		p.HSetNX(ctx, k, key, v)
+	}
+	p.HSet(ctx, k, rulesKnown, "1")
+	_, err := p.Exec(ctx)
+	return err
+}
+
+// WatchRules implements RulesBackend with SUBSCRIBE, as WatchLimits.
+func (r *Redis) WatchRules(ctx context.Context, changed func()) error {
+	sub := r.c.Subscribe(ctx, r.key("aggregate_rules", "changed"))
+	defer sub.Close()
+	ch := sub.Channel()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case _, ok := <-ch:
+			if !ok {
+				return errors.New("aggregation rules subscription closed")
+			}
+			changed()
+		}
+	}
+}

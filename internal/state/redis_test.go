@@ -40,7 +40,8 @@ func (r *realRedis) Reset() {
 }
 
 // TestRedisKeysExpire checks that every key cardguard writes carries an expiry,
-// except the limits overrides (configuration, bounded by the tenants).
+// except the limits overrides and the aggregation rules (configuration, bounded
+// by the tenants).
 func TestRedisKeysExpire(t *testing.T) {
 	t.Parallel()
 	b := startRedis(t)
@@ -48,6 +49,9 @@ func TestRedisKeysExpire(t *testing.T) {
 	ra.request(seriesLimit(10), hashes(0, 5)...)
 	rb.request(seriesLimit(10), hashes(5, 8)...)
 	if _, err := ra.reg.Set(tn, []byte(`{"max_series": 10}`)); err != nil {
+		t.Fatal(err)
+	}
+	if err := NewRulesStore(b, nil, time.Second, nil).Save("1", []byte("- interval: 1m\n  outputs: [total]\n")); err != nil {
 		t.Fatal(err)
 	}
 	observeAndSync(ra, rb)
@@ -61,7 +65,7 @@ func TestRedisKeysExpire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if k == DefaultKeyPrefix+"limits" {
+		if k == DefaultKeyPrefix+"limits" || k == DefaultKeyPrefix+"aggregate_rules" {
 			continue
 		}
 		if ttl < 0 {
