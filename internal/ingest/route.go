@@ -78,10 +78,11 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() err
 	kept := 0
 	for i := range b.series {
 		s := &b.series[i]
-		if err := b.parseLabels(s); err != nil {
+		name, err := seriesMetric(s)
+		if err != nil {
 			return nil, false, err
 		}
-		m, self := h.cfg.Peers.OwnerOf(t, metricName(s.Labels))
+		m, self := h.cfg.Peers.OwnerOf(t, name)
 		if self {
 			b.series[kept] = *s
 			kept++
@@ -143,6 +144,36 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() err
 		return worst
 	}
 	return wait, true, nil
+}
+
+// seriesMetric is the metric name of s. A scanned series' labels are read in
+// place and left unparsed: the pipeline parses (and sorts) them itself, and a
+// series parsed here would skip its sorting.
+func seriesMetric(s *series) (string, error) {
+	if s.parsed {
+		return metricName(s.Labels), nil
+	}
+	end := int(s.rest)
+	if end == 0 {
+		end = len(s.raw)
+	}
+	for i := int(s.msg); i < end; {
+		f, err := nextField(s.raw, i)
+		if err != nil {
+			return "", parseError("cannot unmarshal timeseries: %v", err)
+		}
+		if f.num == 1 {
+			l, err := scanLabel(s.raw[f.start:f.end])
+			if err != nil {
+				return "", parseError("cannot unmarshal label: %v", err)
+			}
+			if l.Name == "__name__" {
+				return l.Value, nil
+			}
+		}
+		i = f.end
+	}
+	return "", nil
 }
 
 // worse is the error the client must hear of two: upstream trouble (retry
