@@ -5,10 +5,10 @@
 // Counters (and histogram buckets, which keep le) become the sum of their inputs'
 // increases, written as a counter that never goes down: vmagent's `total` output.
 // An input's reset counts its new value as increase; an input that appears
-// only sets its baseline (its earlier increase was never seen here) unless the
-// aggregator has run for longer than the staleness interval, after which a new
-// input is a counter that was born at zero and its first value counts whole; an
-// input that goes away takes nothing away from the total. Unlike vmagent, whose
+// only sets its baseline (vmagent's total_prometheus): its earlier increase was
+// never seen here, and a series that was forwarded as it was until the label
+// guard's window turned, or until a rule changed, would otherwise add its whole
+// value at once. An input that goes away takes nothing away from the total. Unlike vmagent, whose
 // inputs are forgotten after two intervals without samples (so that after a
 // failed scrape every input's whole value is counted again), an input's last
 // value is kept for the staleness interval, which is the cardinality window:
@@ -166,7 +166,6 @@ type Aggregator struct {
 	sink   Sink
 	logger *slog.Logger
 	now    func() time.Time
-	start  time.Time
 
 	shards [numShards]shard
 
@@ -219,7 +218,6 @@ type input struct {
 func New(cfg Config, sink Sink, logger *slog.Logger) *Aggregator {
 	a := &Aggregator{cfg: cfg, sink: sink, logger: logger, now: time.Now, pending: map[tenant.ID][]prompb.TimeSeries{},
 		dry: NewDryRun(cfg.Staleness, cfg.MaxInputs)}
-	a.start = a.now()
 	for i := range a.shards {
 		a.shards[i].outputs = map[outKey]*output{}
 	}
@@ -305,10 +303,6 @@ func (a *Aggregator) Add(t tenant.ID, in *Input) error {
 		o.inputs[in.Key] = i
 		a.stats.inputs.Add(1)
 	}
-	// A new input's first value is increase only once every input that existed
-	// before the aggregator started has been seen, which takes the staleness
-	// interval; before that it may be a counter that was running all along.
-	countFirst := now.Sub(a.start) >= a.cfg.Staleness
 	for _, s := range in.Samples {
 		if math.IsNaN(s.Value) || s.Timestamp < i.ts {
 			continue
@@ -317,7 +311,7 @@ func (a *Aggregator) Add(t tenant.ID, in *Input) error {
 		case o.kind == Gauge:
 			i.has = true
 		case first:
-			if countFirst || (in.Key == o.seed && !o.emitted) {
+			if in.Key == o.seed && !o.emitted {
 				o.total += s.Value
 			}
 			if in.Key == o.seed {
@@ -616,9 +610,5 @@ func truncate(s string) string {
 }
 
 // SetClock replaces the clock, for simulations and tests that write at times
-// of their own choosing; the aggregator counts as started at the new clock's
-// now. Call it before the first Add.
-func (a *Aggregator) SetClock(now func() time.Time) {
-	a.now = now
-	a.start = now()
-}
+// of their own choosing. Call it before the first Add.
+func (a *Aggregator) SetClock(now func() time.Time) { a.now = now }
