@@ -16,6 +16,7 @@ import (
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/state"
+	"github.com/cardguard/cardguard/internal/streamrules"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// Aggregation sizes the aggregation of series that relabel rules or the
 	// label guard fold together (what is folded is per tenant, in limits).
 	Aggregation aggregate.Config `yaml:"aggregation"`
+	// Aggregate holds vmagent stream aggregation rules, global and per tenant,
+	// as a -streamAggr.config file writes them. Rules set through the API are
+	// stored in the data directory and win over these.
+	Aggregate streamrules.Config `yaml:"aggregate"`
 	// QueryAudit bounds the query usage records.
 	QueryAudit QueryAuditConfig `yaml:"query_audit"`
 	// State chooses where state lives: in this process (memory, the default) or
@@ -143,6 +148,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if _, err := c.aggregation(); err != nil {
+		return err
+	}
+	if err := c.Aggregate.Validate(); err != nil {
 		return err
 	}
 	if c.QueryAudit.Retention < 0 {

@@ -10,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/streamaggr"
 	"gopkg.in/yaml.v3"
+
+	"github.com/cardguard/cardguard/internal/streamrules"
 )
 
 // configsDir holds the example policy files shipped with cardguard. Every *.yml
@@ -151,14 +154,24 @@ type keyWalker struct {
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
 
 func isSection(t reflect.Type) bool {
-	return t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(textUnmarshaler)
+	// vmagent's relabel rules (input_ and output_relabel_configs of aggregation
+	// rules) are vmagent's keys, documented by the relabel section's own.
+	return t.Kind() == reflect.Struct && !reflect.PointerTo(t).Implements(textUnmarshaler) &&
+		t.PkgPath() != "github.com/VictoriaMetrics/VictoriaMetrics/lib/promrelabel"
 }
+
+// streamRuleList is what an aggregation rule list holds, kept as YAML
+// (streamrules.List): the reference must show every key of a vmagent rule.
+var streamRuleList = reflect.TypeFor[[]streamaggr.Config]()
 
 // walk records the keys n sets for t, and registers every section type below t even
 // where n is absent, so that a whole missing section is reported key by key.
 func (w *keyWalker) walk(t reflect.Type, n *yaml.Node, path string) {
 	for t.Kind() == reflect.Pointer {
 		t = t.Elem()
+	}
+	if t == reflect.TypeFor[streamrules.List]() {
+		t = streamRuleList
 	}
 	switch {
 	case isSection(t):

@@ -61,6 +61,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.goLoop(ctx, func(ctx context.Context) { a.tracker.Run(ctx, 5*time.Second) })
 	a.loops.goLoop(ctx, a.usage.Run)
 	a.loops.goLoop(ctx, a.folds.Run)
+	a.loops.goLoop(ctx, a.syncStreamRules)
 	a.loops.goLoop(ctx, a.ui.history.Run)
 	a.shared.start(ctx, &a.loops)
 	a.loops.goLoop(ctx, func(ctx context.Context) {
@@ -93,6 +94,7 @@ func (a *app) stop() {
 		a.logger.Error("cannot write aggregated series on shutdown", "err", err)
 	}
 	cancel()
+	a.streams.Stop()
 	a.saveSnapshots()
 	a.shared.close()
 }

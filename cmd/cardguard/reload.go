@@ -9,8 +9,8 @@ import (
 )
 
 // reload applies a new policy file to the running app: limits (defaults and file
-// overrides) and relabel rules take effect at once. Upstream and auth settings
-// need a restart; a change to them is reported, not applied.
+// overrides), relabel rules and aggregation rules take effect at once. Upstream
+// and auth settings need a restart; a change to them is reported, not applied.
 func (a *app) reload(cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
@@ -20,6 +20,9 @@ func (a *app) reload(cfg Config) error {
 		return err
 	}
 	if err := a.registry.Reload(cfg.Limits.Defaults, cfg.Limits.Overrides); err != nil {
+		return err
+	}
+	if err := a.streams.SetFile(cfg.Aggregate); err != nil {
 		return err
 	}
 	a.rules.p.Store(rs)

@@ -22,6 +22,7 @@ import (
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/readpath"
 	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/streamrules"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -45,6 +46,7 @@ type app struct {
 	guard    *guard.Guard
 	usage    *queryaudit.Recorder
 	folds    *aggregate.Aggregator
+	streams  *streamrules.Rules
 	claims   *aggregate.Claims
 	ui       *dashboard
 	shared   *shared // nil: state.backend memory
@@ -112,6 +114,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	if err := a.folds.Register(reg); err != nil {
 		return nil, err
 	}
+	if a.streams, err = a.newStreamRules(sink); err != nil {
+		return nil, err
+	}
 	a.claims = aggregate.NewClaims(window, maxClaims)
 	if err := a.claims.Register(reg); err != nil {
 		return nil, err
@@ -133,10 +138,11 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Limits:   a.registry,
 		Enforcer: a.enforcer,
 		Folder:   a.folds,
+		Streams:  a.streams,
 		Claims:   a.claims,
 	}, reg, logger)
 	sink.h = a.ingest
-	a.proxy = readpath.New(readpath.Config{}, scheme, a.usage, reg, logger)
+	a.proxy = readpath.New(readpath.Config{Limits: a.registry, Sketches: a.tracker}, scheme, a.usage, reg, logger)
 	if a.ui, err = newDashboard(a); err != nil {
 		return nil, err
 	}
@@ -177,6 +183,7 @@ func (a *app) routes() http.Handler {
 	}
 	r.HandleFunc("/insert/{tenant}/prometheus/api/v1/write", write)
 	r.HandleFunc("/insert/{tenant}/prometheus/api/v1/push", write)
+	a.protocolRoutes(r)
 
 	read := func(prefix string) http.HandlerFunc {
 		return func(w http.ResponseWriter, r *http.Request) {
@@ -199,9 +206,10 @@ func (a *app) routes() http.Handler {
 		r.Use(a.scopeTenantTokens)
 		requireTenant := a.auth.RequireTenant("tenant")
 		a.tracker.Routes(r, requireTenant)
-		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).Routes(r, a.auth.RequireAdmin, requireTenant)
+		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).WithQueries(a.proxy.Limiter()).Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.guard.Routes(r, requireTenant)
 		a.folds.Routes(r, requireTenant)
+		a.streams.Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 	})
