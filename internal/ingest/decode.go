@@ -18,26 +18,33 @@ const (
 
 // contentProtocol reads Content-Type and Content-Encoding. A missing Content-Type or
 // Content-Encoding is taken as remote write 1.0 with snappy, as VictoriaMetrics does;
-// anything declared and unknown is a 415.
-func contentProtocol(r *http.Request) (int, error) {
-	if enc := r.Header.Get("Content-Encoding"); enc != "" && !strings.EqualFold(enc, "snappy") {
-		return 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write needs snappy", truncate(enc, 64))
+// zstd is VictoriaMetrics' own remote-write protocol (vmagent and vmalert send it
+// first, and fall back to snappy after a 415); anything else declared and unknown
+// is a 415.
+func contentProtocol(r *http.Request) (proto, enc int, err error) {
+	enc = encSnappy
+	switch e := r.Header.Get("Content-Encoding"); {
+	case e == "" || strings.EqualFold(e, "snappy"):
+	case strings.EqualFold(e, "zstd"):
+		enc = encZstd
+	default:
+		return 0, 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write needs snappy or zstd", truncate(e, 64))
 	}
 	ct := r.Header.Get("Content-Type")
 	if ct == "" {
-		return protoV1, nil
+		return protoV1, enc, nil
 	}
 	mt, params, err := mime.ParseMediaType(ct)
 	if err != nil || mt != "application/x-protobuf" {
-		return 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf", truncate(ct, 128))
+		return 0, 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Type %q: want application/x-protobuf", truncate(ct, 128))
 	}
 	switch params["proto"] {
 	case "", "prometheus.WriteRequest":
-		return protoV1, nil
+		return protoV1, enc, nil
 	case "io.prometheus.write.v2.Request":
-		return protoV2, nil
+		return protoV2, enc, nil
 	default:
-		return 0, errorf(http.StatusUnsupportedMediaType, "unsupported remote write proto %q", truncate(params["proto"], 64))
+		return 0, 0, errorf(http.StatusUnsupportedMediaType, "unsupported remote write proto %q", truncate(params["proto"], 64))
 	}
 }
 

@@ -24,6 +24,7 @@ import (
 	"unsafe"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
@@ -83,6 +84,7 @@ type Handler struct {
 	metrics *metrics
 	logger  *slog.Logger
 	now     func() time.Time
+	zstd    *zstd.Decoder // see decodeBody
 
 	ctxPool sync.Pool     // *writeCtx
 	slots   chan struct{} // one per request being processed
@@ -158,6 +160,7 @@ func New(cfg Config, scheme *upstream.Scheme, stages Stages, reg prometheus.Regi
 		bodies:  newInflight(cfg.InflightBytes, cfg.TenantInflightBytes),
 		logger:  logger,
 		now:     time.Now,
+		zstd:    newZstdDecoder(cfg.MaxDecodedBytes),
 	}
 	if reg != nil {
 		promauto.With(reg).NewGaugeFunc(prometheus.GaugeOpts{
@@ -178,6 +181,7 @@ type writeCtx struct {
 	batch   batch
 	wru     prompb.WriteRequestUnmarshaler
 	v2      v2Decoder
+	in      Builder // series decoded from other protocols (protocol.go)
 	series  seriesScratch
 	// wruHeld is what wru's pools were estimated to hold for the last request:
 	// they are not visible from here, so putCtx judges them by it.
@@ -209,6 +213,7 @@ func (h *Handler) putCtx(wc *writeCtx) {
 	wc.batch.reset()
 	wc.wru.Reset()
 	wc.v2.reset()
+	wc.in.reset(nil, 0)
 	wc.series.reset()
 	wc.trim()
 	h.ctxPool.Put(wc)
@@ -216,6 +221,12 @@ func (h *Handler) putCtx(wc *writeCtx) {
 
 // trim lets go of whatever the last request made wc grow beyond the keep caps.
 func (wc *writeCtx) trim() {
+	if cap(wc.body) > keepBody {
+		// Label strings of other protocols point into it.
+		wc.batch.release()
+		wc.series.release()
+		wc.in.release()
+	}
 	wc.body = trimSlice(wc.body, keepBody)
 	wc.out = trimSlice(wc.out, keepBody)
 	wc.chunk = trimSlice(wc.chunk, keepDecoded)
@@ -226,7 +237,15 @@ func (wc *writeCtx) trim() {
 		wc.series.release()
 		wc.v2 = v2Decoder{}
 		wc.wru = prompb.WriteRequestUnmarshaler{}
+		wc.in.release()
 	}
+	in := &wc.in
+	in.labels = trimSlice(in.labels, keepSlice)
+	in.samples = trimSlice(in.samples, keepSlice)
+	in.spans = trimSlice(in.spans, keepSlice)
+	in.meta = trimSlice(in.meta, keepSlice)
+	in.blocks = trimSlice(in.blocks, keepSlice/blockSize)
+	in.wr.Timeseries = trimSlice(in.wr.Timeseries, keepSlice)
 	b := &wc.batch
 	b.series = trimSlice(b.series, keepSlice)
 	b.others = trimSlice(b.others, keepSlice)
@@ -271,18 +290,20 @@ func (h *Handler) ServeWrite(w http.ResponseWriter, r *http.Request, t tenant.ID
 		h.finish(w, tl, start, errorf(http.StatusMethodNotAllowed, "remote write needs POST, not %s", r.Method))
 		return
 	}
-	err := h.receive(w, r, t, tl, start)
+	proto, enc, err := contentProtocol(r)
+	if err == nil {
+		err = h.receive(w, r, t, tl, func(wc *writeCtx) error {
+			return h.serve(w, r, t, tl, wc, proto, enc)
+		})
+	}
 	h.finish(w, tl, start, err)
 }
 
 // receive reads the body, then waits for a processing slot and processes the
-// request: a client that trickles its body holds a share of the bytes bodies may
-// reserve (inflight.go), never a slot.
-func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, start time.Time) error {
-	proto, err := contentProtocol(r)
-	if err != nil {
-		return err
-	}
+// request with serve: a client that trickles its body holds a share of the
+// bytes bodies may reserve (inflight.go), never a slot.
+func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, serve func(*writeCtx) error) error {
+	var err error
 	maxBytes := h.cfg.MaxRequestBytes
 	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
 		maxBytes = lim
@@ -309,7 +330,7 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, t
 		return err
 	}
 	defer func() { <-h.slots }()
-	return h.serve(w, r, t, tl, wc, proto)
+	return serve(wc)
 }
 
 func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err error) {
@@ -331,53 +352,75 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 	h.metrics.duration.WithLabelValues(tl).Observe(h.now().Sub(start).Seconds())
 }
 
-// serve processes a request whose body wc holds.
-func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto int) (err error) {
-	wc.decoded, err = decompress(wc.decoded, wc.body, h.cfg.MaxDecodedBytes)
+// serve processes a remote-write request whose body wc holds.
+func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto, enc int) error {
+	var err error
+	wc.decoded, err = h.decodeBody(wc.decoded, wc.body, enc)
 	if err != nil {
 		return err
 	}
 	if err := wc.decode(proto); err != nil {
 		return err
 	}
-	b := &wc.batch
 	if proto == protoV2 {
 		setWritten(w.Header(), 0) // until VictoriaMetrics took what is forwarded
 	}
+	name := "prometheus_remote_write"
+	switch {
+	case proto == protoV2:
+		name = "prometheus_remote_write_v2"
+	case enc == encZstd:
+		name = "vm_remote_write"
+	}
+	// A body in zstd or 2.0 is forwarded as snappy 1.0.
+	res, err := h.forwardBatch(r, t, tl, wc, name, proto == protoV2 || enc != encSnappy)
+	if err != nil {
+		return err
+	}
+	if proto == protoV2 {
+		setWritten(w.Header(), res.forwardSamples)
+	}
+	return res.verdict
+}
+
+// forwardBatch runs the stages over wc.batch and forwards what they keep to
+// VictoriaMetrics, re-encoded when something changed or reencode is set (the
+// body is not snappy remote write 1.0). protocol names the protocol in
+// cardguard_ingested_samples_total.
+func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writeCtx, protocol string, reencode bool) (res result, err error) {
+	b := &wc.batch
 	if h.cfg.Types != nil && b.metadata > 0 {
 		h.learnTypes(t, b)
 	}
 	wait, moved, err := h.route(r, t, b)
 	if err != nil {
-		return err
+		return res, err
 	}
 	if wait != nil {
 		// Whatever happens here, the client hears of the owners' answers: the
 		// request is acknowledged only once every part of it was taken.
 		defer func() { err = worse(err, wait()) }()
 	}
-	res, err := h.process(t, tl, b, &wc.series)
+	res, err = h.process(t, tl, b, &wc.series)
 	if err != nil {
-		return err
+		return res, err
 	}
 	h.metrics.samplesReceived.WithLabelValues(tl).Add(float64(res.received))
+	h.metrics.ingested.WithLabelValues(tl, protocol).Add(float64(res.received))
 	if res.forwardSeries == 0 && b.metadata == 0 {
-		return res.verdict
+		return res, nil
 	}
 	body := wc.body
-	if res.modified || moved || proto == protoV2 {
+	if res.modified || moved || reencode {
 		wc.out = b.appendSnappy(wc.out[:0], &wc.chunk)
 		body = wc.out
 	}
 	if err := h.fwd.forward(r.Context(), h.scheme.WriteURL(t), body, r.Header.Get("User-Agent")); err != nil {
 		h.metrics.upstreamErrors.Inc()
-		return err
+		return res, err
 	}
 	h.metrics.samplesForwarded.WithLabelValues(tl).Add(float64(res.forwardSamples))
-	if proto == protoV2 {
-		setWritten(w.Header(), res.forwardSamples)
-	}
-	return res.verdict
+	return res, nil
 }
 
 // decode reads wc.decoded, a request of protocol proto, into wc.batch. What it

@@ -17,6 +17,7 @@ type metrics struct {
 	receivedBytes    *prometheus.CounterVec
 	samplesReceived  *prometheus.CounterVec
 	samplesForwarded *prometheus.CounterVec
+	ingested         *prometheus.CounterVec
 	samplesFolded    *prometheus.CounterVec
 	routed           *prometheus.CounterVec
 	routeErrors      prometheus.Counter
@@ -62,6 +63,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "cardguard_ingest_samples_forwarded_total",
 			Help: "Samples VictoriaMetrics accepted through cardguard.",
 		}, []string{"tenant"}),
+		ingested: f.NewCounterVec(prometheus.CounterOpts{
+			Name: "cardguard_ingested_samples_total",
+			Help: "Samples in write requests that decoded successfully, by tenant and protocol (prometheus_remote_write, prometheus_remote_write_v2, vm_remote_write, opentelemetry, vmimport, prometheus_import, csv_import, influx, datadog_v1, datadog_v2, newrelic, opentsdb).",
+		}, []string{"tenant", "protocol"}),
 		samplesFolded: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_ingest_samples_aggregated_total",
 			Help: "Samples of series that relabel rules or the label guard folded together, handed to aggregation instead of forwarded.",

@@ -373,7 +373,7 @@ func TestRemoteWrite2Answers(t *testing.T) {
 		{name: "upstream down is 503 with nothing written", upstream: 503, want: 503, forward: true, written: "0"},
 		{name: "upstream rejects", upstream: 400, want: 400, forward: true, written: "0"},
 		{name: "gzip is 415", hdr: map[string]string{"Content-Encoding": "gzip"}, want: 415},
-		{name: "zstd is 415", hdr: map[string]string{"Content-Encoding": "zstd"}, want: 415},
+		{name: "zstd that is not zstd is 400", hdr: map[string]string{"Content-Encoding": "zstd"}, want: 400},
 		{name: "unknown proto is 415", hdr: map[string]string{"Content-Type": "application/x-protobuf;proto=io.prometheus.write.v3.Request"}, want: 415},
 		{name: "not protobuf is 415", hdr: map[string]string{"Content-Type": "application/json;proto=io.prometheus.write.v2.Request"}, want: 415},
 		{name: "empty request writes nothing", body: snappy.Encode(nil, (&v2Req{symbols: []string{""}}).marshal()), upstream: 204, want: 204, written: "0"},
