@@ -1,0 +1,251 @@
+package main
+
+import (
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/klauspost/compress/zstd"
+	commonv1 "go.opentelemetry.io/proto/otlp/common/v1"
+	metricsv1 "go.opentelemetry.io/proto/otlp/metrics/v1"
+	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/cardguard/cardguard/internal/vmtest"
+)
+
+// protocolCase is one payload sent to VictoriaMetrics directly and through
+// cardguard.
+type protocolCase struct {
+	name string
+	path string // through cardguard (and directly, unless direct is set)
+	// direct, when set, is the path, body and headers VictoriaMetrics gets
+	// instead (OTLP JSON, which VictoriaMetrics does not take, goes to it as
+	// protobuf; OpenTSDB goes to its own listener).
+	direct     *protocolCase
+	body       []byte
+	hdr        map[string]string
+	wantStatus int
+	wantBody   string // a part of the answer's body
+}
+
+func otlpKV(k, v string) *commonv1.KeyValue {
+	return &commonv1.KeyValue{Key: k, Value: &commonv1.AnyValue{Value: &commonv1.AnyValue_StringValue{StringValue: v}}}
+}
+
+// otlpAllKinds is an OTLP request with a metric of each of the five kinds,
+// their names starting with prefix, points at ts.
+func otlpAllKinds(prefix string, ts time.Time) *metricsv1.MetricsData {
+	ns := uint64(ts.UnixNano())
+	attrs := []*commonv1.KeyValue{otlpKV("route", "/api"), otlpKV("code", "200")}
+	sum, mn, mx := 12.5, 0.5, 7.0
+	return &metricsv1.MetricsData{ResourceMetrics: []*metricsv1.ResourceMetrics{{
+		Resource: &resourcev1.Resource{Attributes: []*commonv1.KeyValue{otlpKV("service.name", "checkout"), otlpKV("host.name", "h1")}},
+		ScopeMetrics: []*metricsv1.ScopeMetrics{{
+			Scope: &commonv1.InstrumentationScope{Name: "cardguard.test", Version: "1.0"},
+			Metrics: []*metricsv1.Metric{
+				{Name: prefix + "gauge", Unit: "1", Data: &metricsv1.Metric_Gauge{Gauge: &metricsv1.Gauge{DataPoints: []*metricsv1.NumberDataPoint{
+					{Attributes: attrs, TimeUnixNano: ns, Value: &metricsv1.NumberDataPoint_AsDouble{AsDouble: 0.75}},
+					{Attributes: []*commonv1.KeyValue{otlpKV("route", "/other")}, TimeUnixNano: ns, Value: &metricsv1.NumberDataPoint_AsInt{AsInt: 3}},
+				}}}},
+				{Name: prefix + "requests", Unit: "{request}", Data: &metricsv1.Metric_Sum{Sum: &metricsv1.Sum{
+					IsMonotonic: true, AggregationTemporality: metricsv1.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+					DataPoints: []*metricsv1.NumberDataPoint{{Attributes: attrs, TimeUnixNano: ns, Value: &metricsv1.NumberDataPoint_AsInt{AsInt: 42}}},
+				}}},
+				{Name: prefix + "latency", Unit: "s", Data: &metricsv1.Metric_Histogram{Histogram: &metricsv1.Histogram{
+					AggregationTemporality: metricsv1.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+					DataPoints: []*metricsv1.HistogramDataPoint{{
+						Attributes: attrs, TimeUnixNano: ns, Count: 6, Sum: &sum, Min: &mn, Max: &mx,
+						BucketCounts: []uint64{1, 2, 3}, ExplicitBounds: []float64{0.1, 1},
+					}},
+				}}},
+				{Name: prefix + "size", Unit: "By", Data: &metricsv1.Metric_ExponentialHistogram{ExponentialHistogram: &metricsv1.ExponentialHistogram{
+					AggregationTemporality: metricsv1.AggregationTemporality_AGGREGATION_TEMPORALITY_CUMULATIVE,
+					DataPoints: []*metricsv1.ExponentialHistogramDataPoint{{
+						Attributes: attrs, TimeUnixNano: ns, Count: 7, Sum: &sum, Scale: 1, ZeroCount: 1,
+						Positive: &metricsv1.ExponentialHistogramDataPoint_Buckets{Offset: 2, BucketCounts: []uint64{1, 2, 3}},
+					}},
+				}}},
+				{Name: prefix + "summary", Data: &metricsv1.Metric_Summary{Summary: &metricsv1.Summary{
+					DataPoints: []*metricsv1.SummaryDataPoint{{
+						Attributes: attrs, TimeUnixNano: ns, Count: 4, Sum: 10,
+						QuantileValues: []*metricsv1.SummaryDataPoint_ValueAtQuantile{{Quantile: 0.5, Value: 2}, {Quantile: 0.99, Value: 4}},
+					}},
+				}}},
+			},
+		}},
+	}}}
+}
+
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	_, _ = zw.Write(b)
+	_ = zw.Close()
+	return buf.Bytes()
+}
+
+func zstdEncoded(b []byte) []byte {
+	enc, _ := zstd.NewWriter(nil)
+	defer enc.Close()
+	return enc.EncodeAll(b, nil)
+}
+
+// protocolCases are payloads of every protocol, points at ts.
+func protocolCases(t *testing.T, ts time.Time) []protocolCase {
+	t.Helper()
+	ms, s := ts.UnixMilli(), ts.Unix()
+	otlpPB, err := proto.Marshal(otlpAllKinds("otlp_pb_", ts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otlpJS, err := protojson.Marshal(otlpAllKinds("otlp_json_", ts))
+	if err != nil {
+		t.Fatal(err)
+	}
+	otlpJSAsPB, _ := proto.Marshal(otlpAllKinds("otlp_json_", ts))
+	wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{
+		{Labels: []prompb.Label{{Name: "__name__", Value: "zstd_rw"}, {Name: "job", Value: "vmagent"}}, Samples: []prompb.Sample{{Value: 1, Timestamp: ms}, {Value: 2, Timestamp: ms + 1000}}},
+	}}
+	pbHdr := map[string]string{"Content-Type": "application/x-protobuf"}
+	return []protocolCase{
+		{name: "otlp protobuf gzip", path: "/opentelemetry/v1/metrics", body: gzipped(otlpPB),
+			hdr: map[string]string{"Content-Type": "application/x-protobuf", "Content-Encoding": "gzip"}, wantStatus: 200},
+		{name: "otlp json", path: "/opentelemetry/v1/metrics", body: otlpJS, hdr: map[string]string{"Content-Type": "application/json"}, wantStatus: 200,
+			wantBody: "{}", direct: &protocolCase{path: "/opentelemetry/v1/metrics", body: otlpJSAsPB, hdr: pbHdr}},
+		{name: "vmimport", path: "/api/v1/import", wantStatus: 204, body: []byte(fmt.Sprintf(
+			`{"metric":{"__name__":"vmimport_metric","job":"a","instance":"i:1"},"values":[1,2.5,3],"timestamps":[%d,%d,%d]}`+"\n"+
+				`{"metric":{"__name__":"vmimport_metric","job":"b"},"values":[7],"timestamps":[%d]}`+"\n", ms, ms+1000, ms+2000, ms))},
+		{name: "prometheus text with extra_label and timestamp", path: "/api/v1/import/prometheus?extra_label=env%3Dquery&extra_label=team%3Dx&timestamp=" + fmt.Sprint(ms),
+			wantStatus: 204, hdr: map[string]string{"Content-Type": "application/x-www-form-urlencoded"}, body: []byte(fmt.Sprintf(
+				"# HELP promtext_requests_total Requests.\n# TYPE promtext_requests_total counter\n"+
+					"promtext_requests_total{code=\"200\",env=\"body\"} 10\npromtext_requests_total{code=\"500\"} 2 %d\npromtext_up 1\n", ms-60000))},
+		{name: "csv with format", path: "/api/v1/import/csv?format=" + url.QueryEscape("2:metric:csv_temperature,3:metric:csv_humidity,1:label:city,4:time:unix_s"),
+			wantStatus: 204, body: []byte(fmt.Sprintf("berlin,21.5,60,%d\nparis,25,45,%d\n", s, s))},
+		{name: "influx /write with db and precision", path: "/write?db=telegraf&precision=s", wantStatus: 204, body: []byte(fmt.Sprintf(
+			"cpu,host=h1,region=eu usage_user=1.5,usage_system=2i %d\nmem,host=h1,db=own used=10 %d\n", s, s))},
+		{name: "influx v2 gzip", path: "/influx/api/v2/write?precision=ms&bucket=b&org=o", wantStatus: 204, hdr: map[string]string{"Content-Encoding": "gzip"},
+			body: gzipped([]byte(fmt.Sprintf("disk,path=/ free=5,used=7 %d\n", ms)))},
+		{name: "influx under /insert/0/ with guessed precision", path: "/insert/0/influx/write", wantStatus: 204,
+			direct: &protocolCase{path: "/influx/write"}, body: []byte(fmt.Sprintf("net,if=eth0 bytes_recv=100 %d\n", ts.UnixNano()))},
+		{name: "datadog v1", path: "/datadog/api/v1/series", wantStatus: 202, wantBody: `{"errors":[]}`, body: []byte(fmt.Sprintf(
+			`{"series":[{"metric":"system.load.1","host":"h1","device":"sda","tags":["env:prod","host:other","bare"],"points":[[%d,0.7],[%d,0.9]]}]}`, s, s+10))},
+		{name: "datadog v2", path: "/datadog/api/v2/series", wantStatus: 202, wantBody: `{"errors":[]}`, hdr: map[string]string{"Content-Type": "application/json"},
+			body: []byte(fmt.Sprintf(`{"series":[{"metric":"dd.v2.requests","type":1,"points":[{"timestamp":%d,"value":5}],"resources":[{"name":"h2","type":"host"}],"tags":["env:dev"],"source_type_name":"agent"}]}`, s))},
+		{name: "newrelic", path: "/newrelic/infra/v2/metrics/events/bulk", wantStatus: 202, body: []byte(fmt.Sprintf(
+			`[{"EntityID":1,"IsAgent":true,"Events":[{"eventType":"SystemSample","timestamp":%d,"entityKey":"h1","cpuPercent":25.5,"memoryUsedBytes":1024}],"ReportingAgentID":1}]`, s))},
+		{name: "opentsdb", path: "/api/put", wantStatus: 204, body: []byte(fmt.Sprintf(
+			`[{"metric":"tsdb.cpu","timestamp":%d,"value":3,"tags":{"host":"h1"}},{"metric":"tsdb.mem","timestamp":%d,"value":4,"tags":{"host":"h1"}}]`, s, ms))},
+		{name: "remote write zstd", path: "/api/v1/write", wantStatus: 204, body: zstdEncoded(wr.MarshalProtobuf(nil)),
+			hdr: map[string]string{"Content-Type": "application/x-protobuf", "Content-Encoding": "zstd"}},
+	}
+}
+
+func postRaw(t *testing.T, rawURL string, body []byte, hdr map[string]string) (int, string, http.Header) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, rawURL, bytes.NewReader(body))
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("POST %s: %v", rawURL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b), resp.Header
+}
+
+// exportAll is every series VictoriaMetrics at base holds, one normalised
+// JSON line each, sorted.
+func exportAll(t *testing.T, base string) []string {
+	t.Helper()
+	code, body := get(t, base+"/api/v1/export?match[]="+url.QueryEscape(`{__name__!=""}`))
+	if code != 200 {
+		t.Fatalf("export from %s: %d %s", base, code, body)
+	}
+	var out []string
+	for _, line := range strings.Split(strings.TrimSpace(string(body)), "\n") {
+		if line == "" {
+			continue
+		}
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Fatalf("export line %q: %v", line, err)
+		}
+		b, _ := json.Marshal(v) // keys sorted
+		out = append(out, string(b))
+	}
+	slices.Sort(out)
+	return out
+}
+
+// waitSameExport polls both VictoriaMetrics until their exports are equal and
+// hold want series at least, and returns the last exports.
+func waitSameExport(t *testing.T, a, b *vmtest.VM, want int) (direct, through []string) {
+	t.Helper()
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		a.Flush()
+		b.Flush()
+		direct, through = exportAll(t, a.URL), exportAll(t, b.URL)
+		if len(direct) >= want && slices.Equal(direct, through) || time.Now().After(deadline) {
+			return direct, through
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestProtocolsMatchVictoriaMetrics sends the payload of every protocol to a
+// VictoriaMetrics directly and to another through cardguard with no rules:
+// both must hold the same series and samples, and each sender gets its
+// protocol's answer.
+func TestProtocolsMatchVictoriaMetrics(t *testing.T) {
+	tsdbAddr := vmtest.FreeAddr(t)
+	direct := vmtest.StartVM(t, "-opentsdbHTTPListenAddr="+tsdbAddr)
+	e := newEnv(t, nil)
+	ts := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
+	cases := protocolCases(t, ts)
+	for _, c := range cases {
+		d := protocolCase{path: c.path, body: c.body, hdr: c.hdr}
+		if c.direct != nil {
+			if c.direct.path != "" {
+				d.path = c.direct.path
+			}
+			if c.direct.body != nil {
+				d.body, d.hdr = c.direct.body, c.direct.hdr
+			}
+		}
+		base := direct.URL
+		if strings.HasPrefix(d.path, "/api/put") {
+			base = "http://" + tsdbAddr
+		}
+		if code, body, _ := postRaw(t, base+d.path, d.body, d.hdr); code/100 != 2 {
+			t.Fatalf("%s: VictoriaMetrics answered %d %s", c.name, code, body)
+		}
+		code, body, _ := postRaw(t, e.srv.URL+c.path, c.body, c.hdr)
+		if code != c.wantStatus || !strings.Contains(body, c.wantBody) {
+			t.Errorf("%s: cardguard answered %d %q, want %d with %q", c.name, code, body, c.wantStatus, c.wantBody)
+		}
+	}
+	want, through := waitSameExport(t, direct, e.vm, 30)
+	if !slices.Equal(want, through) {
+		t.Errorf("through cardguard VictoriaMetrics holds\n%s\n\ndirectly\n%s", strings.Join(through, "\n"), strings.Join(want, "\n"))
+	}
+	for _, p := range []string{"opentelemetry", "vmimport", "prometheus_import", "csv_import", "influx", "datadog_v1", "datadog_v2", "newrelic", "opentsdb", "vm_remote_write"} {
+		if got := metricValue(t, e, "cardguard_ingested_samples_total", map[string]string{"protocol": p}); got == 0 {
+			t.Errorf("cardguard_ingested_samples_total{protocol=%q} = 0", p)
+		}
+	}
+	t.Logf("%d series identical:\n%s", len(want), strings.Join(want, "\n"))
+}
