@@ -25,6 +25,22 @@ type API struct {
 	reg *Registry
 	enf *Enforcer       // nil: no usage
 	est SeriesEstimator // nil: no estimate
+	qry QueryUsage      // nil: no read-path usage
+}
+
+// QueryUsage is the read path's side of a tenant's usage (readpath.Limiter).
+type QueryUsage interface {
+	// Refusals are the tenant's refused queries by reason, enforced and dry run.
+	Refusals(t tenant.ID) (enforced, dryRun map[Reason]int64)
+	// InFlight is the tenant's queries holding a max_concurrent_queries slot and
+	// those waiting for one.
+	InFlight(t tenant.ID) (running, waiting int)
+}
+
+// WithQueries adds the read path's usage to GET /limits/{tenant}; q may be nil.
+func (a *API) WithQueries(q QueryUsage) *API {
+	a.qry = q
+	return a
 }
 
 // NewAPI returns the API over reg. enf and est may be nil; usage then leaves out what
@@ -69,6 +85,15 @@ type usage struct {
 	IngestionRate          rateUsage        `json:"ingestion_rate"`
 	DiscardedSamples       map[Reason]int64 `json:"discarded_samples"`
 	DryRunDiscardedSamples map[Reason]int64 `json:"dry_run_discarded_samples"`
+	Queries                *queryUsage      `json:"queries,omitempty"`
+}
+
+type queryUsage struct {
+	Running              int              `json:"running"`
+	Waiting              int              `json:"waiting"`
+	MaxConcurrent        int              `json:"max_concurrent"`
+	RefusedQueries       map[Reason]int64 `json:"refused_queries"`
+	DryRunRefusedQueries map[Reason]int64 `json:"dry_run_refused_queries"`
 }
 
 type seriesUsage struct {
@@ -130,6 +155,12 @@ func (a *API) get(w http.ResponseWriter, r *http.Request) {
 		if n, ok := a.est.TenantSeries(t); ok {
 			u.Series.Estimate = &n
 		}
+	}
+	if a.qry != nil {
+		q := &queryUsage{MaxConcurrent: l.MaxConcurrentQueries}
+		q.Running, q.Waiting = a.qry.InFlight(t)
+		q.RefusedQueries, q.DryRunRefusedQueries = a.qry.Refusals(t)
+		u.Queries = q
 	}
 	v.Usage = u
 	writeJSON(w, http.StatusOK, v)

@@ -28,6 +28,7 @@ import (
 	"strings"
 	"unicode/utf8"
 
+	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cardguard/cardguard/internal/tenant"
@@ -127,6 +128,26 @@ type Limits struct {
 	LabelGuard LabelGuard `yaml:"label_guard" json:"label_guard"`
 	// Aggregation says what happens to series that relabel rules make equal.
 	Aggregation Aggregation `yaml:"aggregation" json:"aggregation"`
+
+	// Read limits (read.go), enforced by internal/readpath.
+
+	// MaxConcurrentQueries is the number of the tenant's queries forwarded at once;
+	// as many more wait in a queue, and the rest get 429.
+	MaxConcurrentQueries int `yaml:"max_concurrent_queries" json:"max_concurrent_queries"`
+	// QueryRate is the sustained number of queries per second.
+	QueryRate float64 `yaml:"query_rate" json:"query_rate"`
+	// QueryBurst is the query token bucket size; 0 means one second of QueryRate
+	// (at least 1).
+	QueryBurst int `yaml:"query_burst" json:"query_burst"`
+	// MaxQueryLength bounds end - start of a query (plus its longest range selector).
+	MaxQueryLength model.Duration `yaml:"max_query_length" json:"max_query_length"`
+	// MaxQueryLookback bounds how far back from now a query may read.
+	MaxQueryLookback model.Duration `yaml:"max_query_lookback" json:"max_query_lookback"`
+	// MaxSeriesPerQuery bounds the series a query's selectors may select, as
+	// estimated from cardguard's sketches before the query runs.
+	MaxSeriesPerQuery int `yaml:"max_series_per_query" json:"max_series_per_query"`
+	// BlockedQueries are refused, exactly as written or by regex.
+	BlockedQueries []BlockedQuery `yaml:"blocked_queries" json:"blocked_queries"`
 }
 
 // OnCollision is what happens when relabel rules turn distinct series into one.
@@ -176,6 +197,7 @@ func (l Limits) Clone() Limits {
 	c := l
 	c.LabelGuard.ExemptLabels = slices.Clone(l.LabelGuard.ExemptLabels)
 	c.LabelGuard.ExemptMetrics = slices.Clone(l.LabelGuard.ExemptMetrics)
+	c.BlockedQueries = slices.Clone(l.BlockedQueries)
 	return c
 }
 
@@ -260,7 +282,7 @@ func (l *Limits) Validate() error {
 	default:
 		return fieldErr("aggregation.gauge_output", "must be sum, min, max, avg, count or last, got %q", truncate(l.Aggregation.GaugeOutput))
 	}
-	return nil
+	return l.validateRead()
 }
 
 // AggregatesCollisions reports whether series that relabel rules make equal are

@@ -82,6 +82,9 @@ func (r Reason) Field() string {
 	case ReasonAggregationLimit:
 		return "aggregation.max_outputs"
 	}
+	if f, ok := readField(r); ok {
+		return f
+	}
 	return string(r)
 }
 
@@ -114,6 +117,9 @@ func (r Reason) Message(l *Limits) string {
 		return "invalid series: labels must be non-empty, sorted and unique, with __name__"
 	case ReasonAggregationLimit:
 		return "series folded by a relabel rule or the label guard could not be aggregated: the aggregation state is full (aggregation.max_outputs, aggregation.max_inputs)"
+	}
+	if m, ok := readMessage(r, l); ok {
+		return m
 	}
 	return "discarded: " + string(r)
 }

@@ -251,6 +251,7 @@ func (r *Recorder) Routes(router chi.Router, est Estimator, requireTenant func(h
 	g.Get("/usage/tenants/{tenant}/metrics", func(w http.ResponseWriter, req *http.Request) { r.serveMetrics(w, req, est) })
 	g.Get("/usage/tenants/{tenant}/metrics/{metric}", func(w http.ResponseWriter, req *http.Request) { r.serveMetric(w, req, est) })
 	g.Get("/usage/tenants/{tenant}/metric_names_stats", func(w http.ResponseWriter, req *http.Request) { r.serveMetricNamesStats(w, req, est) })
+	g.Get("/usage/tenants/{tenant}/top_queries", r.serveTopQueries)
 }
 
 // MetricsReport builds the metrics report; filter is "unused", "rarely" or "all";

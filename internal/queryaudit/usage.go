@@ -202,6 +202,7 @@ type usageEvent struct {
 	label   string // readLabelValues
 	src     Source
 	at      time.Time
+	cost    *Cost // set by RecordCost: attribute the read's cost; usage only on 2xx
 }
 
 // Recorder aggregates which metrics and labels each tenant's queries read, and who
@@ -226,6 +227,8 @@ type Recorder struct {
 	cacheMu    sync.Mutex
 	cache      map[string]cachedExtraction
 	cacheBytes int
+
+	costs costBook // cost.go
 }
 
 type cachedExtraction struct {
@@ -305,7 +308,11 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 // and a few header values, never form or header themselves. The read path calls it
 // only once VictoriaMetrics answered 2xx: a query it refused read nothing.
 func (r *Recorder) Record(t tenant.ID, endpoint string, form url.Values, header http.Header, at time.Time) {
-	ev := usageEvent{tenant: t, at: at}
+	r.record(t, endpoint, form, header, at, nil)
+}
+
+func (r *Recorder) record(t tenant.ID, endpoint string, form url.Values, header http.Header, at time.Time, cost *Cost) {
+	ev := usageEvent{tenant: t, at: at, cost: cost}
 	switch {
 	case endpoint == "query" || endpoint == "query_range" || endpoint == "query_exemplars":
 		ev.kind = readQuery
@@ -326,7 +333,7 @@ func (r *Recorder) Record(t tenant.ID, endpoint string, form url.Values, header 
 	}
 	if ev.kind != readQuery {
 		m := form["match[]"]
-		if len(m) == 0 {
+		if len(m) == 0 && cost == nil {
 			return // selects no series: nothing to credit
 		}
 		ev.matches = slices.Clone(m) // the caller may change form afterwards
@@ -357,6 +364,7 @@ func (r *Recorder) Run(ctx context.Context) {
 			r.process(ev)
 		case <-tick.C:
 			r.expire()
+			r.costs.expire(r.cfg.Now().Add(-costIdle).UnixMilli())
 		}
 	}
 }
@@ -381,10 +389,22 @@ func (r *Recorder) process(ev usageEvent) {
 	if r.hasDrops.Load() {
 		r.foldDrops()
 	}
-	ex, err := r.extract(ev)
-	var uses map[string]*metricRead
+	var (
+		ex   Extraction
+		err  error
+		uses map[string]*metricRead
+	)
+	if ev.kind == readQuery || len(ev.matches) > 0 {
+		ex, err = r.extract(ev)
+	}
 	if err == nil {
 		uses = r.resolve(ev, ex)
+	}
+	if ev.cost != nil {
+		r.addCost(ev, uses)
+		if ev.cost.Status/100 != 2 || (ev.kind != readQuery && len(ev.matches) == 0) {
+			return // VictoriaMetrics refused it, or it selects no series: nothing was read
+		}
 	}
 
 	r.mu.Lock()

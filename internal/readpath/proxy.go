@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 
+	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
 )
@@ -40,11 +41,23 @@ type UsageRecorder interface {
 	Record(t tenant.ID, endpoint string, form url.Values, header http.Header, at time.Time)
 }
 
+// CostRecorder is a UsageRecorder that also takes every forwarded read of the
+// routes that select series, whatever VictoriaMetrics answered, with what it cost.
+// When the recorder implements it, RecordCost is called instead of Record, on the
+// same terms.
+type CostRecorder interface {
+	RecordCost(t tenant.ID, endpoint string, form url.Values, header http.Header, at time.Time, c queryaudit.Cost)
+}
+
 // Config holds the read proxy's settings.
 type Config struct {
 	// MaxFormBytes bounds a form POST body, which cardguard reads to strip
 	// tenant-changing arguments and to see the query.
 	MaxFormBytes int64
+	// Limits gives the tenants' read limits; nil enforces none.
+	Limits LimitSource
+	// Sketches serve the max_series_per_query estimate; nil estimates nothing.
+	Sketches SeriesSketches
 }
 
 // DefaultMaxFormBytes is enough for very long match[] lists.
@@ -63,6 +76,8 @@ type Proxy struct {
 	layout   Layout
 	rp       *httputil.ReverseProxy
 	recorder UsageRecorder
+	costs    CostRecorder // the recorder, when it takes costs
+	limiter  *Limiter     // nil: no read limits
 	logger   *slog.Logger
 	now      func() time.Time
 
@@ -95,6 +110,10 @@ func New(cfg Config, scheme *upstream.Scheme, recorder UsageRecorder, reg promet
 			Buckets: prometheus.DefBuckets,
 		}, []string{"endpoint"}),
 	}
+	p.costs, _ = recorder.(CostRecorder)
+	if cfg.Limits != nil {
+		p.limiter = newLimiter(cfg.Limits, cfg.Sketches, reg, p.now)
+	}
 	tr := &http.Transport{
 		DialContext:         (&net.Dialer{Timeout: 5 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 		MaxIdleConns:        256,
@@ -116,8 +135,10 @@ type targetKey struct{}
 // target is what the handler decided and Rewrite applies.
 type target struct {
 	url        *url.URL
-	body       []byte // re-encoded form body, or nil for no body
-	clientPath string // the path the client asked for, for error messages
+	body       []byte     // re-encoded form body, or nil for no body
+	clientPath string     // the path the client asked for, for error messages
+	wantStats  bool       // read VictoriaMetrics' stats off a 2xx answer
+	stats      *statsBody // set by modifyResponse when it did
 }
 
 // ServeTenant serves one request for tenant t; apiPath is the path below the
@@ -160,20 +181,68 @@ func (p *Proxy) ServeTenant(w http.ResponseWriter, r *http.Request, t tenant.ID,
 		tg.body = []byte(fv.Encode())
 		form = mergeValues(query, fv)
 	}
+	if p.limiter != nil && route.Usage {
+		release, refused := p.limiter.admit(r.Context(), t, queryArgs{endpoint: route.Endpoint, exprs: exprsOf(route.Endpoint, form), form: form})
+		if refused != nil {
+			if refused.retryAfter > 0 {
+				w.Header().Set("Retry-After", strconv.Itoa(int((refused.retryAfter+time.Second-1)/time.Second)))
+			}
+			apiError(w, refused.status, refused.errorType, refused.msg)
+			p.count(t, route.Endpoint, refused.status, start)
+			return
+		}
+		defer release() // once the answer has been passed on
+	}
 	tg.url = p.scheme.ReadURL(t, apiPath, query)
+	tg.wantStats = p.costs != nil && (route.Endpoint == "query" || route.Endpoint == "query_range")
 	rec := &statusRecorder{ResponseWriter: w, code: http.StatusOK}
 	p.rp.ServeHTTP(rec, r.WithContext(context.WithValue(r.Context(), targetKey{}, &tg)))
 	p.count(t, route.Endpoint, rec.code, start)
+	if p.recorder == nil || !route.Usage {
+		return
+	}
+	ep := route.Endpoint
+	if ep == "label_values" {
+		ep = strings.TrimPrefix(apiPath, "api/v1/") // the recorder needs the label name
+	}
+	if p.costs != nil {
+		p.costs.RecordCost(t, ep, form, r.Header, start, p.cost(&tg, rec.code, start, form))
+		return
+	}
 	// Only what VictoriaMetrics answered counts as read: a refused query (too long,
 	// unparsable, over a limit) read nothing.
-	if p.recorder != nil && route.Usage && rec.code/100 == 2 {
-		ep := route.Endpoint
-		if ep == "label_values" {
-			ep = strings.TrimPrefix(apiPath, "api/v1/") // the recorder needs the label name
-		}
+	if rec.code/100 == 2 {
 		p.recorder.Record(t, ep, form, r.Header, start)
 	}
 }
+
+// cost is what a forwarded read cost, once its answer has been passed on.
+func (p *Proxy) cost(tg *target, code int, start time.Time, form url.Values) queryaudit.Cost {
+	c := queryaudit.Cost{Status: code, Latency: p.now().Sub(start), SeriesFetched: -1, ExecMsec: -1}
+	if tg.stats != nil {
+		st := tg.stats.stats()
+		c.SeriesFetched, c.ExecMsec = st.seriesFetched, st.execMsec
+	}
+	if s, ok := parseTime(form.Get("start")); ok {
+		if e, ok := parseTime(form.Get("end")); ok && e.After(s) {
+			c.TimeRange = e.Sub(s)
+		}
+	}
+	return c
+}
+
+// exprsOf returns the expressions a read selects series with: query= of the query
+// endpoints, match[] of the others.
+func exprsOf(endpoint string, form url.Values) []string {
+	switch endpoint {
+	case "query", "query_range", "query_exemplars":
+		return form["query"]
+	}
+	return form["match[]"]
+}
+
+// Limiter returns the read limits' state, nil when Config.Limits was nil.
+func (p *Proxy) Limiter() *Limiter { return p.limiter }
 
 // check decides whether a request may be forwarded: 0, or the status and message
 // to answer with.
@@ -239,6 +308,18 @@ func (p *Proxy) rewrite(pr *httputil.ProxyRequest) {
 // which is cardguard's rewriting, not the client's request.
 func (p *Proxy) modifyResponse(resp *http.Response) error {
 	tg, _ := resp.Request.Context().Value(targetKey{}).(*target)
+	if tg != nil && tg.wantStats && resp.StatusCode/100 == 2 {
+		switch resp.Header.Get("Content-Encoding") {
+		case "":
+			tg.stats = newStatsBody(resp.Body, false)
+		case "gzip":
+			tg.stats = newStatsBody(resp.Body, true)
+		}
+		if tg.stats != nil {
+			resp.Body = tg.stats
+		}
+		return nil
+	}
 	if tg == nil || resp.StatusCode < 400 || resp.Header.Get("Content-Encoding") != "" || tg.url.Path == tg.clientPath ||
 		resp.ContentLength > maxErrorBody {
 		return nil
