@@ -19,8 +19,10 @@ import (
 	metricsv1 "go.opentelemetry.io/proto/otlp/metrics/v1"
 	resourcev1 "go.opentelemetry.io/proto/otlp/resource/v1"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/vmtest"
 )
 
@@ -248,4 +250,167 @@ func TestProtocolsMatchVictoriaMetrics(t *testing.T) {
 		}
 	}
 	t.Logf("%d series identical:\n%s", len(want), strings.Join(want, "\n"))
+}
+
+// otlpPoints is an OTLP request of n gauge points of metric name, each with
+// its own value of attribute key.
+func otlpPoints(name, key string, n int, ts time.Time) *metricsv1.MetricsData {
+	var dps []*metricsv1.NumberDataPoint
+	for i := range n {
+		dps = append(dps, &metricsv1.NumberDataPoint{
+			Attributes:   []*commonv1.KeyValue{otlpKV(key, fmt.Sprint(i))},
+			TimeUnixNano: uint64(ts.UnixNano()), Value: &metricsv1.NumberDataPoint_AsDouble{AsDouble: float64(i)},
+		})
+	}
+	return &metricsv1.MetricsData{ResourceMetrics: []*metricsv1.ResourceMetrics{{ScopeMetrics: []*metricsv1.ScopeMetrics{{
+		Metrics: []*metricsv1.Metric{{Name: name, Data: &metricsv1.Metric_Gauge{Gauge: &metricsv1.Gauge{DataPoints: dps}}}},
+	}}}}}
+}
+
+// partialSuccess reads ExportMetricsServiceResponse.partial_success.
+func partialSuccess(t *testing.T, b []byte) (rejected int64, msg string) {
+	t.Helper()
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		b = b[n:]
+		if num != 1 || typ != protowire.BytesType {
+			t.Fatalf("unexpected field %d in ExportMetricsServiceResponse", num)
+		}
+		ps, n := protowire.ConsumeBytes(b)
+		b = b[n:]
+		for len(ps) > 0 {
+			num, typ, n := protowire.ConsumeTag(ps)
+			ps = ps[n:]
+			switch {
+			case num == 1 && typ == protowire.VarintType:
+				v, n := protowire.ConsumeVarint(ps)
+				rejected, ps = int64(v), ps[n:]
+			case num == 2 && typ == protowire.BytesType:
+				v, n := protowire.ConsumeBytes(ps)
+				msg, ps = string(v), ps[n:]
+			default:
+				t.Fatalf("unexpected field %d in partial_success", num)
+			}
+		}
+	}
+	return rejected, msg
+}
+
+// TestProtocolLimitsAnswers: with a series limit or the label guard on, each
+// protocol's senders get its documented answer and the dropped samples are
+// counted under their reason.
+func TestProtocolLimitsAnswers(t *testing.T) {
+	e := newEnv(t, multiTenant(`overrides:
+  "1": {max_series: 3}
+  "2": {max_series: 3}
+  "3": {max_series: 3, on_limit: reject}
+  "4": {label_guard: {max_values_per_label: 2, action: drop_series}}
+`))
+	ts := time.Now().Add(-time.Minute).Truncate(time.Second)
+	discarded := func(tn string, reason limits.Reason) float64 {
+		return metricValue(t, e, "cardguard_discarded_samples_total", map[string]string{"tenant": tn, "reason": string(reason)})
+	}
+
+	// OTLP: 200 with partial_success naming the limit.
+	pbBody, _ := proto.Marshal(otlpPoints("otlp_limited", "id", 5, ts))
+	code, body, _ := postRaw(t, e.srv.URL+"/insert/1/opentelemetry/v1/metrics", pbBody, map[string]string{"Content-Type": "application/x-protobuf"})
+	if rej, msg := partialSuccess(t, []byte(body)); code != 200 || rej != 2 || !strings.Contains(msg, "max_series") {
+		t.Errorf("OTLP over max_series: %d, rejected %d %q; want 200, 2 rejected for max_series", code, rej, msg)
+	}
+	if got := discarded("1:0", limits.ReasonMaxSeries); got != 2 {
+		t.Errorf("tenant 1 discarded %v samples for max_series, want 2", got)
+	}
+
+	// Influx: 204, the rest stored, the drops in a header and /metrics.
+	var lp strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&lp, "influx_limited,id=%d v=%d %d\n", i, i, ts.Unix())
+	}
+	code, body, hdr := postRaw(t, e.srv.URL+"/insert/2/influx/write?precision=s", []byte(lp.String()), nil)
+	if code != 204 || hdr.Get("X-Cardguard-Rejected-Samples") != "2" {
+		t.Errorf("Influx over max_series: %d %q rejected=%q; want 204 with 2 rejected", code, body, hdr.Get("X-Cardguard-Rejected-Samples"))
+	}
+	if got := discarded("2:0", limits.ReasonMaxSeries); got != 2 {
+		t.Errorf("tenant 2 discarded %v samples for max_series, want 2", got)
+	}
+
+	// Datadog with on_limit: reject: 400 naming the limit, the rest stored.
+	var series []string
+	for i := range 5 {
+		series = append(series, fmt.Sprintf(`{"metric":"dd_limited","tags":["id:%d"],"points":[[%d,1]]}`, i, ts.Unix()))
+	}
+	code, body, _ = postRaw(t, e.srv.URL+"/insert/3/datadog/api/v1/series", []byte(`{"series":[`+strings.Join(series, ",")+`]}`), nil)
+	if code != 400 || !strings.Contains(body, "max_series") {
+		t.Errorf("Datadog over max_series with on_limit reject: %d %q; want 400 naming max_series", code, body)
+	}
+
+	// The label guard, OTLP JSON: partialSuccess in JSON.
+	jsBody, _ := protojson.Marshal(otlpPoints("otlp_guarded", "user", 5, ts))
+	code, body, _ = postRaw(t, e.srv.URL+"/insert/4/opentelemetry/v1/metrics", jsBody, map[string]string{"Content-Type": "application/json"})
+	var resp struct {
+		PartialSuccess struct {
+			RejectedDataPoints string `json:"rejectedDataPoints"`
+			ErrorMessage       string `json:"errorMessage"`
+		} `json:"partialSuccess"`
+	}
+	_ = json.Unmarshal([]byte(body), &resp)
+	if code != 200 || resp.PartialSuccess.RejectedDataPoints == "" || !strings.Contains(resp.PartialSuccess.ErrorMessage, "label_guard") {
+		t.Errorf("OTLP JSON over the label guard: %d %s; want 200 with partialSuccess for label_guard", code, body)
+	}
+	guarded := discarded("4:0", limits.ReasonLabelGuard)
+	if guarded == 0 || fmt.Sprint(guarded) != resp.PartialSuccess.RejectedDataPoints {
+		t.Errorf("tenant 4 discarded %v samples for label_guard, the answer says %s", guarded, resp.PartialSuccess.RejectedDataPoints)
+	}
+
+	e.vm.Flush()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		e.vm.Flush()
+		got := []float64{
+			vmScalar(t, e, `count(otlp_limited{vm_account_id="1:0"})`),
+			vmScalar(t, e, `count(influx_limited_v{vm_account_id="2:0"})`),
+			vmScalar(t, e, `count(dd_limited{vm_account_id="3:0"})`),
+			vmScalar(t, e, `count(otlp_guarded{vm_account_id="4:0"})`) + guarded,
+		}
+		if slices.Equal(got, []float64{3, 3, 3, 5}) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stored series (OTLP, Influx, Datadog, guarded OTLP + dropped) = %v, want [3 3 3 5]", got)
+		}
+	}
+}
+
+// TestProtocolRoutesWinOverReadPath: the single-tenant write paths are the
+// protocols' handlers, not the read path's refusal of write paths; the
+// cluster paths too; queries still reach the read path.
+func TestProtocolRoutesWinOverReadPath(t *testing.T) {
+	e := newEnv(t, nil)
+	paths := []string{
+		"/api/v1/import", "/api/v1/import/prometheus", "/api/v1/import/csv",
+		"/prometheus/api/v1/import", "/prometheus/api/v1/import/prometheus", "/prometheus/api/v1/import/csv",
+		"/opentelemetry/v1/metrics", "/write", "/influx/write", "/influx/api/v2/write", "/api/v2/write",
+		"/datadog/api/v1/series", "/datadog/api/v2/series", "/newrelic/infra/v2/metrics/events/bulk",
+		"/api/put", "/opentsdb/api/put",
+		"/insert/0/opentelemetry/v1/metrics", "/insert/0/prometheus/api/v1/import", "/insert/0/prometheus/api/v1/import/prometheus",
+		"/insert/0/prometheus/api/v1/import/csv", "/insert/0/influx/write", "/insert/0/influx/api/v2/write",
+		"/insert/0/datadog/api/v1/series", "/insert/0/datadog/api/v2/series",
+		"/insert/0/newrelic/infra/v2/metrics/events/bulk", "/insert/0/opentsdb/api/put",
+	}
+	for _, p := range paths {
+		code, body, _ := postRaw(t, e.srv.URL+p, nil, nil)
+		if code != 400 || !strings.Contains(body, "empty request body") {
+			t.Errorf("POST %s with no body: %d %q, want the write handler's 400", p, code, body)
+		}
+		if code, body := get(t, e.srv.URL+p); code != 405 {
+			t.Errorf("GET %s: %d %q, want 405", p, code, body)
+		}
+	}
+	for _, p := range []string{"/api/v1/import/native", "/insert/0/prometheus/api/v1/import/native"} {
+		if code, body, _ := postRaw(t, e.srv.URL+p, []byte("x"), nil); code != 415 || !strings.Contains(body, "native") {
+			t.Errorf("POST %s: %d %q, want 415 explaining native", p, code, body)
+		}
+	}
+	if code, body := get(t, e.srv.URL+"/api/v1/query?query=1"); code != 200 {
+		t.Errorf("the read path lost /api/v1/query: %d %s", code, body)
+	}
 }
