@@ -48,7 +48,10 @@ const heldPerByteProtocol = 64
 // blockSize is the size of the blocks copied strings are kept in.
 const blockSize = 64 << 10
 
-func (b *Builder) reset(body []byte, now int64) {
+// Reset makes b ready for a request whose decoded body is body, received at
+// now (milliseconds). ServeProtocol does it; tests and benchmarks of decoders
+// call it themselves.
+func (b *Builder) Reset(body []byte, now int64) {
 	b.body, b.now = body, now
 	b.extra = b.extra[:0]
 	b.labels = b.labels[:0]
@@ -155,6 +158,9 @@ func (b *Builder) Metadata(family, help, unit string, typ prompb.MetricType) err
 	})
 	return nil
 }
+
+// Series is the number of series ended so far.
+func (b *Builder) Series() int { return len(b.spans) }
 
 // Samples is the number of samples of the series ended so far.
 func (b *Builder) Samples() int {

@@ -213,7 +213,7 @@ func (h *Handler) putCtx(wc *writeCtx) {
 	wc.batch.reset()
 	wc.wru.Reset()
 	wc.v2.reset()
-	wc.in.reset(nil, 0)
+	wc.in.Reset(nil, 0)
 	wc.series.reset()
 	wc.trim()
 	h.ctxPool.Put(wc)

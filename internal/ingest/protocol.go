@@ -111,7 +111,7 @@ func (h *Handler) serveProtocol(r *http.Request, t tenant.ID, tl string, wc *wri
 		wc.decoded = data
 	}
 	bld := &wc.in
-	bld.reset(data, h.now().UnixMilli())
+	bld.Reset(data, h.now().UnixMilli())
 	extra, err := protoparserutil.GetExtraLabels(r)
 	if err != nil {
 		return errorf(http.StatusBadRequest, "%v", err)
