@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -207,4 +208,167 @@ func TestTopQueriesPerTenantAgainstVictoriaMetrics(t *testing.T) {
 	if strings.Contains(string(body), "shop_metric") || !strings.Contains(string(body), "secret_metric_0") {
 		t.Errorf("tenant 2's top queries: %s", body)
 	}
+}
+
+// TestReadLimitsIsolateTenantsAgainstVictoriaMetrics: tenant 1 (A) has
+// max_concurrent_queries 1 and query_rate 1 and sends heavy queries from 10
+// workers at 10 queries/s in total, 10 times both limits; tenant 2 (B) queries
+// one at a time. A gets 429 with Retry-After; B's p50 and p99 are measured in
+// alternating rounds with A idle and A busy, in one run, and compared by the
+// median over rounds. B is also measured straight against VictoriaMetrics in the
+// same rounds: what A's admitted queries cost VictoriaMetrics' CPU shows there
+// too, and is what the limits' values bound (with 2 concurrent and 5/s of these
+// queries, B's p99 went from ~3 ms to ~50 ms on a 2-core machine, direct to
+// VictoriaMetrics as well as through cardguard). The issue's target is 20%; on a
+// shared machine the assertion is looser and the figures are logged.
+func TestReadLimitsIsolateTenantsAgainstVictoriaMetrics(t *testing.T) {
+	if testing.Short() {
+		t.Skip("integration")
+	}
+	e := newEnv(t, multiTenant("overrides:\n  \"1\":\n    max_concurrent_queries: 1\n    query_rate: 1\n"))
+	pushUniform(t, e, "1", "heavy_metric", 2, 10_000)
+	pushUniform(t, e, "2", "light_metric", 1, 100)
+
+	bClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	aClient := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 32}}
+	bURL := e.srv.URL + "/select/2/prometheus/api/v1/query?query=" + url.QueryEscape(`sum(light_metric_0{job="j-1"})`)
+	aURL := e.srv.URL + "/select/1/prometheus/api/v1/query?query=" + url.QueryEscape(`count(heavy_metric_0) + count(heavy_metric_1 > 10)`)
+	directURL := e.vm.URL + "/api/v1/query?query=" + url.QueryEscape(`sum(light_metric_0{job="j-1",vm_account_id="2:0"})`)
+	queryB := func() time.Duration { return timedGet(t, bClient, bURL) }
+	queryDirect := func() time.Duration { return timedGet(t, bClient, directURL) }
+	for range 50 { // warm up connections, caches and the plan cache
+		queryB()
+	}
+
+	type aStats struct{ ok, limited, retryAfter, other int }
+	loadA := func(stop <-chan struct{}) <-chan aStats {
+		out := make(chan aStats, 1)
+		results := make(chan aStats, 10)
+		for range 10 {
+			go func() {
+				var s aStats
+				tick := time.NewTicker(time.Second) // 10 workers × 1/s = 10/s
+				defer tick.Stop()
+				for {
+					select {
+					case <-stop:
+						results <- s
+						return
+					case <-tick.C:
+					}
+					resp, err := aClient.Get(aURL)
+					if err != nil {
+						s.other++
+						continue
+					}
+					_, _ = io.Copy(io.Discard, resp.Body)
+					resp.Body.Close()
+					switch resp.StatusCode {
+					case 200:
+						s.ok++
+					case 429:
+						s.limited++
+						if resp.Header.Get("Retry-After") != "" {
+							s.retryAfter++
+						}
+					default:
+						s.other++
+					}
+				}
+			}()
+		}
+		go func() {
+			var sum aStats
+			for range 10 {
+				s := <-results
+				sum.ok, sum.limited, sum.retryAfter, sum.other = sum.ok+s.ok, sum.limited+s.limited, sum.retryAfter+s.retryAfter, sum.other+s.other
+			}
+			out <- sum
+		}()
+		return out
+	}
+
+	const rounds, perRound = 6, 300
+	var idleP50, idleP99, busyP50, busyP99, directIdle99, directBusy99 []time.Duration
+	var total aStats
+	round := func(busy bool) {
+		var stop chan struct{}
+		var done <-chan aStats
+		if busy {
+			stop = make(chan struct{})
+			done = loadA(stop)
+			time.Sleep(500 * time.Millisecond) // A at full pace before B is measured
+		}
+		lat := make([]time.Duration, perRound)
+		direct := make([]time.Duration, perRound)
+		for i := range lat {
+			lat[i] = queryB()
+			direct[i] = queryDirect()
+			time.Sleep(2 * time.Millisecond)
+		}
+		if busy {
+			directBusy99 = append(directBusy99, percentile(direct, 0.99))
+		} else {
+			directIdle99 = append(directIdle99, percentile(direct, 0.99))
+		}
+		if busy {
+			close(stop)
+			s := <-done
+			total.ok, total.limited, total.retryAfter, total.other = total.ok+s.ok, total.limited+s.limited, total.retryAfter+s.retryAfter, total.other+s.other
+		}
+		p50, p99 := percentile(lat, 0.50), percentile(lat, 0.99)
+		if busy {
+			busyP50, busyP99 = append(busyP50, p50), append(busyP99, p99)
+		} else {
+			idleP50, idleP99 = append(idleP50, p50), append(idleP99, p99)
+		}
+		t.Logf("round busy=%-5v p50 %7s p99 %7s   direct to VictoriaMetrics: p50 %7s p99 %7s", busy,
+			p50.Round(time.Microsecond), p99.Round(time.Microsecond),
+			percentile(direct, 0.5).Round(time.Microsecond), percentile(direct, 0.99).Round(time.Microsecond))
+	}
+	for i := range rounds {
+		// Alternate which comes first, so that a machine getting faster or slower
+		// favours neither.
+		round(i%2 == 1)
+		round(i%2 == 0)
+	}
+	mi50, mi99 := percentile(idleP50, 0.5), percentile(idleP99, 0.5)
+	mb50, mb99 := percentile(busyP50, 0.5), percentile(busyP99, 0.5)
+	r50, r99 := float64(mb50)/float64(mi50), float64(mb99)/float64(mi99)
+	t.Logf("tenant 2 with tenant 1 idle: p50 %s p99 %s; with tenant 1 at 10x its limits: p50 %s p99 %s (x%.2f, x%.2f)",
+		mi50.Round(time.Microsecond), mi99.Round(time.Microsecond), mb50.Round(time.Microsecond), mb99.Round(time.Microsecond), r50, r99)
+	t.Logf("direct to VictoriaMetrics, p99 median: idle %s, busy %s", percentile(directIdle99, 0.5).Round(time.Microsecond), percentile(directBusy99, 0.5).Round(time.Microsecond))
+	t.Logf("tenant 1: %d answered, %d refused with 429 (%d with Retry-After), %d other", total.ok, total.limited, total.retryAfter, total.other)
+	if total.limited == 0 || total.retryAfter != total.limited || total.ok == 0 || total.other != 0 {
+		t.Errorf("tenant 1 at 10x its limits: %+v, want 429s with Retry-After and some answers", total)
+	}
+	// Bounds well above the issue's 20%: they catch a tenant queueing behind
+	// another, not the noise of a shared machine.
+	if r50 > 1.5 || r99 > 3 {
+		t.Errorf("tenant 2's latency moved with tenant 1's load: p50 x%.2f, p99 x%.2f", r50, r99)
+	}
+	e1, _ := e.app.proxy.Limiter().Refusals(tenant.MustParse("1"))
+	if e1["query_rate_limited"] == 0 {
+		t.Errorf("refusals of tenant 1: %v", e1)
+	}
+}
+
+func percentile(d []time.Duration, q float64) time.Duration {
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[min(len(s)-1, int(q*float64(len(s))))]
+}
+
+func timedGet(t *testing.T, c *http.Client, u string) time.Duration {
+	start := time.Now()
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("%s: %d", u, resp.StatusCode)
+	}
+	return time.Since(start)
 }
