@@ -42,11 +42,16 @@ func routed(ctx context.Context) bool { v, _ := ctx.Value(routedKey{}).(bool); r
 
 // ownedWork reports whether tenant t's series must be processed by the owner of
 // their metric: the label guard and the collision check of relabel rules decide
-// on what they saw of every series of a metric, and an aggregate is right only
-// where all its inputs meet. Other tenants' series are processed wherever they
-// arrive.
+// on what they saw of every series of a metric, and an aggregate (of folded
+// series or of stream aggregation rules) is right only where all its inputs
+// meet. Other tenants' series are processed wherever they arrive.
 func (h *Handler) ownedWork(t tenant.ID) bool {
 	st := &h.stages
+	if st.Streams != nil && st.Streams.Has(t) {
+		// Stream aggregation rules keep __name__ in their outputs (vmagent adds
+		// it to by), so the inputs of one output share its metric's owner.
+		return true
+	}
 	if st.Folder == nil {
 		return false
 	}

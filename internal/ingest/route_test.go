@@ -1,11 +1,13 @@
 package ingest
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -140,5 +142,79 @@ func TestRouteToOwner(t *testing.T) {
 	}}}
 	if code := postTo(t, rs[0].srv.URL, wr); code != http.StatusServiceUnavailable {
 		t.Fatalf("owner down: %d, want 503", code)
+	}
+}
+
+// routedStreams stands for a tenant's stream aggregation rules: it takes every
+// series and remembers their metrics.
+type routedStreams struct {
+	mu  sync.Mutex
+	got map[string]int
+}
+
+func (f *routedStreams) Has(tenant.ID) bool { return true }
+
+func (f *routedStreams) Push(_ tenant.ID, series []prompb.TimeSeries, matched []uint32) []uint32 {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	matched = append(matched[:0], make([]uint32, len(series))...)
+	for i := range series {
+		for _, l := range series[i].Labels {
+			if l.Name == "__name__" {
+				f.got[strings.Clone(l.Value)]++ // the labels alias the request
+			}
+		}
+		matched[i] = 1
+	}
+	return matched
+}
+
+// The series of a tenant with stream aggregation rules go to their metric's
+// owner too, even without a label guard or relabel rules.
+func TestRouteStreamRules(t *testing.T) {
+	var rs [2]*replica
+	var streams [2]*routedStreams
+	for i, id := range []string{"a", "b"} {
+		r := &replica{ring: ring.New(id), up: newFakeUpstream(t)}
+		scheme, err := upstream.New(upstream.Config{Mode: upstream.ModeCluster, InsertURL: r.up.srv.URL, SelectURL: r.up.srv.URL, Timeout: 5 * time.Second})
+		if err != nil {
+			t.Fatal(err)
+		}
+		streams[i] = &routedStreams{got: map[string]int{}}
+		r.h = New(Config{Peers: r.ring}, scheme, Stages{Streams: streams[i]}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+		r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+			if req.Header.Get(RoutedHeader) != "" {
+				req = req.WithContext(WithRouted(req.Context()))
+			}
+			r.h.ServeWrite(w, req, tenant.MustParse("1"))
+		}))
+		t.Cleanup(r.srv.Close)
+		rs[i] = r
+	}
+	members := []ring.Member{{ID: "a", URL: rs[0].srv.URL}, {ID: "b", URL: rs[1].srv.URL}}
+	rs[0].ring.Set(members)
+	rs[1].ring.Set(members)
+	wr := &prompb.WriteRequest{}
+	for i := range 20 {
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: fmt.Sprintf("m%d", i)}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+		})
+	}
+	for _, r := range rs {
+		if code := postTo(t, r.srv.URL, wr); code != http.StatusNoContent {
+			t.Fatalf("write: %d", code)
+		}
+	}
+	for i, id := range []string{"a", "b"} {
+		for m, n := range streams[i].got {
+			owner, _ := rs[0].ring.OwnerOf(tenant.MustParse("1"), m)
+			if owner.ID != id || n != 2 {
+				t.Errorf("replica %s took %s %d times; its owner is %s, and it was sent twice", id, m, n, owner.ID)
+			}
+		}
+	}
+	if len(streams[0].got)+len(streams[1].got) != 20 {
+		t.Fatalf("metrics taken: %d and %d, want 20 in all", len(streams[0].got), len(streams[1].got))
 	}
 }
