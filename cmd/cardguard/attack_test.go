@@ -156,6 +156,9 @@ type attackRow struct {
 	want map[string]int
 	// has must appear in the answer; leaks must not.
 	has string
+	// pipeline: a write path the ingest pipeline serves (its limits, guard and
+	// estimation apply), not the read path.
+	pipeline bool
 }
 
 // leaks are what tenant 1 must never see: tenant 2's label values and metric name.
@@ -240,8 +243,10 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 		{item: "3 import/prometheus as form", method: "POST", path: sel + "api/v1/import/prometheus", token: tokA, ctype: "application/x-www-form-urlencoded", body: text, want: both(404)},
 		{item: "2 import/csv", method: "POST", path: sel + "api/v1/import/csv?format=2:metric:atk_bypass_csv", token: adminTok, body: csv, want: both(404)},
 		{item: "2 import/native", method: "POST", path: sel + "api/v1/import/native", token: tokA, body: []byte("x"), want: both(404)},
-		{item: "2 import, single-tenant path", method: "POST", path: "/api/v1/import", token: tokA, body: jsonLine, want: both(404), has: "not supported by this proxy yet"},
-		{item: "2 import/prometheus, single-tenant path", method: "POST", path: "/prometheus/api/v1/import/prometheus", token: adminTok, ctype: "application/x-www-form-urlencoded", body: text, want: both(404)},
+		// The single-tenant import paths are write paths of the pipeline, for the
+		// token's tenant: stored, counted, limited.
+		{item: "2 import, single-tenant path", method: "POST", path: "/api/v1/import", token: tokA, body: []byte(`{"metric":{"__name__":"atk_piped","via":"json"},"values":[1],"timestamps":[` + ts + `]}`), want: both(204), pipeline: true},
+		{item: "2 import/prometheus, single-tenant path", method: "POST", path: "/prometheus/api/v1/import/prometheus", token: tokA, ctype: "application/x-www-form-urlencoded", body: []byte(`atk_piped{via="text"} 9`), want: both(204), pipeline: true},
 		{item: "2 pushgateway import", method: "POST", path: "/api/v1/import/prometheus/metrics/job/atk", token: tokA, body: text, want: both(404)},
 
 		// 4. Whole-server actions.
@@ -284,7 +289,7 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 				}
 			}
 		}
-		if code/100 == 2 && r.body != nil && r.method == "POST" && strings.Contains(r.path, "/import") {
+		if code/100 == 2 && r.body != nil && r.method == "POST" && strings.Contains(r.path, "/import") && !r.pipeline {
 			t.Errorf("%s: a write on the read path was answered %d", r.item, code)
 		}
 	}
@@ -293,6 +298,12 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 	e.flush()
 	if b := e.upstreamQuery(`{__name__=~"atk_bypass.*"}`); bytes.Contains(b, []byte("atk_bypass")) {
 		t.Errorf("a write through the read path reached VictoriaMetrics: %s", b)
+	}
+	// What the single-tenant import paths took went through the pipeline, for
+	// tenant 1: counted per protocol.
+	if _, b := e.do(t, "GET", "/metrics", adminTok, "", nil); !bytes.Contains(b, []byte(`cardguard_ingested_samples_total{protocol="vmimport",tenant="1:0"} 1`)) ||
+		!bytes.Contains(b, []byte(`cardguard_ingested_samples_total{protocol="prometheus_import",tenant="1:0"} 1`)) {
+		t.Errorf("the import paths' samples are not counted by the pipeline for tenant 1: %s", grepLines(b, "cardguard_ingested_samples_total"))
 	}
 	// 4: tenant 1's reset attempt did not reset the statistics.
 	if e.layout == "single" {
@@ -374,4 +385,15 @@ func usageNames(e *attackEnv, t tenant.ID) []string {
 		}
 	}
 	return out
+}
+
+// grepLines returns the lines of b that contain s.
+func grepLines(b []byte, s string) string {
+	var out []string
+	for _, l := range strings.Split(string(b), "\n") {
+		if strings.Contains(l, s) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }
