@@ -238,6 +238,7 @@ type tenantPageView struct {
 	OverviewLink string
 	LimitsLink   string
 	FormAction   string
+	Costly       *CostlyQueries // nil: no Options.Costs
 }
 
 type metricRowView struct {
@@ -302,6 +303,7 @@ func (u *UI) tenantPage(r *http.Request) (int, string, any) {
 		OverviewLink: u.link("/"),
 		LimitsLink:   u.link("/limits", "tenant", t.String()),
 		FormAction:   u.o.Base + "/tenant",
+		Costly:       u.costly(t),
 	}
 	def, known := defaultOrder(v.Sort)
 	if !known {

@@ -191,4 +191,6 @@ const (
 	KindEnum   FieldKind = "enum"
 	KindString FieldKind = "string"
 	KindList   FieldKind = "list"
+	// KindJSON is a value typed as JSON, for lists of objects (blocked_queries).
+	KindJSON FieldKind = "json"
 )

@@ -68,6 +68,8 @@ type Options struct {
 	Tenants   Tenants
 	Metrics   Metrics
 	Limits    Limits
+	// Costs fills the tenant page's "Costly queries" panel; nil leaves it out.
+	Costs Costs
 	// History draws rejections over time on the overview; nil leaves the chart out.
 	History *History
 	// Protect wraps the data routes; nil leaves them open.

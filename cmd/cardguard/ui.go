@@ -43,6 +43,7 @@ func newDashboard(a *app) (*dashboard, error) {
 		Tenants:   src,
 		Metrics:   src,
 		Limits:    src,
+		Costs:     src,
 		History:   d.history,
 		Protect:   a.auth.RequireAdmin,
 	})
@@ -297,7 +298,7 @@ type limitDef struct {
 func intStr[T int | int64](v T) string { return strconv.FormatInt(int64(v), 10) }
 
 func limitDefs() []limitDef {
-	return []limitDef{
+	return append([]limitDef{
 		{"max_series", "distinct series of the tenant in the window", web.KindInt, nil, func(l *limits.Limits) string { return intStr(l.MaxSeries) }},
 		{"max_series_per_metric", "distinct series of one metric in the window", web.KindInt, nil, func(l *limits.Limits) string { return intStr(l.MaxSeriesPerMetric) }},
 		{"ingestion_rate", "sustained samples per second", web.KindFloat, nil, func(l *limits.Limits) string { return strconv.FormatFloat(l.IngestionRate, 'f', -1, 64) }},
@@ -313,7 +314,7 @@ func limitDefs() []limitDef {
 		{"label_guard.overflow_value", "replacement value with aggregate and overflow_value", web.KindString, nil, func(l *limits.Limits) string { return l.LabelGuard.OverflowValue }},
 		{"label_guard.exempt_labels", "comma-separated label names the guard never touches", web.KindList, nil, func(l *limits.Limits) string { return strings.Join(l.LabelGuard.ExemptLabels, ", ") }},
 		{"label_guard.exempt_metrics", "comma-separated metric names the guard never touches", web.KindList, nil, func(l *limits.Limits) string { return strings.Join(l.LabelGuard.ExemptMetrics, ", ") }},
-	}
+	}, readLimitDefs()...)
 }
 
 func (s uiSource) Limits(t tenant.ID) web.LimitsView {
@@ -341,6 +342,7 @@ func (s uiSource) Limits(t tenant.ID) web.LimitsView {
 			}
 		}
 		s.usageFor(&f, t, eff)
+		s.readUsageFor(&f, t, eff)
 		v.Fields = append(v.Fields, f)
 	}
 	return v

@@ -91,6 +91,8 @@
         return v.trim() !== '' && isFinite(Number(v)) ? Number(v) : v;
       case 'list':
         return v.split(',').map(s => s.trim()).filter(s => s !== '');
+      case 'json':
+        try { return JSON.parse(v); } catch (e) { return v; } // the API names the field
       default:
         return v;
     }
