@@ -142,7 +142,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		Claims:   a.claims,
 	}, reg, logger)
 	sink.h = a.ingest
-	a.proxy = readpath.New(readpath.Config{}, scheme, a.usage, reg, logger)
+	a.proxy = readpath.New(readpath.Config{Limits: a.registry, Sketches: a.tracker}, scheme, a.usage, reg, logger)
 	if a.ui, err = newDashboard(a); err != nil {
 		return nil, err
 	}
@@ -206,7 +206,7 @@ func (a *app) routes() http.Handler {
 		r.Use(a.scopeTenantTokens)
 		requireTenant := a.auth.RequireTenant("tenant")
 		a.tracker.Routes(r, requireTenant)
-		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).Routes(r, a.auth.RequireAdmin, requireTenant)
+		limits.NewAPI(a.registry, a.enforcer, trackerEstimates{a.tracker}).WithQueries(a.proxy.Limiter()).Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.guard.Routes(r, requireTenant)
 		a.folds.Routes(r, requireTenant)
 		a.streams.Routes(r, a.auth.RequireAdmin, requireTenant)

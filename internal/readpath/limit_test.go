@@ -261,7 +261,10 @@ func TestProxyRefusalFormat(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := limitsWith(func(l *limits.Limits) { l.QueryRate = 1; l.BlockedQueries = []limits.BlockedQuery{{Pattern: "blocked"}} })
+	l := limitsWith(func(l *limits.Limits) {
+		l.QueryRate = 1
+		l.BlockedQueries = []limits.BlockedQuery{{Pattern: "blocked"}}
+	})
 	rec := &costs{}
 	p := New(Config{Limits: fixedLimits{tA: l}}, s, rec, prometheus.NewRegistry(), discardLogger())
 	do := func(q string) *httptest.ResponseRecorder {
