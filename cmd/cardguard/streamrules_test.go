@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"io"
 	"math"
@@ -214,6 +215,10 @@ func TestStreamRulesAgainstVictoriaMetrics(t *testing.T) {
 	if n := metricValue(t, e, "cardguard_aggregate_rules_input_samples_total", nil); n != users*(steps+1) {
 		t.Errorf("cardguard_aggregate_rules_input_samples_total %v, want %d", n, users*(steps+1))
 	}
+	// The API shows the rule in force on the metric: its inputs and outputs.
+	if u := ruleUsage(t, api+"/usage?metric=req_total"); len(u) != 1 || u[0].InputSeries != users || u[0].OutputSeries != 1 || u[0].DryRun {
+		t.Errorf("usage: %+v, want one rule taking %d series into 1", u, users)
+	}
 
 	if code, body, _ := apiDo(t, http.MethodDelete, api, "", ""); code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", code, body)
@@ -284,5 +289,56 @@ func TestStreamRulesAPIAuth(t *testing.T) {
 	}
 	if code, _, _ := apiDo(t, "GET", base+"/tenants/1", tokA, ""); code != 404 {
 		t.Errorf("GET after DELETE: %d", code)
+	}
+}
+
+type ruleUsageRow struct {
+	Rule         string `json:"rule"`
+	Metric       string `json:"metric"`
+	InputSeries  int    `json:"input_series"`
+	OutputSeries int    `json:"output_series"`
+	DryRun       bool   `json:"dry_run"`
+}
+
+func ruleUsage(t *testing.T, url string) []ruleUsageRow {
+	t.Helper()
+	code, body, _ := apiDo(t, http.MethodGet, url, "", "")
+	var resp struct {
+		Usage []ruleUsageRow `json:"usage"`
+	}
+	if err := json.Unmarshal([]byte(body), &resp); code != http.StatusOK || err != nil {
+		t.Fatalf("GET %s: %d %v %s", url, code, err, body)
+	}
+	return resp.Usage
+}
+
+// TestStreamRulesDryRun: a tenant in dry run gets its series as they came, and
+// the API counts what its rules would take and make of them.
+func TestStreamRulesDryRun(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, func(c *Config) { c.Limits.Defaults.Mode = "dry_run" })
+	api := e.srv.URL + "/api/cardguard/v1/aggregate/tenants/" + e.app.cfg.DefaultTenant.String()
+	rule := "- match: '{__name__=~\"jobs_total|errors_total\"}'\n  interval: 1m\n  by: [job]\n  outputs: [total]\n"
+	if code, body, _ := apiDo(t, http.MethodPut, api, "", rule); code != http.StatusOK {
+		t.Fatalf("PUT: %d %s", code, body)
+	}
+	wr := &prompb.WriteRequest{}
+	ts := time.Now().UnixMilli()
+	for u := range 12 {
+		for _, m := range []string{"jobs_total", "other_total"} {
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: m}, {Name: "job", Value: fmt.Sprintf("j%d", u%3)}, {Name: "user_id", Value: fmt.Sprintf("u%d", u)}},
+				Samples: []prompb.Sample{{Value: 1, Timestamp: ts}},
+			})
+		}
+	}
+	pushTo(t, e.srv.URL+"/api/v1/write", wr)
+	waitFor(t, 30*time.Second, "every series in VictoriaMetrics", func() bool {
+		e.vm.Flush()
+		return vmScalar(t, e, `count({__name__=~"jobs_total|other_total"})`) == 24
+	})
+	// 12 jobs_total series by job: 3 outputs; other_total is not matched.
+	if u := ruleUsage(t, api+"/usage"); len(u) != 1 || u[0].Metric != "jobs_total" || u[0].InputSeries != 12 || u[0].OutputSeries != 3 || !u[0].DryRun {
+		t.Fatalf("usage in dry run: %+v, want jobs_total: 12 series into 3", u)
 	}
 }

@@ -303,8 +303,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		foldEpoch = st.Claims.Epoch(t, now)
 	}
 	guardFolds := st.Folder != nil && lim != nil && lim.LabelGuard.Action == limits.GuardAggregate
-	// Stream aggregation rules are not applied in dry run.
-	streams := !dry && st.Streams != nil && st.Streams.Has(t)
+	// Stream aggregation rules are not applied in dry run; what they would
+	// take is counted.
+	streams := st.Streams != nil && st.Streams.Has(t)
 
 	kept := 0
 	var firstEnforced limits.Reason
@@ -529,7 +530,11 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		res.forwardSeries++
 		res.forwardSamples += int(ts.Samples)
 	}
-	if streams && kept > 0 {
+	if streams && kept > 0 && dry {
+		if err := h.streamObserve(t, b, tss[:kept], &sc.streams); err != nil {
+			return res, err
+		}
+	} else if streams && kept > 0 {
 		var err error
 		if kept, err = h.streamAggregate(t, b, tss[:kept], &sc.streams, &res); err != nil {
 			return res, err

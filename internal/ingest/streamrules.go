@@ -39,11 +39,50 @@ func (s *streamScratch) reset() {
 // and removes those a rule took (filtering tss in place): they reach
 // VictoriaMetrics as the rules' aggregates. It returns how many are left.
 func (h *Handler) streamAggregate(t tenant.ID, b *batch, tss []series, sc *streamScratch, res *result) (int, error) {
+	if err := sc.build(b, tss); err != nil {
+		return 0, err
+	}
+	sc.matched = h.stages.Streams.Push(t, sc.series, sc.matched)
+	kept := 0
+	for i := range tss {
+		if sc.matched[i] != 0 {
+			res.forwardSeries--
+			res.forwardSamples -= int(tss[i].Samples)
+			res.modified = true
+			continue
+		}
+		tss[kept] = tss[i]
+		kept++
+	}
+	return kept, nil
+}
+
+// StreamObserver is a StreamAggregator that can count what its rules would
+// take without taking it, for tenants in dry run.
+type StreamObserver interface {
+	Observe(t tenant.ID, series []prompb.TimeSeries)
+}
+
+// streamObserve hands the series to forward to t's rules to be counted only.
+func (h *Handler) streamObserve(t tenant.ID, b *batch, tss []series, sc *streamScratch) error {
+	o, ok := h.stages.Streams.(StreamObserver)
+	if !ok {
+		return nil
+	}
+	if err := sc.build(b, tss); err != nil {
+		return err
+	}
+	o.Observe(t, sc.series)
+	return nil
+}
+
+// build decodes the labels (as forwarded) and samples of tss into sc.series.
+func (sc *streamScratch) build(b *batch, tss []series) error {
 	sc.reset()
 	for i := range tss {
 		ts := &tss[i]
 		if err := b.parseLabels(ts); err != nil {
-			return 0, err
+			return err
 		}
 		if ts.out == outMasked {
 			sc.labels = maskLabels(ts.Labels, ts.mask, sc.labels)
@@ -61,17 +100,5 @@ func (h *Handler) streamAggregate(t tenant.ID, b *batch, tss []series, sc *strea
 		sc.series[i] = prompb.TimeSeries{Labels: sc.labels[l0:l1:l1], Samples: sc.samples[s0:s1:s1]}
 		l0, s0 = l1, s1
 	}
-	sc.matched = h.stages.Streams.Push(t, sc.series, sc.matched)
-	kept := 0
-	for i := range tss {
-		if sc.matched[i] != 0 {
-			res.forwardSeries--
-			res.forwardSamples -= int(tss[i].Samples)
-			res.modified = true
-			continue
-		}
-		tss[kept] = tss[i]
-		kept++
-	}
-	return kept, nil
+	return nil
 }

@@ -26,6 +26,8 @@ const MaxBodyBytes = 1 << 20
 //	GET    /aggregate/tenants/{tenant} the tenant's own rules in force  (admin or the tenant)
 //	PUT    /aggregate/tenants/{tenant} replace them                     (admin)
 //	DELETE /aggregate/tenants/{tenant} back to the file's               (admin)
+//	GET    /aggregate/tenants/{tenant}/usage[?metric=]  what each rule takes,
+//	       per metric: input and output series in the window (admin or the tenant)
 //
 // requireTenant must read the chi URL parameter "tenant".
 func (r *Rules) Routes(router chi.Router, requireAdmin, requireTenant func(http.Handler) http.Handler) {
@@ -34,11 +36,28 @@ func (r *Rules) Routes(router chi.Router, requireAdmin, requireTenant func(http.
 	router.With(requireAdmin).Put("/aggregate/global", r.servePut(globalKey))
 	router.With(requireAdmin).Delete("/aggregate/global", r.serveDelete(globalKey))
 	router.With(requireTenant).Get("/aggregate/tenants/{tenant}", r.serveGet(tenantKey))
+	router.With(requireTenant).Get("/aggregate/tenants/{tenant}/usage", r.serveUsage)
 	router.With(requireAdmin).Put("/aggregate/tenants/{tenant}", r.servePut(tenantKey))
 	router.With(requireAdmin).Delete("/aggregate/tenants/{tenant}", r.serveDelete(tenantKey))
 }
 
 func globalKey(*http.Request) (string, error) { return GlobalKey, nil }
+
+func (r *Rules) serveUsage(w http.ResponseWriter, req *http.Request) {
+	t, err := tenant.Parse(chi.URLParam(req, "tenant"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	u := r.Usage(t, req.URL.Query().Get("metric"))
+	if u == nil {
+		u = []RuleUsage{}
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Tenant string      `json:"tenant"`
+		Usage  []RuleUsage `json:"usage"`
+	}{t.String(), u})
+}
 
 func tenantKey(req *http.Request) (string, error) {
 	t, err := tenant.Parse(chi.URLParam(req, "tenant"))

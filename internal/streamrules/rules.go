@@ -53,8 +53,12 @@ type Options struct {
 	Store Store
 	// FlushTimeout bounds one write of aggregates (DefaultFlushTimeout).
 	FlushTimeout time.Duration
-	Registerer   prometheus.Registerer
-	Logger       *slog.Logger
+	// Window is how long the usage of rules is counted before it starts again
+	// (default 1h, the cardinality window).
+	Window     time.Duration
+	Now        func() time.Time
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
 }
 
 // Rules holds every tenant's compiled rules. It is safe for concurrent use.
@@ -92,6 +96,8 @@ type instance struct {
 	a       *streamaggr.Aggregators
 	src     []byte // the YAML it was built from
 	own     bool   // the tenant has rules of its own
+	rules   []ruleView
+	usage   *usage
 }
 
 // New compiles the file's rules and those the store holds. A store that cannot
@@ -106,6 +112,12 @@ func New(file Config, o Options) (*Rules, error) {
 	}
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = DefaultFlushTimeout
+	}
+	if o.Window <= 0 {
+		o.Window = time.Hour
+	}
+	if o.Now == nil {
+		o.Now = time.Now
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
@@ -201,6 +213,7 @@ func (r *Rules) Push(t tenant.ID, tss []prompb.TimeSeries, matched []uint32) []u
 			continue
 		}
 		matched = in.a.Push(tss, matched)
+		in.usage.observe(in.rules, tss, r.o.Now(), false)
 		in.mu.RUnlock()
 		n := 0
 		for i, m := range matched {
@@ -213,6 +226,31 @@ func (r *Rules) Push(t tenant.ID, tss []prompb.TimeSeries, matched []uint32) []u
 		}
 		return matched
 	}
+}
+
+// Observe counts what t's rules would take of tss, for a tenant in dry run:
+// nothing is aggregated and every series is forwarded.
+func (r *Rules) Observe(t tenant.ID, tss []prompb.TimeSeries) {
+	in := r.instanceFor(t)
+	if in == nil {
+		return
+	}
+	in.mu.RLock()
+	defer in.mu.RUnlock()
+	if !in.stopped {
+		in.usage.observe(in.rules, tss, r.o.Now(), true)
+	}
+}
+
+// Usage lists, for tenant t and metric (every metric when ""), what each rule
+// took (or in dry run would take) in the current window: input series and the
+// output series they become.
+func (r *Rules) Usage(t tenant.ID, metric string) []RuleUsage {
+	in := r.view.Load().instances[t]
+	if in == nil {
+		return nil
+	}
+	return in.usage.list(in.rules, metric, r.o.Now())
 }
 
 // instanceFor returns t's instance, building the one of the global rules on
@@ -269,11 +307,15 @@ func (r *Rules) build(t tenant.ID, global, own List) (*instance, error) {
 	}
 	// What a write acknowledged is flushed when the rules stop or change
 	// (vmagent's flush_on_shutdown), unless a rule says otherwise.
+	views, err := ruleViews(src)
+	if err != nil {
+		return nil, err
+	}
 	a, err := streamaggr.LoadFromData(src, push, &streamaggr.Options{FlushOnShutdown: true}, "tenant:"+tl)
 	if err != nil {
 		return nil, err
 	}
-	return &instance{a: a, src: src, own: len(own) > 0}, nil
+	return &instance{a: a, src: src, own: len(own) > 0, rules: views, usage: newUsage(r.o.Window)}, nil
 }
 
 // applyLocked makes file and api the lists in force: tenants whose rules
