@@ -111,6 +111,20 @@ type MetricDetail struct {
 	Aggregations     []AggregationRow
 	AggregationsMore int
 	AggregatedInputs int64
+	// Rules are the tenant's stream aggregation rules that take series of the
+	// metric in the window (in dry run: would take).
+	Rules []RuleAggregationRow
+}
+
+// RuleAggregationRow is one stream aggregation rule's use on one metric.
+type RuleAggregationRow struct {
+	Rule         string // its name, or its position in the tenant's list
+	Interval     string
+	Outputs      string // the rule's outputs, comma-separated
+	InputSeries  int
+	OutputSeries int
+	DryRun       bool // counted only: the tenant is in dry run
+	Incomplete   bool // the count hit its cap
 }
 
 // AggregationRow is one output series into which aggregation folds the

@@ -85,6 +85,10 @@ func newFake() *fakeSource {
 					{Series: `http_requests_total{job="web"}`, Kind: "counter", Output: "total", Source: "relabel", Inputs: 3},
 				},
 				AggregationsMore: 10, AggregatedInputs: 1077,
+				Rules: []RuleAggregationRow{
+					{Rule: "requests-by-job", Interval: "1m", Outputs: "total", InputSeries: 6000, OutputSeries: 3},
+					{Rule: "#2", Interval: "30s", Outputs: "sum_samples, max", InputSeries: 40, OutputSeries: 2, DryRun: true, Incomplete: true},
+				},
 			},
 			"1:0/node_cpu_seconds_total": {
 				Tenant: "1:0", Name: "node_cpu_seconds_total", Series: 2500, Tracked: true, QueryWindow: 30,

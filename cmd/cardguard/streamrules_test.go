@@ -219,6 +219,12 @@ func TestStreamRulesAgainstVictoriaMetrics(t *testing.T) {
 	if u := ruleUsage(t, api+"/usage?metric=req_total"); len(u) != 1 || u[0].InputSeries != users || u[0].OutputSeries != 1 || u[0].DryRun {
 		t.Errorf("usage: %+v, want one rule taking %d series into 1", u, users)
 	}
+	// And so does the dashboard's metric page.
+	_, page := get(t, e.srv.URL+"/ui/fragment/metric?tenant="+e.app.cfg.DefaultTenant.String()+"&metric=req_total")
+	if !strings.Contains(string(page), `id="rule-aggregations"`) || !strings.Contains(string(page), `<tr data-rule="#1">`) ||
+		!strings.Contains(string(page), fmt.Sprintf(`<td class="num">%d</td>`, users)) {
+		t.Errorf("the metric page does not show the rule taking %d series: %.2000s", users, page)
+	}
 
 	if code, body, _ := apiDo(t, http.MethodDelete, api, "", ""); code != http.StatusNoContent {
 		t.Fatalf("DELETE: %d %s", code, body)

@@ -114,6 +114,12 @@ func (s uiSource) fillAggregations(d *web.MetricDetail, t tenant.ID, name string
 		}
 	}
 	d.AggregationsMore = max(len(all)-uiMaxAggregations, 0)
+	for _, u := range s.a.streams.Usage(t, name) {
+		d.Rules = append(d.Rules, web.RuleAggregationRow{
+			Rule: u.Rule, Interval: u.Interval, Outputs: strings.Join(u.Outputs, ", "),
+			InputSeries: u.InputSeries, OutputSeries: u.OutputSeries, DryRun: u.DryRun, Incomplete: u.Incomplete,
+		})
+	}
 }
 
 func (s uiSource) fillLimits(row *web.TenantRow, id tenant.ID) {
