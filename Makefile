@@ -19,9 +19,9 @@ all: build
 build:
 	$(GO) build -o bin/cardguard ./cmd/cardguard
 
-# Test binaries are built from the Go module proxy at the versions pinned in tools/
+# Test binaries (victoria-metrics, vmagent, prometheus) are built from the Go module proxy at the versions pinned in tools/
 # and cached under .cache/ (git-ignored): a second run rebuilds nothing.
-tools: $(VM_BIN) $(PROM_BIN)
+tools: $(VM_BIN) $(VMAGENT) $(PROM_BIN)
 
 $(VM_BIN): $(TOOLS_MOD)
 	@mkdir -p $(BIN)
