@@ -1,7 +1,7 @@
-// Package workload builds the remote-write traffic the load generator sends and
-// the write path's benchmarks replay: series shaped like a Kubernetes scrape, in
-// requests as Prometheus sends them, pre-encoded and byte-identical for the same
-// settings.
+// Package workload builds the traffic the load generator sends and the write
+// path's benchmarks replay: series shaped like a Kubernetes scrape, in requests
+// as Prometheus sends them over remote write (or the OpenTelemetry Collector over
+// OTLP/HTTP), pre-encoded and byte-identical for the same settings.
 package workload
 
 import (
@@ -42,7 +42,21 @@ type Workload struct {
 	// stream aggregation) folds each group into one series.
 	UserMetrics int
 	Users       int
+
+	// Protocol is how requests are encoded: remote write (the zero value) or OTLP.
+	Protocol Protocol
 }
+
+// Protocol is the encoding of the requests of a workload.
+type Protocol string
+
+const (
+	// RemoteWrite is Prometheus remote write 1.0: a WriteRequest, snappy-compressed.
+	RemoteWrite Protocol = "remotewrite"
+	// OTLP is OTLP/HTTP metrics: an ExportMetricsServiceRequest in protobuf,
+	// gzip-compressed, as the OpenTelemetry Collector's otlphttp exporter sends it.
+	OTLP Protocol = "otlp"
+)
 
 // Bounds keep a mistyped flag from eating the machine.
 const (
@@ -74,6 +88,8 @@ func (w Workload) Validate() error {
 		return fmt.Errorf("user metrics %d out of range [0, %d]", w.UserMetrics, w.Metrics)
 	case w.UserMetrics > 0 && (w.Users < 1 || w.Users > w.SeriesPerMetric):
 		return fmt.Errorf("users %d out of range [1, %d]", w.Users, w.SeriesPerMetric)
+	case w.Protocol != "" && w.Protocol != RemoteWrite && w.Protocol != OTLP:
+		return fmt.Errorf("protocol %q: want %q or %q", w.Protocol, RemoteWrite, OTLP)
 	}
 	return nil
 }
@@ -81,7 +97,7 @@ func (w Workload) Validate() error {
 // Ring is the pre-encoded traffic: request i of a run sends Payloads[i%len].
 // It is read-only once built and safe for concurrent use.
 type Ring struct {
-	Payloads     [][]byte // snappy-compressed WriteRequests
+	Payloads     [][]byte // compressed requests: snappy WriteRequests, or gzip OTLP
 	Samples      []int    // samples in each payload
 	UniqueSeries int      // distinct series over all rounds
 	RawBytes     int64    // protobuf bytes before compression
@@ -134,73 +150,120 @@ func Build(w Workload) (*Ring, error) {
 	var (
 		next     atomic.Int64
 		raw, enc atomic.Int64
-		tooBig   atomic.Bool
+		stop     atomic.Bool // the ring is too big, or a request failed to encode
 		wg       sync.WaitGroup
+		errOnce  sync.Once
+		encErr   error
 	)
 	for range runtime.GOMAXPROCS(0) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var (
-				wr  prompb.WriteRequest
-				pb  []byte
-				lbs []prompb.Label
-			)
+			e := newEncoder(w, names, gens)
 			for {
 				j := int(next.Add(1) - 1)
-				if j >= len(jobs) || tooBig.Load() {
+				if j >= len(jobs) || stop.Load() {
 					return
 				}
 				jb := jobs[j]
-				wr.Reset()
-				lbs = lbs[:0]
-				samples := make([]prompb.Sample, jb.hi-jb.lo)
-				ts := w.Start + int64(jb.round)*w.Interval.Milliseconds()
-				for k, i := range order[jb.lo:jb.hi] {
-					start := len(lbs)
-					lbs = appendSeriesLabels(lbs, names, w, i, gens[jb.round][i])
-					samples[k] = prompb.Sample{
-						Value:     float64(uint64(jb.round+1) * uint64(1+i%97)),
-						Timestamp: ts,
-					}
-					wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
-						Labels:  lbs[start:len(lbs):len(lbs)],
-						Samples: samples[k : k+1 : k+1],
-					})
+				n, p, err := e.encode(order[jb.lo:jb.hi], jb.round)
+				if err != nil {
+					errOnce.Do(func() { encErr = err })
+					stop.Store(true)
+					return
 				}
-				pb = wr.MarshalProtobuf(pb[:0])
-				rg.Payloads[j] = snappy.Encode(nil, pb)
+				rg.Payloads[j] = p
 				rg.Samples[j] = jb.hi - jb.lo
-				raw.Add(int64(len(pb)))
-				if enc.Add(int64(len(rg.Payloads[j]))) > w.MaxRingBytes {
-					tooBig.Store(true)
+				raw.Add(int64(n))
+				if enc.Add(int64(len(p))) > w.MaxRingBytes {
+					stop.Store(true)
 				}
 			}
 		}()
 	}
 	wg.Wait()
-	if tooBig.Load() {
+	if encErr != nil {
+		return nil, encErr
+	}
+	if enc.Load() > w.MaxRingBytes {
 		return nil, fmt.Errorf("encoded payloads exceed %d bytes: lower rounds, series or labels, or raise -max-ring-bytes", w.MaxRingBytes)
 	}
 	rg.RawBytes, rg.EncBytes = raw.Load(), enc.Load()
-	d := xxhash.New()
-	for _, p := range rg.Payloads {
-		_, _ = d.Write(p)
-	}
-	rg.Digest = strconv.FormatUint(d.Sum64(), 16)
+	rg.Digest = Digest(rg.Payloads)
 	if len(rg.Payloads) == 0 {
 		return nil, errors.New("workload has no requests")
 	}
 	return rg, nil
 }
 
+// encoder turns the series of one request into its compressed payload. Each
+// worker has its own, and reuses its buffers from request to request.
+type encoder interface {
+	// encode returns the size of the encoded request before compression and
+	// the compressed payload, which the encoder does not keep.
+	encode(series []int, round int) (raw int, payload []byte, err error)
+}
+
+func newEncoder(w Workload, names []string, gens [][]uint32) encoder {
+	if w.Protocol == OTLP {
+		return &otlpEncoder{w: w, names: names, gens: gens}
+	}
+	return &remoteWriteEncoder{w: w, names: names, gens: gens}
+}
+
+// timestamp is the time of the samples of round r, Unix milliseconds.
+func (w Workload) timestamp(r int) int64 { return w.Start + int64(r)*w.Interval.Milliseconds() }
+
+// value is the sample of series i in round r: it grows from round to round, as
+// a counter does.
+func value(r, i int) float64 { return float64(uint64(r+1) * uint64(1+i%97)) }
+
+// remoteWriteEncoder makes snappy-compressed remote-write 1.0 WriteRequests.
+type remoteWriteEncoder struct {
+	w     Workload
+	names []string
+	gens  [][]uint32
+	wr    prompb.WriteRequest
+	pb    []byte
+	lbs   []prompb.Label
+}
+
+func (e *remoteWriteEncoder) encode(series []int, round int) (int, []byte, error) {
+	e.wr.Reset()
+	e.lbs = e.lbs[:0]
+	samples := make([]prompb.Sample, len(series))
+	ts := e.w.timestamp(round)
+	for k, i := range series {
+		start := len(e.lbs)
+		e.lbs = appendSeriesLabels(e.lbs, e.names, e.w, i, e.gens[round][i])
+		samples[k] = prompb.Sample{Value: value(round, i), Timestamp: ts}
+		e.wr.Timeseries = append(e.wr.Timeseries, prompb.TimeSeries{
+			Labels:  e.lbs[start:len(e.lbs):len(e.lbs)],
+			Samples: samples[k : k+1 : k+1],
+		})
+	}
+	e.pb = e.wr.MarshalProtobuf(e.pb[:0])
+	return len(e.pb), snappy.Encode(nil, e.pb), nil
+}
+
+// Digest is the xxhash of payloads in order, which Ring.Digest holds.
+func Digest(payloads [][]byte) string {
+	d := xxhash.New()
+	for _, p := range payloads {
+		_, _ = d.Write(p)
+	}
+	return strconv.FormatUint(d.Sum64(), 16)
+}
+
 func metricNames(n int) []string {
 	names := make([]string, n)
 	for m := range names {
-		names[m] = fmt.Sprintf("loadgen_m%04d_total", m)
+		names[m] = metricName(m)
 	}
 	return names
 }
+
+func metricName(m int) string { return fmt.Sprintf("loadgen_m%04d_total", m) }
 
 // Value sets of the labels that look like a Kubernetes scrape; every series of a
 // metric differs in pod and instance, the rest are low-cardinality dimensions.

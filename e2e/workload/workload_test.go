@@ -1,12 +1,19 @@
 package workload
 
 import (
+	"bytes"
+	"compress/gzip"
+	"fmt"
+	"io"
+	"maps"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/promutil"
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/protoparser/opentelemetry/pb"
 	"github.com/golang/snappy"
 )
 
@@ -170,6 +177,7 @@ func TestWorkloadBounds(t *testing.T) {
 		{"ring too big", func(w *Workload) { w.MaxRingBytes = 100 }},
 		{"more user metrics than metrics", func(w *Workload) { w.UserMetrics, w.Users = 4, 10 }},
 		{"no users", func(w *Workload) { w.UserMetrics, w.Users = 1, 0 }},
+		{"unknown protocol", func(w *Workload) { w.Protocol = "influx" }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
@@ -180,4 +188,116 @@ func TestWorkloadBounds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestOTLPMatchesRemoteWrite decodes the OTLP ring as VictoriaMetrics does
+// (lib/protoparser/opentelemetry/pb) and finds the samples of the remote-write
+// ring, gauges renamed: same labels, timestamps and values, one sample per
+// point, and the same digest for the same settings.
+func TestOTLPMatchesRemoteWrite(t *testing.T) {
+	t.Parallel()
+	w := smallWorkload()
+	w.UserMetrics, w.Users = 1, 10
+	rw, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]int{}
+	for _, p := range rw.Payloads {
+		raw, err := snappy.Decode(nil, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var u prompb.WriteRequestUnmarshaler
+		wr, err := u.UnmarshalProtobuf(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ts := range wr.Timeseries {
+			ls := slices.Clone(ts.Labels)
+			var m int
+			if _, err := fmt.Sscanf(ls[0].Value, "loadgen_m%04d_total", &m); err != nil {
+				t.Fatal(err)
+			}
+			ls[0].Value = OTLPName(m)
+			want[fmt.Sprintf("%s %d %g", prompb.LabelsToString(ls), ts.Samples[0].Timestamp, ts.Samples[0].Value)]++
+		}
+	}
+
+	w.Protocol = OTLP
+	ot, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, err := Build(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ot.Digest != again.Digest || ot.Digest == rw.Digest {
+		t.Errorf("digests: OTLP %s and %s, remote write %s", ot.Digest, again.Digest, rw.Digest)
+	}
+	if ot.UniqueSeries != rw.UniqueSeries || len(ot.Payloads) != len(rw.Payloads) {
+		t.Errorf("OTLP ring: %d series in %d requests, remote write %d in %d", ot.UniqueSeries, len(ot.Payloads), rw.UniqueSeries, len(rw.Payloads))
+	}
+	got := map[string]int{}
+	for i, p := range ot.Payloads {
+		zr, err := gzip.NewReader(bytes.NewReader(p))
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		raw, err := io.ReadAll(zr)
+		if err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		c := &otlpCollector{got: got}
+		if err := pb.DecodeMetricsData(raw, c, pb.DecodeMetricsOptions{}); err != nil {
+			t.Fatalf("payload %d: %v", i, err)
+		}
+		if c.samples != rw.Samples[i] || c.samples != ot.Samples[i] {
+			t.Errorf("payload %d: %d points, ring says %d, remote write has %d", i, c.samples, ot.Samples[i], rw.Samples[i])
+		}
+		if c.kinds["gauge"] == 0 || c.kinds["counter"] == 0 {
+			t.Errorf("payload %d: metric kinds %v, want gauges and counters", i, c.kinds)
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("OTLP decodes to %d distinct samples, remote write has %d; e.g. %v", len(got), len(want), firstDiff(got, want))
+	}
+}
+
+// otlpCollector keeps what VictoriaMetrics' OTLP decoder makes of a request.
+type otlpCollector struct {
+	got     map[string]int
+	samples int
+	kinds   map[string]int
+}
+
+func (c *otlpCollector) PushSample(mm *pb.MetricMetadata, suffix string, ls *promutil.Labels, tsNano uint64, v float64, _ uint32) {
+	lbs := []prompb.Label{{Name: "__name__", Value: mm.Name + suffix}}
+	for _, l := range ls.Labels {
+		lbs = append(lbs, prompb.Label{Name: l.Name, Value: l.Value})
+	}
+	slices.SortFunc(lbs, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
+	c.got[fmt.Sprintf("%s %d %g", prompb.LabelsToString(lbs), int64(tsNano/1e6), v)]++
+	c.samples++
+	if c.kinds == nil {
+		c.kinds = map[string]int{}
+	}
+	c.kinds[mm.Type.String()]++
+}
+
+func (c *otlpCollector) PushMetricMetadata(*pb.MetricMetadata) {}
+
+func firstDiff(a, b map[string]int) string {
+	for k, n := range a {
+		if b[k] != n {
+			return fmt.Sprintf("%q: %d against %d", k, n, b[k])
+		}
+	}
+	for k, n := range b {
+		if a[k] != n {
+			return fmt.Sprintf("%q: %d against %d", k, a[k], n)
+		}
+	}
+	return "none"
 }
