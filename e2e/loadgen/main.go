@@ -1,5 +1,6 @@
-// Command loadgen sends Prometheus remote-write 1.0 traffic to a loopback target
-// and reports throughput, latency and status codes, for benchmarking cardguard
+// Command loadgen sends Prometheus remote-write 1.0 traffic (or, with
+// -protocol=otlp, the same series over OTLP/HTTP) to a loopback target and
+// reports throughput, latency and status codes, for benchmarking cardguard
 // against vmagent and VictoriaMetrics itself.
 //
 // Every request body is encoded before the clock starts (rounds of series, with
@@ -40,6 +41,7 @@ type options struct {
 	timeout     time.Duration
 	maxErrors   int64
 	label       string
+	ringCache   string
 }
 
 // Hard bounds, whatever the flags say.
@@ -54,8 +56,9 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.url, "url", "", "remote-write URL (loopback only); with -tenants, the base URL that /insert/<t>/prometheus/api/v1/write is appended to")
-	fs.IntVar(&o.tenants, "tenants", 0, "send round-robin to tenants 1..N under /insert/<t>/prometheus/api/v1/write; 0 posts to -url as given")
+	fs.StringVar(&o.url, "url", "", "write URL (loopback only); with -tenants, the base URL that /insert/<t>/prometheus/api/v1/write (or /insert/<t>/opentelemetry/v1/metrics) is appended to")
+	fs.IntVar(&o.tenants, "tenants", 0, "send round-robin to tenants 1..N under /insert/<t>/...; 0 posts to -url as given")
+	fs.StringVar((*string)(&o.wl.Protocol), "protocol", string(workload.RemoteWrite), "remotewrite: snappy remote-write 1.0 requests; otlp: the same series as gzip OTLP/HTTP protobuf ExportMetricsServiceRequests, as the OpenTelemetry Collector's otlphttp exporter sends them")
 	fs.IntVar(&o.wl.Metrics, "metrics", 100, "metric names")
 	fs.IntVar(&o.wl.SeriesPerMetric, "series-per-metric", 500, "series per metric in each round")
 	fs.IntVar(&o.wl.Labels, "labels", 10, "labels per series besides __name__")
@@ -75,6 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	fs.DurationVar(&o.timeout, "timeout", 30*time.Second, "per-request timeout")
 	fs.Int64Var(&o.maxErrors, "max-errors", 1000, "stop after this many transport errors")
 	fs.StringVar(&o.label, "label", "", "name of this run, copied into the JSON result")
+	fs.StringVar(&o.ringCache, "ring-cache", "", "directory where the encoded payloads are kept for the next run with the same workload flags (and taken from, when there)")
 	if err := fs.Parse(args); err != nil {
 		return o, err
 	}
@@ -116,9 +120,13 @@ func (o options) targets() []string {
 		return []string{o.url}
 	}
 	base := strings.TrimRight(o.url, "/")
+	path := "/prometheus/api/v1/write"
+	if o.wl.Protocol == workload.OTLP {
+		path = "/opentelemetry/v1/metrics"
+	}
 	urls := make([]string, o.tenants)
 	for t := range urls {
-		urls[t] = base + "/insert/" + strconv.Itoa(t+1) + "/prometheus/api/v1/write"
+		urls[t] = base + "/insert/" + strconv.Itoa(t+1) + path
 	}
 	return urls
 }
@@ -126,6 +134,7 @@ func (o options) targets() []string {
 // result is the JSON line the bench driver reads.
 type result struct {
 	Label            string           `json:"label,omitempty"`
+	Protocol         string           `json:"protocol"`
 	Targets          []string         `json:"targets"`
 	Seed             uint64           `json:"seed"`
 	Start            int64            `json:"start_ms"`
@@ -172,22 +181,27 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	t0 := time.Now()
-	rg, err := workload.Build(o.wl)
+	rg, cached, err := loadRing(o.wl, o.ringCache)
 	if err != nil {
 		fmt.Fprintln(stderr, "loadgen:", err)
 		return 1
+	}
+	how := "encoded"
+	if cached {
+		how = "loaded"
 	}
 	var ringSamples int64
 	for _, n := range rg.Samples {
 		ringSamples += int64(n)
 	}
-	fmt.Fprintf(stderr, "loadgen: encoded %d requests, %d samples, %d unique series, %.1f MiB (%.1f MiB raw) in %s, digest %s\n",
-		len(rg.Payloads), ringSamples, rg.UniqueSeries, float64(rg.EncBytes)/(1<<20), float64(rg.RawBytes)/(1<<20),
+	fmt.Fprintf(stderr, "loadgen: %s %d requests, %d samples, %d unique series, %.1f MiB (%.1f MiB raw) in %s, digest %s\n",
+		how, len(rg.Payloads), ringSamples, rg.UniqueSeries, float64(rg.EncBytes)/(1<<20), float64(rg.RawBytes)/(1<<20),
 		time.Since(t0).Round(time.Millisecond), rg.Digest)
 
 	urls := o.targets()
 	cfg := sendConfig{
 		URLs:        urls,
+		Header:      requestHeader(o.wl.Protocol),
 		Concurrency: o.concurrency,
 		Duration:    o.duration,
 		Requests:    o.requests,
@@ -211,6 +225,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 
 	res := result{
 		Label:          o.label,
+		Protocol:       string(o.wl.Protocol),
 		Targets:        urls,
 		Seed:           o.wl.Seed,
 		Start:          o.wl.Start,

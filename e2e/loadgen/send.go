@@ -20,6 +20,7 @@ import (
 // sendConfig says where and how hard to send the ring.
 type sendConfig struct {
 	URLs        []string      // round-robin per request
+	Header      http.Header   // of every request
 	Concurrency int           // requests in flight
 	Duration    time.Duration // stop taking new requests after this; 0: no time bound
 	Requests    int64         // stop after this many requests; 0: no count bound
@@ -99,7 +100,7 @@ func send(ctx context.Context, cfg sendConfig, rg *workload.Ring) (stats, time.D
 				p := (i / nurls) % nring
 				// In-flight requests finish after the deadline so that they are
 				// counted as what they are, not as cancellations.
-				code, err := post(client, cfg.URLs[i%nurls], rg.Payloads[p], st)
+				code, err := post(client, cfg.URLs[i%nurls], cfg.Header, rg.Payloads[p], st)
 				st.samplesSent += int64(rg.Samples[p])
 				st.bytesSent += int64(len(rg.Payloads[p]))
 				if err != nil {
@@ -143,17 +144,29 @@ func send(ctx context.Context, cfg sendConfig, rg *workload.Ring) (stats, time.D
 	return m, elapsed
 }
 
-// post sends one remote-write 1.0 request and records its latency. The body is
-// read to the end so the connection is reused.
-func post(client *http.Client, u string, payload []byte, st *stats) (int, error) {
+// requestHeader is what a sender of the protocol sets: Prometheus for remote
+// write 1.0, the Collector's otlphttp exporter (gzip, its default) for OTLP.
+func requestHeader(p workload.Protocol) http.Header {
+	h := http.Header{}
+	h.Set("Content-Type", "application/x-protobuf")
+	h.Set("User-Agent", "cardguard-loadgen")
+	if p == workload.OTLP {
+		h.Set("Content-Encoding", "gzip")
+		return h
+	}
+	h.Set("Content-Encoding", "snappy")
+	h.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+	return h
+}
+
+// post sends one request and records its latency. The body is read to the end
+// so the connection is reused.
+func post(client *http.Client, u string, h http.Header, payload []byte, st *stats) (int, error) {
 	req, err := http.NewRequest(http.MethodPost, u, bytes.NewReader(payload))
 	if err != nil {
 		return 0, err
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set("User-Agent", "cardguard-loadgen")
+	req.Header = h.Clone()
 	t0 := time.Now()
 	resp, err := client.Do(req)
 	if err != nil {
