@@ -21,11 +21,13 @@ type scenarioResult struct {
 	// accepted sample (vmagent answers before it forwards).
 	ProxyCPUSeconds float64 `json:"proxy_cpu_s"`
 	VMCPUSeconds    float64 `json:"vm_cpu_s"`
-	// Samples VictoriaMetrics counted as inserted over that window.
-	Delivered    float64 `json:"delivered"`
-	DrainSeconds float64 `json:"drain_s"`
-	ProxyPeakKiB int64   `json:"proxy_peak_rss_kib"`
-	VMPeakKiB    int64   `json:"vm_peak_rss_kib"`
+	// Samples VictoriaMetrics counted as inserted over that window, and over
+	// the warm-up, which sends every target the same requests.
+	Delivered       float64 `json:"delivered"`
+	WarmupDelivered float64 `json:"warmup_delivered"`
+	DrainSeconds    float64 `json:"drain_s"`
+	ProxyPeakKiB    int64   `json:"proxy_peak_rss_kib"`
+	VMPeakKiB       int64   `json:"vm_peak_rss_kib"`
 	// Dropped is what the proxy says it discarded (cardguard: discarded samples,
 	// vmagent: rows over the hourly series limit).
 	Dropped float64 `json:"dropped"`
@@ -118,9 +120,11 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 	if err != nil {
 		return r, err
 	}
-	if _, err := e.waitDelivered(ctx, want, 2*time.Minute); err != nil {
+	n, err := e.waitDelivered(ctx, want, 2*time.Minute)
+	if err != nil {
 		r.Notes = append(r.Notes, "warm-up: "+err.Error())
 	}
+	r.WarmupDelivered = n - base
 
 	rows0, err := e.vmRows()
 	if err != nil {
@@ -187,9 +191,14 @@ func foldCounts(fold foldCounter) (in, out float64, err error) {
 // VictoriaMetrics of its own started afresh: one that earlier targets filled
 // would spend more CPU per sample (merges, a larger index) on the later ones, and
 // the share of the two CPUs left to the target under test would depend on the
-// order of the targets.
-func (e *env) runTarget(ctx context.Context, name string, pass int) (scenarioResult, error) {
-	suffix := fmt.Sprintf("-%s-%d", name, pass)
+// order of the targets. scenario names the data directories and logs of a
+// scenario other than plain remote write.
+func (e *env) runTarget(ctx context.Context, scenario, name string, pass int) (scenarioResult, error) {
+	prefix := ""
+	if scenario != "" {
+		prefix = "-" + scenario
+	}
+	suffix := fmt.Sprintf("%s-%s-%d", prefix, name, pass)
 	if err := e.startVM("vm-data" + suffix); err != nil {
 		return scenarioResult{}, err
 	}
@@ -199,7 +208,7 @@ func (e *env) runTarget(ctx context.Context, name string, pass int) (scenarioRes
 	)
 	switch name {
 	case "direct":
-		r, err = e.measure(ctx, "direct", e.vmURL+"/api/v1/write", e.vm, nil)
+		r, err = e.measure(ctx, "direct", e.vmURL+e.cfg.wl.writePath(), e.vm, nil)
 	case "vmagent":
 		r, err = e.runVMAgent(ctx, suffix, "")
 	case "cardguard":
@@ -207,12 +216,12 @@ func (e *env) runTarget(ctx context.Context, name string, pass int) (scenarioRes
 			cg   *process
 			base string
 		)
-		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard-%d", pass), e.cfg.cardguardConfig)
+		cg, base, err = e.startCardguard(ctx, fmt.Sprintf("cardguard%s-%d", prefix, pass), e.cfg.cardguardConfig)
 		if err != nil {
 			return r, err
 		}
 		defer cg.stop(15 * time.Second)
-		r, err = e.measure(ctx, "cardguard", base+"/api/v1/write", cg, nil)
+		r, err = e.measure(ctx, "cardguard", base+e.cfg.wl.writePath(), cg, nil)
 		if err != nil {
 			return r, err
 		}
@@ -299,7 +308,7 @@ func (e *env) runVMAgent(ctx context.Context, suffix, streamAggr string) (scenar
 	if err := waitReady(ctx, p, base+"/health", 30*time.Second); err != nil {
 		return scenarioResult{}, err
 	}
-	r, err := e.measure(ctx, "vmagent", base+"/api/v1/write", p, fold)
+	r, err := e.measure(ctx, "vmagent", base+e.cfg.wl.writePath(), p, fold)
 	if err != nil {
 		return r, err
 	}

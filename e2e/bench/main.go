@@ -1,7 +1,8 @@
-// Command bench measures cardguard's remote-write path against VictoriaMetrics
-// directly and against vmagent, on identical payloads from e2e/loadgen, plus the
-// latency cardguard adds to typical Grafana queries, and (with -memory) its memory
-// with a million active series. It writes the results into BENCHMARKS.md.
+// Command bench measures cardguard's write path against VictoriaMetrics directly
+// and against vmagent, on identical payloads from e2e/loadgen (remote write, and
+// the same series over OTLP/HTTP), plus the latency cardguard adds to typical
+// Grafana queries, and (with -memory) its memory with a million active series. It
+// writes the results into BENCHMARKS.md.
 //
 // Run it with `make bench` (or `make bench-memory`), which builds the binaries it
 // needs first. Everything listens on loopback ports chosen at start, lives under a
@@ -45,7 +46,8 @@ type config struct {
 	wl           workloadFlags
 	queryIters   int
 
-	agg aggregateFlags
+	agg          aggregateFlags
+	otlpDuration time.Duration
 
 	memory       bool
 	memMetrics   int
@@ -62,14 +64,28 @@ type workloadFlags struct {
 	seed                                            uint64
 	interval                                        time.Duration
 	start                                           int64
-	userMetrics, users                              int // the aggregation scenario's user_id label
+	userMetrics, users                              int    // the aggregation scenario's user_id label
+	protocol                                        string // loadgen -protocol; empty: remote write
 }
 
 func (w workloadFlags) args() []string {
+	args := w.common()
 	if w.userMetrics > 0 {
-		return append(w.common(), "-user-metrics="+strconv.Itoa(w.userMetrics), "-users="+strconv.Itoa(w.users))
+		args = append(args, "-user-metrics="+strconv.Itoa(w.userMetrics), "-users="+strconv.Itoa(w.users))
 	}
-	return w.common()
+	if w.protocol != "" {
+		args = append(args, "-protocol="+w.protocol)
+	}
+	return args
+}
+
+// writePath is where every target (VictoriaMetrics, vmagent, cardguard) takes
+// the workload's protocol.
+func (w workloadFlags) writePath() string {
+	if w.protocol == "otlp" {
+		return "/opentelemetry/v1/metrics"
+	}
+	return "/api/v1/write"
 }
 
 func (w workloadFlags) common() []string {
@@ -101,7 +117,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.vmagentRelabel, "vmagent.relabel", "e2e/bench/vmagent-relabel.yml", "vmagent -remoteWrite.relabelConfig, the same rule as in the cardguard config")
 	fs.StringVar(&c.resultsDir, "results", ".cache/bench", "directory for the raw JSON results")
 	fs.StringVar(&c.note, "note", "", "conditions of this run, written next to the numbers (e.g. 'shared machine, other builds running')")
-	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,aggregate,query", "comma-separated parts to run: the write targets direct, vmagent, cardguard; aggregate (vmagent and cardguard aggregating 10% of the series); query")
+	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,aggregate,otlp,query", "comma-separated parts to run: the write targets direct, vmagent, cardguard; aggregate (vmagent and cardguard aggregating 10% of the series); otlp (the three targets taking the workload over OTLP/HTTP); query")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (data and logs)")
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "measured window per target")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "requests in flight from the load generator")
@@ -121,6 +137,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.agg.users, "aggregate.users", 250, "user_id values per group of series that share every other label")
 	fs.StringVar(&c.agg.cardguardConfig, "aggregate.cardguard.config", "e2e/bench/cardguard-aggregate.yml", "cardguard policy of the aggregation scenario: the label guard folds user_id")
 	fs.StringVar(&c.agg.vmagentConfig, "aggregate.vmagent.config", "e2e/bench/vmagent-streamaggr.yml", "vmagent -streamAggr.config of the aggregation scenario: the same series aggregated without user_id")
+	fs.DurationVar(&c.otlpDuration, "otlp.duration", 20*time.Second, "measured window per target and pass of the OTLP scenario (short, to keep make bench near 14 minutes)")
 	fs.BoolVar(&c.memory, "memory", false, "run only the memory measurement (1M active series through cardguard)")
 	fs.IntVar(&c.memMetrics, "memory.metrics", 1000, "metric names for -memory")
 	fs.IntVar(&c.memSeries, "memory.series-per-metric", 1000, "series per metric for -memory")
@@ -140,6 +157,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.agg.duration <= 0 || c.agg.duration > 10*time.Minute {
 		return c, fmt.Errorf("-aggregate.duration %s out of range (0, 10m]", c.agg.duration)
+	}
+	if c.otlpDuration <= 0 || c.otlpDuration > 10*time.Minute {
+		return c, fmt.Errorf("-otlp.duration %s out of range (0, 10m]", c.otlpDuration)
 	}
 	return c, nil
 }
@@ -231,8 +251,8 @@ func bench(ctx context.Context, c config, argv []string) error {
 		parts[strings.TrimSpace(p)] = true
 	}
 	var (
-		results, aggregated []scenarioResult
-		queries             []queryResult
+		results, aggregated, otlp []scenarioResult
+		queries                   []queryResult
 	)
 	var targets []string
 	for _, t := range []string{"direct", "vmagent", "cardguard"} {
@@ -250,7 +270,7 @@ func bench(ctx context.Context, c config, argv []string) error {
 			slices.Reverse(order)
 		}
 		for _, t := range order {
-			r, err := e.runTarget(ctx, t, pass)
+			r, err := e.runTarget(ctx, "", t, pass)
 			if err != nil {
 				return err
 			}
@@ -259,6 +279,12 @@ func bench(ctx context.Context, c config, argv []string) error {
 	}
 	if parts["aggregate"] {
 		aggregated, err = e.aggregateScenario(ctx)
+		if err != nil {
+			return err
+		}
+	}
+	if parts["otlp"] {
+		otlp, err = e.otlpScenario(ctx)
 		if err != nil {
 			return err
 		}
@@ -275,8 +301,8 @@ func bench(ctx context.Context, c config, argv []string) error {
 		queries = q
 	}
 	info.finish()
-	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "aggregate": aggregated, "queries": queries})
-	return updateSection(c.out, "ingest", renderIngest(info, results, aggregated, queries, e))
+	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "aggregate": aggregated, "otlp": otlp, "queries": queries})
+	return updateSection(c.out, "ingest", renderIngest(info, results, aggregated, otlp, queries, e))
 }
 
 func (e *env) saveJSON(name string, v any) {
@@ -337,7 +363,15 @@ func (e *env) startCardguard(ctx context.Context, name, config string) (*process
 
 // loadgen runs one load generator and returns its JSON result.
 func (e *env) loadgen(ctx context.Context, label, url string, extra ...string) (lgResult, error) {
-	args := append([]string{"-url=" + url, "-label=" + label}, e.cfg.wl.args()...)
+	args := []string{"-url=" + url, "-label=" + label}
+	if !e.cfg.memory {
+		// The payloads are encoded once per workload and kept for the later
+		// runs (the OTLP ones take seconds), under the work directory: never
+		// across benchmark runs. The memory benchmark's million series are
+		// sent by one run only.
+		args = append(args, "-ring-cache="+filepath.Join(e.work, "rings"))
+	}
+	args = append(args, e.cfg.wl.args()...)
 	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, filepath.Join(e.cfg.binDir, "loadgen"), args...)
 	var out bytes.Buffer

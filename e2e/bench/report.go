@@ -277,10 +277,25 @@ func combine(rs []scenarioResult) []scenarioResult {
 	return out
 }
 
-// ratios are the two write-path targets' figures for a set of results.
+// targetTable writes each target's figures over all its passes.
+func targetTable(b *strings.Builder, rs []scenarioResult) {
+	fmt.Fprintf(b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses | load generator CPU s / M samples |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
+	for _, r := range rs {
+		fmt.Fprintf(b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s | %.3f |\n",
+			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPUCell(r),
+			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status),
+			r.Measured.GeneratorCPU/r.MSamples())
+	}
+	b.WriteString("\n")
+}
+
+// ratios are the two write-path targets' figures for a set of results:
+// cardguard's CPU per sample over vmagent's, its throughput over direct's
+// (throughput) and over vmagent's (vmagentThroughput).
 type ratios struct {
-	cpu, throughput       float64
-	hasCPU, hasThroughput bool
+	cpu, throughput, vmagentThroughput          float64
+	hasCPU, hasThroughput, hasVMAgentThroughput bool
 }
 
 func ratiosOf(rs []scenarioResult) ratios {
@@ -295,6 +310,7 @@ func ratiosOf(rs []scenarioResult) ratios {
 	}
 	if va, ok := byName["vmagent"]; ok {
 		x.cpu, x.hasCPU = (cg.ProxyCPUSeconds/cg.MSamples())/(va.ProxyCPUSeconds/va.MSamples()), true
+		x.vmagentThroughput, x.hasVMAgentThroughput = cg.Measured.SamplesPerSecond/va.Measured.SamplesPerSecond, true
 	}
 	if di, ok := byName["direct"]; ok {
 		x.throughput, x.hasThroughput = cg.Measured.SamplesPerSecond/di.Measured.SamplesPerSecond, true
@@ -302,7 +318,7 @@ func ratiosOf(rs []scenarioResult) ratios {
 	return x
 }
 
-func renderIngest(info runInfo, all, aggregated []scenarioResult, qs []queryResult, e *env) string {
+func renderIngest(info runInfo, all, aggregated, otlp []scenarioResult, qs []queryResult, e *env) string {
 	var b strings.Builder
 	c := e.cfg
 	rs := combine(all)
@@ -332,15 +348,7 @@ func renderIngest(info runInfo, all, aggregated []scenarioResult, qs []queryResu
 	fmt.Fprintf(&b, "- vmagent: `-remoteWrite.relabelConfig=%s` (labeldrop `az`), `-remoteWrite.maxHourlySeries` at 4× the series per round, default queues\n", c.vmagentRelabel)
 	fmt.Fprintf(&b, "- cardguard: `-config=%s`, top-level sections in use: %s\n\n", c.cardguardConfig, codeList(info.ConfigSections))
 
-	fmt.Fprintf(&b, "| target | accepted samples/s | delivered samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | target peak RSS MiB | p50 ms | p90 ms | p99 ms | statuses | load generator CPU s / M samples |\n")
-	fmt.Fprintf(&b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|\n")
-	for _, r := range rs {
-		fmt.Fprintf(&b, "| %s | %s | %s | %.3f | %s | %s | %.1f | %.1f | %.1f | %s | %.3f |\n",
-			r.Name, thousands(r.Measured.SamplesPerSecond), thousands(r.DeliveredRate()), r.ProxyCPUSeconds/r.MSamples(), vmCPUCell(r),
-			mib(r.ProxyPeakKiB), r.Measured.LatencyMS["p50"], r.Measured.LatencyMS["p90"], r.Measured.LatencyMS["p99"], statusString(r.Measured.Status),
-			r.Measured.GeneratorCPU/r.MSamples())
-	}
-	b.WriteString("\n")
+	targetTable(&b, rs)
 
 	if x := ratiosOf(rs); x.hasCPU || x.hasThroughput {
 		fmt.Fprintf(&b, "| ratio | value | target | met |\n|---|---:|---:|---|\n")
@@ -395,6 +403,9 @@ func renderIngest(info runInfo, all, aggregated []scenarioResult, qs []queryResu
 
 	if len(aggregated) > 0 {
 		renderAggregate(&b, aggregated, c)
+	}
+	if len(otlp) > 0 {
+		renderOTLP(&b, otlp, c)
 	}
 
 	if len(qs) > 0 {
@@ -490,6 +501,84 @@ func renderAggregate(b *strings.Builder, all []scenarioResult, c config) {
 	for _, r := range all {
 		if r.DrainSeconds > 0 {
 			fmt.Fprintf(b, "- %s, pass %d: VictoriaMetrics had every sample it was to get %.1f s after the load stopped\n", r.Name, r.Pass, r.DrainSeconds)
+		}
+	}
+}
+
+// renderOTLP writes the OTLP scenario: the three write targets taking the
+// same series over OTLP/HTTP.
+func renderOTLP(b *strings.Builder, all []scenarioResult, c config) {
+	rs := combine(all)
+	digests := map[string]bool{}
+	var r0 scenarioResult
+	for _, r := range rs {
+		digests[r.Measured.PayloadDigest] = true
+		r0 = r
+	}
+	same := "identical for every target"
+	if len(digests) > 1 {
+		same = "NOT identical across targets"
+	}
+	m := r0.Measured
+	fmt.Fprintf(b, "\n## OTLP/HTTP: direct, through vmagent, through cardguard\n\n")
+	fmt.Fprintf(b, "Same run, after the scenarios above.\n\n")
+	fmt.Fprintf(b, "- workload: the series of the remote-write targets, sent over OTLP/HTTP (`loadgen -protocol=otlp`): per request one protobuf `ExportMetricsServiceRequest`, gzip-compressed (`compress/gzip`, default level), `Content-Type: application/x-protobuf`, as the OpenTelemetry Collector's `otlphttp` exporter sends it; one resource and one scope, neither with attributes; each metric once per request, its series as data points with their labels as attributes; the %d even metrics monotonic cumulative sums with integer points, the %d odd ones gauges with double points (named without `_total`); %s points per request, %d rounds pre-encoded (%s distinct series, %.1f MiB gzip / %.1f MiB protobuf); payloads %s (digest %s)\n",
+		(c.wl.metrics+1)/2, c.wl.metrics/2, thousands(float64(c.wl.batch)), c.wl.rounds, thousands(float64(m.UniqueSeries)),
+		float64(m.RingBytes)/(1<<20), float64(m.RingRawBytes)/(1<<20), same, strings.Join(slices.Sorted(maps.Keys(digests)), ", "))
+	fmt.Fprintf(b, "- targets: `/opentelemetry/v1/metrics` of VictoriaMetrics itself, of vmagent and of cardguard, with the flags and policy of the remote-write targets (the same relabel rule and limits), each in front of a fresh VictoriaMetrics of its own; vmagent and cardguard forward remote write\n")
+	fmt.Fprintf(b, "- method: as above, %s per target and pass at concurrency %d, in the order %s\n", c.otlpDuration, c.concurrency, passOrder(all))
+	text, _ := storedCheck(all)
+	fmt.Fprintf(b, "- stored: %s (`vm_rows_inserted_total`)\n\n", text)
+
+	targetTable(b, rs)
+	if x := ratiosOf(rs); x.hasCPU || x.hasThroughput {
+		fmt.Fprintf(b, "| ratio | value |\n|---|---:|\n")
+		if x.hasCPU {
+			fmt.Fprintf(b, "| cardguard CPU per sample ÷ vmagent CPU per sample | %.2f |\n", x.cpu)
+			fmt.Fprintf(b, "| cardguard throughput ÷ vmagent throughput | %.2f |\n", x.vmagentThroughput)
+		}
+		if x.hasThroughput {
+			fmt.Fprintf(b, "| cardguard throughput ÷ direct throughput | %.2f |\n", x.throughput)
+		}
+		b.WriteString("\n")
+	}
+	if c.passes > 1 {
+		fmt.Fprintf(b, "Each pass on its own:\n\n")
+		fmt.Fprintf(b, "| pass | target | accepted samples/s | target CPU s / M samples | VictoriaMetrics CPU s / M samples | cardguard CPU ÷ vmagent's | cardguard throughput ÷ vmagent's | cardguard throughput ÷ direct's |\n")
+		fmt.Fprintf(b, "|---:|---|---:|---:|---:|---:|---:|---:|\n")
+		for pass := 1; pass <= c.passes; pass++ {
+			var in []scenarioResult
+			for _, r := range all {
+				if r.Pass == pass {
+					in = append(in, r)
+				}
+			}
+			x := ratiosOf(in)
+			for i, r := range in {
+				var cpuR, vaR, diR string
+				if i == 0 && x.hasCPU {
+					cpuR, vaR = fmt.Sprintf("%.2f", x.cpu), fmt.Sprintf("%.2f", x.vmagentThroughput)
+				}
+				if i == 0 && x.hasThroughput {
+					diR = fmt.Sprintf("%.2f", x.throughput)
+				}
+				fmt.Fprintf(b, "| %d | %s | %s | %.3f | %s | %s | %s | %s |\n", pass, r.Name, thousands(r.Measured.SamplesPerSecond),
+					r.ProxyCPUSeconds/r.MSamples(), vmCPUCell(r), cpuR, vaR, diR)
+			}
+		}
+		b.WriteString("\n")
+	}
+	for _, r := range rs {
+		for _, n := range r.Notes {
+			fmt.Fprintf(b, "- %s: %s\n", r.Name, n)
+		}
+		if r.Dropped > 0 {
+			fmt.Fprintf(b, "- %s: reported %.0f samples dropped\n", r.Name, r.Dropped)
+		}
+	}
+	for _, r := range all {
+		if r.DrainSeconds > 0 {
+			fmt.Fprintf(b, "- %s, pass %d: VictoriaMetrics had every accepted sample %.1f s after the load stopped (answers before forwarding); delivered samples/s counts that time\n", r.Name, r.Pass, r.DrainSeconds)
 		}
 	}
 }
@@ -597,11 +686,12 @@ rewrite their own section of this file; each section says when, where and how it
 were taken. Numbers from a shared or busy machine show that the benchmark works, not how
 fast cardguard is: compare ratios from one run, never absolute figures across machines.
 
-- ` + "`make bench`" + ` (about 11 minutes): remote write direct / vmagent / cardguard on identical
+- ` + "`make bench`" + ` (about 14 minutes): remote write direct / vmagent / cardguard on identical
   payloads, in two passes, the second in reverse order; then vmagent and cardguard each
-  aggregating the 10% of the series that carry a ` + "`user_id`" + ` label; then the query path.
-  Targets: cardguard CPU per sample at most half of vmagent's, in both scenarios;
-  cardguard throughput at least 0.7 of direct.
+  aggregating the 10% of the series that carry a ` + "`user_id`" + ` label; then the same three
+  targets taking the same series over OTLP/HTTP (gzip protobuf); then the query path.
+  Targets: cardguard CPU per sample at most half of vmagent's, in the remote-write and
+  aggregation scenarios; cardguard throughput at least 0.7 of direct.
 - ` + "`make bench-memory`" + ` (separate, because creating a million series in VictoriaMetrics takes
   a while): cardguard's RSS after 1M active series. Target: at most 512 MiB.
 
