@@ -48,6 +48,32 @@ func (a *app) protocolRoutes(r chi.Router) {
 			r.HandleFunc("/insert/{tenant}/"+p, h)
 		}
 	}
+	// The Datadog and New Relic agents call these besides their metrics paths:
+	// at start (key validation, a liveness check) and for data VictoriaMetrics
+	// does not store either (service checks, inventory, host metadata). They get
+	// VictoriaMetrics' own answers, so that an agent pointed at cardguard behaves
+	// as one pointed at vminsert.
+	agent := func(status int, body string) http.HandlerFunc {
+		return func(w http.ResponseWriter, r *http.Request) {
+			if _, ok := a.requestTenant(w, r); !ok {
+				return
+			}
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(status)
+			_, _ = w.Write([]byte(body))
+		}
+	}
+	for p, h := range map[string]http.HandlerFunc{
+		"datadog/api/v1/validate":   agent(http.StatusOK, `{"valid":true}`),
+		"datadog/api/v1/check_run":  agent(http.StatusAccepted, `{"status":"ok"}`),
+		"datadog/intake":            agent(http.StatusOK, `{}`),
+		"datadog/api/v1/metadata":   agent(http.StatusOK, `{}`),
+		"newrelic":                  agent(http.StatusAccepted, `{"status":"ok"}`),
+		"newrelic/inventory/deltas": agent(http.StatusAccepted, `{"payload":{"version": 1, "state": {}, "reset": "false"}}`),
+	} {
+		r.HandleFunc("/"+p, h)
+		r.HandleFunc("/insert/{tenant}/"+p, h)
+	}
 	// VictoriaMetrics' native format is refused: see the README.
 	native := func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := a.requestTenant(w, r); !ok {

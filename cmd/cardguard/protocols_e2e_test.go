@@ -413,4 +413,13 @@ func TestProtocolRoutesWinOverReadPath(t *testing.T) {
 	if code, body := get(t, e.srv.URL+"/api/v1/query?query=1"); code != 200 {
 		t.Errorf("the read path lost /api/v1/query: %d %s", code, body)
 	}
+	// The agents' other calls get VictoriaMetrics' own answers.
+	for p, want := range map[string]string{
+		"/datadog/api/v1/validate": `{"valid":true}`, "/insert/0/datadog/api/v1/check_run": `{"status":"ok"}`,
+		"/datadog/intake": `{}`, "/newrelic": `{"status":"ok"}`, "/insert/0/newrelic/inventory/deltas": `"reset": "false"`,
+	} {
+		if code, body, _ := postRaw(t, e.srv.URL+p, []byte("{}"), nil); code/100 != 2 || !strings.Contains(body, want) {
+			t.Errorf("POST %s: %d %q, want VictoriaMetrics' answer %s", p, code, body, want)
+		}
+	}
 }
