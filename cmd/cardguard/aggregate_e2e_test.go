@@ -13,12 +13,15 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 
+	"github.com/cardguard/cardguard/internal/auth"
+	"github.com/cardguard/cardguard/internal/ingest"
 	"github.com/cardguard/cardguard/internal/state"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
@@ -539,5 +542,70 @@ func TestAggregationDryRun(t *testing.T) {
 	// The guard would fold 7 users into 1 series, the labeldrop 10 pods into 5.
 	if len(api.Aggregations) != 0 || api.DryRun.InputSeries != 17 || api.DryRun.OutputSeries != 6 {
 		t.Fatalf("dry run: %s, want nothing aggregated and 17 inputs into 6 outputs counted", body)
+	}
+}
+
+// TestRoutedHeaderNeedsAdmin: the mark a replica puts on a part it sends to the
+// part's owner is honoured only with the admin token, which replicas share. A
+// tenant that sends it is routed like any write, so it cannot have a replica
+// that does not own its metric fold (and split) its series.
+func TestRoutedHeaderNeedsAdmin(t *testing.T) {
+	_, apps, srvs := foldCluster(t, func(c *Config) {
+		c.Upstream.TenantLabel = "vm_account_id"
+		c.Auth = auth.Config{AdminToken: "admin-tok", Tenants: []auth.TenantToken{{Token: "one-tok", Tenant: tenant.MustParse("1")}}}
+		c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = 10
+	})
+	t1 := tenant.MustParse("1")
+	metric := ""
+	for i := 0; metric == ""; i++ {
+		name := fmt.Sprintf("routed_%d_total", i)
+		if _, self := apps[0].shared.ring.OwnerOf(t1, name); !self {
+			metric = name
+		}
+	}
+	write := func(token string) {
+		t.Helper()
+		wr := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
+			Labels:  []prompb.Label{{Name: "__name__", Value: metric}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+		}}}
+		req, _ := http.NewRequest(http.MethodPost, srvs[0].URL+"/insert/1/prometheus/api/v1/write", bytes.NewReader(encodeWR(wr)))
+		req.Header.Set("Content-Encoding", "snappy")
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req.Header.Set(ingest.RoutedHeader, "1")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusNoContent {
+			t.Fatalf("write with %s: %d", token, resp.StatusCode)
+		}
+	}
+	routed := func() float64 {
+		req, _ := http.NewRequest(http.MethodGet, srvs[0].URL+"/metrics", nil)
+		req.Header.Set("Authorization", "Bearer admin-tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		for _, l := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(l, `cardguard_ingest_routed_samples_total{code="204"}`) {
+				f, _ := strconv.ParseFloat(l[strings.LastIndexByte(l, ' ')+1:], 64)
+				return f
+			}
+		}
+		return 0
+	}
+	write("one-tok")
+	if got := routed(); got != 1 {
+		t.Fatalf("a tenant's write marked as routed was not routed to its owner: %v samples routed", got)
+	}
+	write("admin-tok")
+	if got := routed(); got != 1 {
+		t.Fatalf("a replica's routed part was routed again: %v samples routed", got)
 	}
 }
