@@ -19,6 +19,8 @@ type Redis struct {
 	bin  string
 	dir  string
 	Addr string // host:port
+	// args are added to the command line (cluster mode, for RedisCluster).
+	args []string
 
 	mu  sync.Mutex
 	cmd *exec.Cmd
@@ -53,11 +55,11 @@ func (r *Redis) Start() {
 	}
 	host, port, _ := net.SplitHostPort(r.Addr)
 	r.log = &bytes.Buffer{}
-	cmd := exec.Command(r.bin,
+	cmd := exec.Command(r.bin, append([]string{
 		"--bind", host, "--port", port, "--dir", r.dir,
 		"--save", "", "--appendonly", "no",
 		"--protected-mode", "no", "--loglevel", "warning",
-	)
+	}, r.args...)...)
 	cmd.Stdout, cmd.Stderr = r.log, r.log
 	if err := cmd.Start(); err != nil {
 		r.tb.Fatalf("start redis-server: %v", err)
