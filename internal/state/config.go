@@ -48,11 +48,16 @@ type Config struct {
 // RedisConfig says how to reach Redis and how often to exchange state. It is
 // read only with backend redis.
 type RedisConfig struct {
-	// Addr is host:port.
-	Addr     string `yaml:"addr"`
-	Username string `yaml:"username"`
-	Password string `yaml:"password"`
-	DB       int    `yaml:"db"`
+	// Addr is host:port of a single Redis (or of a proxy in front of several).
+	Addr string `yaml:"addr"`
+	// ClusterAddrs are host:port of some nodes of a Redis Cluster (one is
+	// enough, more survive one being down); the client finds the others and
+	// follows the slots. Exactly one of Addr and ClusterAddrs is set.
+	ClusterAddrs []string `yaml:"cluster_addrs"`
+	Username     string   `yaml:"username"`
+	Password     string   `yaml:"password"`
+	// DB is the database number; Redis Cluster has only 0.
+	DB int `yaml:"db"`
 	// TLS turns TLS on; TLSCAFile adds a CA bundle (PEM) to trust, and
 	// TLSInsecureSkipVerify turns certificate checks off (tests only).
 	TLS                   bool   `yaml:"tls"`
@@ -113,14 +118,27 @@ func (c Config) Validate() error {
 		return fmt.Errorf("state.backend %q: want memory or redis", c.Backend)
 	}
 	r := c.Redis
-	if r.Addr == "" {
-		return errors.New("state.redis.addr is required with backend redis")
+	switch {
+	case r.Addr == "" && len(r.ClusterAddrs) == 0:
+		return errors.New("state.redis.addr is required with backend redis (or state.redis.cluster_addrs for Redis Cluster)")
+	case r.Addr != "" && len(r.ClusterAddrs) > 0:
+		return errors.New("state.redis.addr and state.redis.cluster_addrs: set one, addr for a single Redis, cluster_addrs for Redis Cluster")
 	}
-	if _, _, err := net.SplitHostPort(r.Addr); err != nil {
-		return fmt.Errorf("state.redis.addr %q: want host:port: %w", r.Addr, err)
+	if r.Addr != "" {
+		if _, _, err := net.SplitHostPort(r.Addr); err != nil {
+			return fmt.Errorf("state.redis.addr %q: want host:port: %w", r.Addr, err)
+		}
+	}
+	for i, a := range r.ClusterAddrs {
+		if _, _, err := net.SplitHostPort(a); err != nil {
+			return fmt.Errorf("state.redis.cluster_addrs[%d] %q: want host:port: %w", i, truncate(a), err)
+		}
 	}
 	if r.DB < 0 {
 		return fmt.Errorf("state.redis.db %d: must not be negative", r.DB)
+	}
+	if r.DB != 0 && r.Cluster() {
+		return fmt.Errorf("state.redis.db %d: Redis Cluster has only database 0", r.DB)
 	}
 	if r.SyncInterval < 100*time.Millisecond || r.SyncInterval > 10*time.Minute {
 		return fmt.Errorf("state.redis.sync_interval %s: want between 100ms and 10m", r.SyncInterval)
@@ -137,12 +155,20 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// Cluster reports whether r names a Redis Cluster.
+func (r RedisConfig) Cluster() bool { return len(r.ClusterAddrs) > 0 }
+
 // tlsConfig builds the client TLS configuration; nil without TLS.
 func (r RedisConfig) tlsConfig() (*tls.Config, error) {
 	if !r.TLS {
 		return nil, nil
 	}
-	host, _, _ := net.SplitHostPort(r.Addr)
+	// A cluster's nodes are reached at the addresses the cluster announces: with
+	// no ServerName, each connection checks the certificate against its own host.
+	var host string
+	if !r.Cluster() {
+		host, _, _ = net.SplitHostPort(r.Addr)
+	}
 	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host, InsecureSkipVerify: r.TLSInsecureSkipVerify} //nolint:gosec // opt-in, documented as for tests
 	if r.TLSCAFile != "" {
 		pem, err := os.ReadFile(r.TLSCAFile)

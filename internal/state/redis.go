@@ -3,17 +3,22 @@ package state
 import (
 	"context"
 	"errors"
+	"maps"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// Redis is the Backend of replicas sharing one Redis; the key layout is in the
-// package documentation. It is safe for concurrent use.
+// Redis is the Backend of replicas sharing one Redis or one Redis Cluster; the
+// key layout is in the package documentation. Every command touches one key, or
+// keys of one slot, so that the same code runs on both: several keys are read
+// and written in pipelines, which a cluster client splits by node. It is safe for
+// concurrent use.
 type Redis struct {
-	c      *redis.Client
+	c      redis.UniversalClient
 	prefix string
 }
 
@@ -26,7 +31,7 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 	if err != nil {
 		return nil, err
 	}
-	c := redis.NewClient(&redis.Options{
+	o := &redis.Options{
 		Addr:                  cfg.Addr,
 		Username:              cfg.Username,
 		Password:              cfg.Password,
@@ -44,6 +49,25 @@ func NewRedis(cfg RedisConfig) (*Redis, error) {
 		MaxRetries:      1,
 		MinRetryBackoff: time.Millisecond,
 		MaxRetryBackoff: 10 * time.Millisecond,
+	}
+	if !cfg.Cluster() {
+		return &Redis{c: redis.NewClient(o), prefix: cfg.KeyPrefix}, nil
+	}
+	c := redis.NewClusterClient(&redis.ClusterOptions{
+		Addrs:                 cfg.ClusterAddrs,
+		Username:              o.Username,
+		Password:              o.Password,
+		TLSConfig:             o.TLSConfig,
+		Protocol:              o.Protocol,
+		DisableIdentity:       o.DisableIdentity,
+		ContextTimeoutEnabled: o.ContextTimeoutEnabled,
+		DialTimeout:           o.DialTimeout,
+		ReadTimeout:           o.ReadTimeout,
+		WriteTimeout:          o.WriteTimeout,
+		PoolTimeout:           o.PoolTimeout,
+		MaxRetries:            o.MaxRetries,
+		MinRetryBackoff:       o.MinRetryBackoff,
+		MaxRetryBackoff:       o.MaxRetryBackoff,
 	})
 	return &Redis{c: c, prefix: cfg.KeyPrefix}, nil
 }
@@ -131,34 +155,37 @@ func (r *Redis) AppendSeries(ctx context.Context, gen int64, replica string, dat
 	return err
 }
 
-// ReadSeries implements SeriesLog with XREAD, never blocking.
+// ReadSeries implements SeriesLog with one XREAD per stream, never blocking, in
+// one pipeline: the streams of two generations are in different slots of a
+// cluster, where one XREAD of both would be refused.
 func (r *Redis) ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error) {
 	if len(after) == 0 {
 		return nil, nil
 	}
-	keys := make([]string, 0, 2*len(after))
-	gens := make(map[string]int64, len(after))
-	for gen := range after {
-		k := r.seriesKey(gen)
-		keys = append(keys, k)
-		gens[k] = gen
+	gens := slices.Sorted(maps.Keys(after))
+	reads := make([]*redis.XStreamSliceCmd, len(gens))
+	p := r.c.Pipeline()
+	for i, gen := range gens {
+		reads[i] = p.XRead(ctx, &redis.XReadArgs{Streams: []string{r.seriesKey(gen), after[gen]}, Count: int64(count), Block: -1})
 	}
-	for _, k := range keys[:len(after)] {
-		keys = append(keys, after[gens[k]])
-	}
-	res, err := r.c.XRead(ctx, &redis.XReadArgs{Streams: keys, Count: int64(count), Block: -1}).Result()
-	if errors.Is(err, redis.Nil) {
-		return nil, nil
-	}
-	if err != nil {
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
 	}
 	var out []SeriesBatch
-	for _, s := range res {
-		for _, m := range s.Messages {
-			rep, _ := m.Values["r"].(string)
-			data, _ := m.Values["d"].(string)
-			out = append(out, SeriesBatch{Gen: gens[s.Stream], ID: m.ID, Replica: rep, Data: []byte(data)})
+	for i, read := range reads {
+		res, err := read.Result()
+		if errors.Is(err, redis.Nil) {
+			continue // nothing after the cursor
+		}
+		if err != nil {
+			return nil, err
+		}
+		for _, s := range res {
+			for _, m := range s.Messages {
+				rep, _ := m.Values["r"].(string)
+				data, _ := m.Values["d"].(string)
+				out = append(out, SeriesBatch{Gen: gens[i], ID: m.ID, Replica: rep, Data: []byte(data)})
+			}
 		}
 	}
 	return out, nil
@@ -176,11 +203,9 @@ func (r *Redis) PutSketches(ctx context.Context, replica string, put []Blob, del
 	}
 	if len(del) > 0 {
 		p.HDel(ctx, idx, del...)
-		keys := make([]string, len(del))
-		for i, n := range del {
-			keys[i] = r.key("sketch", replica, n)
+		for _, n := range del {
+			p.Del(ctx, r.key("sketch", replica, n)) // one key a DEL: buckets spread over slots
 		}
-		p.Del(ctx, keys...)
 	}
 	p.PExpire(ctx, idx, indexTTL)
 	_, err := p.Exec(ctx)
@@ -212,24 +237,41 @@ func (r *Redis) GetSketches(ctx context.Context, replica string, names []string)
 	for i, n := range names {
 		keys[i] = r.key("sketch", replica, n)
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
-	if err != nil {
+	return r.getAll(ctx, keys)
+}
+
+// getAll returns the values of keys, nil for a missing one. It is MGET for keys
+// that may be in different slots of a cluster: GETs in one pipeline.
+func (r *Redis) getAll(ctx context.Context, keys []string) ([][]byte, error) {
+	gets := make([]*redis.StringCmd, len(keys))
+	p := r.c.Pipeline()
+	for i, k := range keys {
+		gets[i] = p.Get(ctx, k)
+	}
+	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return nil, err
 	}
-	out := make([][]byte, len(vals))
-	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			out[i] = []byte(s)
+	out := make([][]byte, len(keys))
+	for i, g := range gets {
+		b, err := g.Bytes()
+		switch {
+		case errors.Is(err, redis.Nil):
+		case err != nil:
+			return nil, err
+		default:
+			out[i] = b
 		}
 	}
 	return out, nil
 }
 
 // PutUsage implements UsageStore: a string per replica and a sorted set of the
-// replicas by last write.
+// replicas by last write. They are in different slots of a cluster, so not in
+// one transaction: a reader that comes between the two writes sees the
+// previous snapshot, or misses a new replica for one round.
 func (r *Redis) PutUsage(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error {
 	idx := r.key("usage")
-	p := r.c.TxPipeline()
+	p := r.c.Pipeline()
 	p.Set(ctx, r.key("usage", replica), data, retention)
 	p.ZAdd(ctx, idx, redis.Z{Score: float64(now.UnixMilli()), Member: replica})
 	p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(now.Add(-retention).UnixMilli(), 10))
@@ -251,14 +293,14 @@ func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Dura
 	for i, rep := range reps {
 		keys[i] = r.key("usage", rep)
 	}
-	vals, err := r.c.MGet(ctx, keys...).Result()
+	vals, err := r.getAll(ctx, keys)
 	if err != nil {
 		return nil, err
 	}
 	out := make(map[string][]byte, len(vals))
 	for i, v := range vals {
-		if s, ok := v.(string); ok {
-			out[reps[i]] = []byte(s)
+		if v != nil {
+			out[reps[i]] = v
 		}
 	}
 	return out, nil
@@ -387,4 +429,26 @@ func (r *Redis) WatchRules(ctx context.Context, changed func()) error {
 			changed()
 		}
 	}
+}
+
+// keys returns every key under the prefix, on every master of a cluster. For
+// tests: it walks the whole key space.
+func (r *Redis) keys(ctx context.Context) ([]string, error) {
+	var (
+		mu  sync.Mutex
+		out []string
+	)
+	scan := func(ctx context.Context, c *redis.Client) error {
+		ks, err := c.Keys(ctx, r.prefix+"*").Result()
+		mu.Lock()
+		out = append(out, ks...)
+		mu.Unlock()
+		return err
+	}
+	if cc, ok := r.c.(*redis.ClusterClient); ok {
+		err := cc.ForEachMaster(ctx, scan)
+		return out, err
+	}
+	err := scan(ctx, r.c.(*redis.Client))
+	return out, err
 }

@@ -8,17 +8,36 @@ import (
 	"github.com/cardguard/cardguard/internal/vmtest"
 )
 
-// realRedis is a Redis backend over a redis-server this test owns: SetDown stops
-// the process, Reset restarts it empty.
+// realRedis is a Redis backend over a redis-server, or a Redis Cluster, this test
+// owns: SetDown stops the processes, Reset restarts them empty.
 type realRedis struct {
 	*Redis
-	srv *vmtest.Redis
+	srv interface {
+		Start()
+		Stop()
+	}
 }
 
 func startRedis(t *testing.T) *realRedis {
 	t.Helper()
 	srv := vmtest.StartRedis(t)
-	r, err := NewRedis(RedisConfig{Addr: srv.Addr, Timeout: 500 * time.Millisecond})
+	return newRealRedis(t, srv, RedisConfig{Addr: srv.Addr})
+}
+
+// startRedisCluster is startRedis on a 3-master Redis Cluster.
+func startRedisCluster(t *testing.T) *realRedis {
+	t.Helper()
+	srv := vmtest.StartRedisCluster(t)
+	return newRealRedis(t, srv, RedisConfig{ClusterAddrs: srv.Addrs})
+}
+
+func newRealRedis(t *testing.T, srv interface {
+	Start()
+	Stop()
+}, cfg RedisConfig) *realRedis {
+	t.Helper()
+	cfg.Timeout = 500 * time.Millisecond
+	r, err := NewRedis(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -44,7 +63,17 @@ func (r *realRedis) Reset() {
 // by the tenants).
 func TestRedisKeysExpire(t *testing.T) {
 	t.Parallel()
-	b := startRedis(t)
+	t.Run("redis", func(t *testing.T) {
+		t.Parallel()
+		testRedisKeysExpire(t, startRedis(t))
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		t.Parallel()
+		testRedisKeysExpire(t, startRedisCluster(t))
+	})
+}
+
+func testRedisKeysExpire(t *testing.T, b *realRedis) {
 	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
 	ra.request(seriesLimit(10), hashes(0, 5)...)
 	rb.request(seriesLimit(10), hashes(5, 8)...)
@@ -56,7 +85,7 @@ func TestRedisKeysExpire(t *testing.T) {
 	}
 	observeAndSync(ra, rb)
 	ctx := context.Background()
-	keys, err := b.c.Keys(ctx, "*").Result()
+	keys, err := b.keys(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}

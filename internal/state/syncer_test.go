@@ -37,8 +37,8 @@ type testBackend interface {
 	Reset()
 }
 
-// backends runs test against Memory and against a real redis-server (skipped
-// under -short).
+// backends runs test against Memory, against a real redis-server and against a
+// real 3-master Redis Cluster (both skipped under -short).
 func backends(t *testing.T, test func(t *testing.T, b testBackend)) {
 	t.Run("memory", func(t *testing.T) {
 		t.Parallel()
@@ -47,6 +47,10 @@ func backends(t *testing.T, test func(t *testing.T, b testBackend)) {
 	t.Run("redis", func(t *testing.T) {
 		t.Parallel()
 		test(t, startRedis(t))
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		t.Parallel()
+		test(t, startRedisCluster(t))
 	})
 }
 
