@@ -98,6 +98,15 @@
 //
 // # Key layout
 //
+// The same layout serves one Redis and a Redis Cluster (state.redis.cluster_addrs):
+// no command names keys of two slots. Several keys are read and written one
+// command each, in pipelines (the cluster client sends each node its part):
+// XREAD per generation stream, GET and DEL per sketch and usage key. MULTI is
+// used only on one key (instance, replicas, peers, limits, aggregate_rules); the
+// usage snapshot and its index are written without it. No hash tags, so key
+// names did not change; the price is that one generation's admissions stream is
+// one key, on one master.
+//
 // Every key starts with state.redis.key_prefix (default "cardguard:"). W is the
 // series window (cardinality.window, 1h), C the churn window (24h), R the query
 // usage retention (30 days), I the sync interval.
