@@ -111,7 +111,7 @@ func (s *shared) attach(a *app, usageCfg queryaudit.RecorderConfig) error {
 	if err != nil {
 		return err
 	}
-	a.logger.Info("sharing state through Redis", "addr", s.cfg.Redis.Addr, "replica", id, "key_prefix", s.cfg.Redis.KeyPrefix)
+	a.logger.Info("sharing state through Redis", "addr", s.cfg.Redis.Addr, "cluster_addrs", s.cfg.Redis.ClusterAddrs, "replica", id, "key_prefix", s.cfg.Redis.KeyPrefix)
 	return nil
 }
 
