@@ -66,6 +66,11 @@ type Selector struct {
 	// Labels maps each label name (never __name__) the query uses on these series
 	// to how it uses it.
 	Labels map[string]LabelUse
+	// RequiredLabels, when Name is "", are the labels (never __name__) every
+	// selected series carries: those of matchers that do not match the empty
+	// value, such as type="free" or job=~".+". Sorted. The caller credits a
+	// selector without a name only to the metrics that have them all.
+	RequiredLabels []string
 	// AllLabels is true when every label of these series matters to the result:
 	// the series reach the output with their labels (rate(x[5m]), topk, sum
 	// without(...)), or a vector match compares all their labels (a / b,
@@ -97,11 +102,13 @@ func newQueryParser() parser.Parser {
 	})
 }
 
-// Extract parses a PromQL query and returns the selectors it reads with the label
-// names it uses on each. A query the Prometheus parser cannot read (MetricsQL
-// extensions such as WITH, default, keep_metric_names or rollup functions) is an
-// error; callers count it as unparsed. A query without selectors (1+1, vector(1),
-// time()) gives an empty Extraction and no error.
+// Extract parses a query and returns the selectors it reads with the label names
+// it uses on each. It reads MetricsQL first, as VictoriaMetrics does (WITH
+// templates, default_rollup, rollup_rate, keep_metric_names, `default`), and falls
+// back to the Prometheus parser for the PromQL that MetricsQL lacks (info(),
+// experimental functions, duration expressions). A query neither parser reads is
+// an error; callers count it as unparsed. A query without selectors (1+1,
+// vector(1), time()) gives an empty Extraction and no error.
 //
 // Attribution is conservative: a label named by an operator is credited to every
 // selector whose series flow into that operator, even when an inner aggregation has
@@ -109,9 +116,13 @@ func newQueryParser() parser.Parser {
 // reading it. on/ignoring labels are credited to both operands; group_left and
 // group_right labels to the "one" side they are copied from.
 func Extract(query string) (Extraction, error) {
+	ex, mqlErr := extractMetricsQL(query)
+	if mqlErr == nil {
+		return ex, nil
+	}
 	expr, err := newQueryParser().ParseExpr(query)
 	if err != nil {
-		return Extraction{}, fmt.Errorf("cannot parse query %q: %w", clipString(query, 128), err)
+		return Extraction{}, fmt.Errorf("cannot parse query %q: %w", clipString(query, 128), mqlErr)
 	}
 	var w walker
 	w.walk(expr, true)
@@ -300,14 +311,17 @@ func (w *walker) binary(n *parser.BinaryExpr, keep bool) []int {
 	return all
 }
 
-// add records a selector and returns its index. Selectors with the same exact name,
-// or the same name matchers, are merged. defaultName names a selector without
-// __name__ matchers (info's target_info).
+// add records a selector of the Prometheus parser and returns its index.
+// defaultName names a selector without __name__ matchers (info's target_info).
 func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 	name := ""
 	var nameMatchers []*labels.Matcher
+	var required []string
 	for _, m := range ms {
 		if m.Name != model.MetricNameLabel {
+			if !m.Matches("") {
+				required = append(required, m.Name)
+			}
 			continue
 		}
 		if m.Type == labels.MatchEqual && name == "" {
@@ -316,26 +330,41 @@ func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 			nameMatchers = append(nameMatchers, m)
 		}
 	}
+	if name == "" && len(nameMatchers) == 0 {
+		name = defaultName
+	}
+	idx := w.selector(name, nameMatchers, required, keep)
+	for _, m := range ms {
+		if m.Name != model.MetricNameLabel {
+			w.use([]int{idx}, m.Name, UseMatcher)
+		}
+	}
+	return idx
+}
+
+// selector returns the index of the selector with this name, name matchers and
+// required labels, adding it if needed. Selectors with the same exact name are
+// merged, and so are those with the same name matchers and required labels:
+// {a="1"} and {b="2"} stay apart, as they select different metrics.
+func (w *walker) selector(name string, nameMatchers []*labels.Matcher, required []string, keep bool) int {
 	if name != "" {
 		nameMatchers = nil // the exact name decides; other name matchers only narrow it
-	} else if len(nameMatchers) == 0 {
-		name = defaultName
+		required = nil
+	} else {
+		slices.Sort(required)
+		required = slices.Compact(required)
 	}
 	idx := -1
 	for i := range w.sels {
-		if w.sels[i].Name == name && sameMatchers(w.sels[i].NameMatchers, nameMatchers) {
+		s := &w.sels[i]
+		if s.Name == name && sameMatchers(s.NameMatchers, nameMatchers) && slices.Equal(s.RequiredLabels, required) {
 			idx = i
 			break
 		}
 	}
 	if idx < 0 {
 		idx = len(w.sels)
-		w.sels = append(w.sels, Selector{Name: name, NameMatchers: nameMatchers})
-	}
-	for _, m := range ms {
-		if m.Name != model.MetricNameLabel {
-			w.use([]int{idx}, m.Name, UseMatcher)
-		}
+		w.sels = append(w.sels, Selector{Name: name, NameMatchers: nameMatchers, RequiredLabels: required})
 	}
 	if keep {
 		w.sels[idx].AllLabels = true

@@ -290,10 +290,10 @@ func TestExtract(t *testing.T) {
 func TestExtractUnparsed(t *testing.T) {
 	t.Parallel()
 	for _, q := range []string{
-		`WITH (x = up) x`,
-		`sum(rate(http_requests_total[5m])) default 0`,
-		`rate(http_requests_total[5m]) keep_metric_names`,
-		`rollup_candlestick(price)`,
+		`WITH (x = up`,
+		`sum(rate(http_requests_total[5m])) default`,
+		`rate(http_requests_total[5m]) keep_metric_names(`,
+		`no_such_function(price)`,
 		`rate(x[])`,
 		`sum(`,
 		``,

@@ -81,7 +81,7 @@ func reportFixture(t *testing.T) (*Recorder, http.Handler, *int) {
 	}
 	r.Record(t1, "query", query(`up == 0`), hdr("X-Rule-Uid", "u1", "X-Rule-Name", "TargetDown"), epoch.Add(-time.Hour))
 	r.Record(t1, "query", query(`node_load1{instance="a"}`), hdr("User-Agent", "curl/8.5"), epoch.Add(-2*time.Hour))
-	r.Record(t1, "query", query(`WITH (x = up) x`), nil, epoch)
+	r.Record(t1, "query", query(`WITH (x = up`), nil, epoch)
 	r.Flush()
 	clock.Set(epoch.Add(time.Hour))
 

@@ -109,8 +109,8 @@ func TestRecordAttribution(t *testing.T) {
 	r.Record(t1, "series", match(`{__name__=~"node_load.*"}`), nil, epoch)
 	r.Record(t1, "label/device/values", match(`go_goroutines`), nil, epoch)
 	r.Record(t1, "label_values", match(`go_goroutines{instance="x"}`), nil, epoch)
-	r.Record(t1, "query", query(`sum(x) default 0`), nil, epoch) // MetricsQL: unparsed
-	r.Record(t1, "query", query(`1+1`), nil, epoch)              // no metrics
+	r.Record(t1, "query", query(`sum(x`), nil, epoch) // no parser reads it: unparsed
+	r.Record(t1, "query", query(`1+1`), nil, epoch)   // no metrics
 	r.Record(t2, "export", match(`up{job="b"}`), nil, epoch)
 	r.Flush()
 
@@ -342,7 +342,7 @@ func TestSaveLoadMerge(t *testing.T) {
 	a, _, _ := newTestRecorder(t, RecorderConfig{}, nil)
 	a.Record(t1, "query", query(`sum by (job) (up)`), hdr("X-Dashboard-Uid", "d"), epoch)
 	a.Record(t2, "query", query(`x`), nil, epoch)
-	a.Record(t1, "query", query(`WITH (x = 1) x`), nil, epoch)
+	a.Record(t1, "query", query(`WITH (x = 1`), nil, epoch)
 	a.Flush()
 	path := filepath.Join(t.TempDir(), "usage.json")
 	if err := a.SaveFile(path); err != nil {
