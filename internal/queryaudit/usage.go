@@ -248,7 +248,9 @@ type recorderMetrics struct {
 
 // NewRecorder returns a Recorder. names may be nil: selectors without an exact
 // metric name are then credited only when their regex is a plain list of names
-// (a|b). reg may be nil. Call Run to process what Record queues.
+// (a|b). A selector with no name matcher at all ({type="free"}) is credited only
+// to the metrics carrying its labels, which needs names to implement
+// LabelValueCount(tenant, metric, label) (int64, bool) as cardinality.Tracker does. reg may be nil. Call Run to process what Record queues.
 func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registerer, logger *slog.Logger) *Recorder {
 	cfg = cfg.withDefaults()
 	if logger == nil {
@@ -280,7 +282,7 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 		}, []string{"kind"}),
 		unresolved: f.NewCounterVec(prometheus.CounterOpts{
 			Name: "cardguard_query_usage_unresolved_selectors_total",
-			Help: "Selectors without an exact metric name that were credited to no metric, by reason: too_wide (matches more names than the cap), no_names (no metric names known).",
+			Help: "Selectors without an exact metric name that were credited to no metric, by reason: too_wide (matches more names than the cap), no_names (no metric names known), no_labels (a selector without a name, and the labels of known metrics unknown).",
 		}, []string{"reason"}),
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
@@ -524,7 +526,7 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 			if !knownLoaded && r.names != nil {
 				known, knownLoaded = r.names.MetricNames(ev.tenant), true
 			}
-			names = r.resolveMatchers(s.NameMatchers, known)
+			names = r.resolveMatchers(ev.tenant, s, known)
 			if names == nil {
 				continue
 			}
@@ -547,10 +549,13 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 	return out
 }
 
-// resolveMatchers returns the known names all name matchers accept, or the plain
-// names of an alternation regex when no names are known. nil means nothing to
+// resolveMatchers returns the known names a selector without an exact name can
+// select: those all its name matchers accept and, when the MetricNamer can tell
+// (labelCounter), that carry every label the selector requires. With no names
+// known, it returns the plain names of an alternation regex. nil means nothing to
 // credit; the reason is counted.
-func (r *Recorder) resolveMatchers(ms []*labels.Matcher, known []string) []string {
+func (r *Recorder) resolveMatchers(t tenant.ID, s *Selector, known []string) []string {
+	ms := s.NameMatchers
 	if known == nil {
 		if len(ms) == 1 {
 			if set := ms[0].SetMatches(); len(set) > 0 && len(set) <= r.cfg.MaxResolvedNames {
@@ -560,16 +565,16 @@ func (r *Recorder) resolveMatchers(ms []*labels.Matcher, known []string) []strin
 		r.m.unresolved.WithLabelValues("no_names").Inc()
 		return nil
 	}
+	lc, _ := r.names.(labelCounter)
+	if lc == nil && len(ms) == 0 && len(s.RequiredLabels) > 0 {
+		// {type="free"} matches some metrics, and which ones cannot be told:
+		// crediting every metric would hide the unused ones.
+		r.m.unresolved.WithLabelValues("no_labels").Inc()
+		return nil
+	}
 	var out []string
 	for _, n := range known {
-		ok := true
-		for _, m := range ms {
-			if !m.Matches(n) {
-				ok = false
-				break
-			}
-		}
-		if !ok {
+		if !matchesAll(ms, n) || (lc != nil && !hasLabels(lc, t, n, s.RequiredLabels)) {
 			continue
 		}
 		if len(out) == r.cfg.MaxResolvedNames {
@@ -579,6 +584,32 @@ func (r *Recorder) resolveMatchers(ms []*labels.Matcher, known []string) []strin
 		out = append(out, n)
 	}
 	return out
+}
+
+// labelCounter is implemented by a MetricNamer that also knows the labels of each
+// metric (cardinality.Tracker does). known false means it cannot tell.
+type labelCounter interface {
+	LabelValueCount(t tenant.ID, metric, label string) (n int64, known bool)
+}
+
+func matchesAll(ms []*labels.Matcher, name string) bool {
+	for _, m := range ms {
+		if !m.Matches(name) {
+			return false
+		}
+	}
+	return true
+}
+
+// hasLabels tells whether metric may carry every label in required; a label the
+// counter cannot tell about may be there.
+func hasLabels(lc labelCounter, t tenant.ID, metric string, required []string) bool {
+	for _, l := range required {
+		if n, known := lc.LabelValueCount(t, metric, l); known && n == 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // foldDrops moves drop counts taken on the request path into tenant usage.

@@ -36,6 +36,20 @@ type namesFunc func(tenant.ID) []string
 
 func (f namesFunc) MetricNames(t tenant.ID) []string { return f(t) }
 
+// labelledNames knows metrics and the distinct values of their labels, as the
+// cardinality tracker does; a metric without an entry has unknown labels.
+type labelledNames map[string]map[string]int64
+
+func (l labelledNames) MetricNames(tenant.ID) []string { return []string{"a1", "a2", "a3", "b"} }
+
+func (l labelledNames) LabelValueCount(_ tenant.ID, metric, label string) (int64, bool) {
+	ls, ok := l[metric]
+	if !ok {
+		return 0, false
+	}
+	return ls[label], true
+}
+
 var (
 	t1    = tenant.MustParse("1")
 	t2    = tenant.MustParse("2:7")
@@ -267,18 +281,28 @@ func TestRecordCaps(t *testing.T) {
 func TestResolveNameMatchers(t *testing.T) {
 	t.Parallel()
 	names := namesFunc(func(tenant.ID) []string { return []string{"a1", "a2", "a3", "b"} })
+	labelled := labelledNames{
+		"a1": {"job": 3}, "a2": {"type": 2}, "b": {"type": 4, "job": 1},
+		// a3's labels went to the tracker's overflow: it may have any label.
+	}
 	tests := []struct {
-		name      string
-		names     MetricNamer
-		maxNames  int
-		match     string
-		want      []string
-		tooWide   float64
-		noNamesCt float64
+		name       string
+		names      MetricNamer
+		maxNames   int
+		match      string
+		want       []string
+		tooWide    float64
+		noNamesCt  float64
+		noLabelsCt float64
 	}{
 		{name: "regex", names: names, match: `{__name__=~"a.*"}`, want: []string{"a1", "a2", "a3"}},
 		{name: "regex and negative", names: names, match: `{__name__=~"a.*", __name__!="a2"}`, want: []string{"a1", "a3"}},
-		{name: "no name credits every known metric", names: names, match: `{job="x"}`, want: []string{"a1", "a2", "a3", "b"}},
+		{name: "no name and no labels known credits nothing", names: names, match: `{job="x"}`, noLabelsCt: 1},
+		{name: "no name credits the metrics with its labels", names: labelled, match: `{type="free"}`, want: []string{"a2", "a3", "b"}},
+		{name: "no name, every label required", names: labelled, match: `{type="free", job=~".+"}`, want: []string{"a3", "b"}},
+		{name: "label that may be absent requires nothing", names: labelled, match: `{job!="x", type=~"free|"}`, want: []string{"a1", "a2", "a3", "b"}},
+		{name: "regex name and labels", names: labelled, match: `{__name__=~"a.*", type="free"}`, want: []string{"a2", "a3"}},
+		{name: "unknown metric labels may match", names: labelled, match: `{zone="z"}`, want: []string{"a3"}},
 		{name: "too wide", names: names, maxNames: 2, match: `{__name__=~"a.*"}`, tooWide: 1},
 		{name: "no namer alternation", match: `{__name__=~"a1|b"}`, want: []string{"a1", "b"}},
 		{name: "no namer regex", match: `{__name__=~"a.*"}`, noNamesCt: 1},
@@ -303,6 +327,9 @@ func TestResolveNameMatchers(t *testing.T) {
 			}
 			if v := counterValue(t, r.m.unresolved.WithLabelValues("no_names")); v != tc.noNamesCt {
 				t.Errorf("no_names = %v, want %v", v, tc.noNamesCt)
+			}
+			if v := counterValue(t, r.m.unresolved.WithLabelValues("no_labels")); v != tc.noLabelsCt {
+				t.Errorf("no_labels = %v, want %v", v, tc.noLabelsCt)
 			}
 		})
 	}
