@@ -9,7 +9,8 @@ import (
 
 // summary renders an Extraction as selector key -> "label:uses label:uses [all]",
 // with labels sorted, so that table tests can state exactly what is expected.
-// The key is the metric name, or "~" and the name matchers for unresolved ones.
+// The key is the metric name, or for selectors without one "~", the name
+// matchers and the required labels in braces: ~__name__=~"a.*"{job}.
 func summary(e Extraction) map[string]string {
 	out := make(map[string]string, len(e.Selectors))
 	for _, s := range e.Selectors {
@@ -18,6 +19,9 @@ func summary(e Extraction) map[string]string {
 			parts := []string{"~"}
 			for _, m := range s.NameMatchers {
 				parts = append(parts, m.String())
+			}
+			if len(s.RequiredLabels) > 0 {
+				parts = append(parts, "{"+strings.Join(s.RequiredLabels, ",")+"}")
 			}
 			key = strings.Join(parts, "")
 		}
@@ -176,7 +180,7 @@ var extractCorpus = []struct {
 	{
 		name:  "selector without name",
 		query: `count({job="api"})`,
-		want:  map[string]string{"~": "job:matcher"},
+		want:  map[string]string{"~{job}": "job:matcher"},
 	},
 	{
 		name:  "offset and at",
@@ -254,7 +258,7 @@ var extractCorpus = []struct {
 	{
 		name:  "name grouping is not a label",
 		query: `count by (__name__) ({job="api"})`,
-		want:  map[string]string{"~": "job:matcher"},
+		want:  map[string]string{"~{job}": "job:matcher"},
 	},
 	{
 		name:  "info function",
@@ -294,6 +298,8 @@ func TestExtractUnparsed(t *testing.T) {
 		`sum(rate(http_requests_total[5m])) default`,
 		`rate(http_requests_total[5m]) keep_metric_names(`,
 		`no_such_function(price)`,
+		// VictoriaMetrics refuses keep_metric_names after an aggregation too.
+		`sum(rate(x[5m])) keep_metric_names`,
 		`rate(x[])`,
 		`sum(`,
 		``,
@@ -320,7 +326,7 @@ func TestExtractSelectors(t *testing.T) {
 			want:  map[string]string{"node_load1": "instance:matcher", "node_load5": "job:matcher"},
 		},
 		{name: "regex", match: []string{`{__name__=~"go_.*"}`}, want: map[string]string{`~__name__=~"go_.*"`: ""}},
-		{name: "no name", match: []string{`{job="api"}`}, want: map[string]string{"~": "job:matcher"}},
+		{name: "no name", match: []string{`{job="api"}`}, want: map[string]string{"~{job}": "job:matcher"}},
 		{name: "same metric twice merges", match: []string{`up{job="a"}`, `up{instance="b"}`}, want: map[string]string{"up": "instance:matcher job:matcher"}},
 		{name: "bad", match: []string{`up{`}, wantErr: true},
 		{name: "expression is not a selector", match: []string{`rate(up[5m])`}, wantErr: true},

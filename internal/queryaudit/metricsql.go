@@ -74,12 +74,8 @@ func (w *mqlWalker) walk(e metricsql.Expr, keep bool) []int {
 func (w *mqlWalker) addFilters(lfs []metricsql.LabelFilter, keep bool) int {
 	name := ""
 	var nameMatchers []*labels.Matcher
-	var required []string
 	for _, f := range lfs {
 		if f.Label != model.MetricNameLabel {
-			if !filterMatchesEmpty(f) {
-				required = append(required, f.Label)
-			}
 			continue
 		}
 		if !f.IsRegexp && !f.IsNegative && name == "" {
@@ -92,6 +88,14 @@ func (w *mqlWalker) addFilters(lfs []metricsql.LabelFilter, keep bool) int {
 			continue
 		}
 		nameMatchers = append(nameMatchers, m)
+	}
+	var required []string
+	if name == "" { // only then are they used, and a regex costs a compile
+		for _, f := range lfs {
+			if f.Label != model.MetricNameLabel && !filterMatchesEmpty(f) {
+				required = append(required, f.Label)
+			}
+		}
 	}
 	idx := w.selector(name, nameMatchers, required, keep)
 	for _, f := range lfs {
