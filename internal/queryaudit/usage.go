@@ -269,7 +269,7 @@ func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registere
 	f := promauto.With(reg)
 	events := f.NewCounterVec(prometheus.CounterOpts{
 		Name: "cardguard_query_usage_events_total",
-		Help: "Reads seen by query usage recording, by result: recorded, unparsed (the PromQL parser could not read the query), dropped (queue full) or ignored (tenant cap).",
+		Help: "Reads seen by query usage recording, by result: recorded, unparsed (neither the MetricsQL nor the PromQL parser could read the query), dropped (queue full) or ignored (tenant cap).",
 	}, []string{"result"})
 	r.m = recorderMetrics{
 		recorded: events.WithLabelValues("recorded"),
