@@ -266,6 +266,18 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 		{item: "8 metrics, anonymous", method: "GET", path: "/metrics", want: both(401)},
 		{item: "8 metrics, admin", method: "GET", path: "/metrics", token: adminTok, want: both(200), has: "cardguard_query_requests_total"},
 
+		// The write paths of the other protocols and the aggregation APIs keep a
+		// tenant token on its own tenant, like remote write.
+		{item: "P otlp for another tenant", method: "POST", path: "/insert/2/opentelemetry/v1/metrics", token: tokA, ctype: "application/x-protobuf", body: []byte("x"), want: both(403)},
+		{item: "P import for another tenant", method: "POST", path: "/insert/2/prometheus/api/v1/import", token: tokA, body: jsonLine, want: both(403)},
+		{item: "P influx for another tenant", method: "POST", path: "/insert/2/influx/write", token: tokA, body: []byte("atk_bypass,via=influx v=1"), want: both(403)},
+		{item: "P datadog validate for another tenant", method: "POST", path: "/insert/2/datadog/api/v1/validate", token: tokA, body: []byte("{}"), want: both(403)},
+		{item: "P otlp anonymous", method: "POST", path: "/opentelemetry/v1/metrics", ctype: "application/x-protobuf", body: []byte("x"), want: both(401)},
+		{item: "P aggregations of another tenant", method: "GET", path: "/api/cardguard/v1/aggregations/tenants/2", token: tokA, want: both(403)},
+		{item: "P aggregation rules of another tenant", method: "GET", path: "/api/cardguard/v1/aggregate/tenants/2/usage", token: tokA, want: both(403)},
+		{item: "P aggregation rules set by a tenant", method: "PUT", path: "/api/cardguard/v1/aggregate/tenants/1", token: tokA, body: []byte("- interval: 1m\n  outputs: [total]\n"), want: both(403)},
+		{item: "P top queries of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/top_queries", token: tokA, want: both(403)},
+
 		// Transparency: malformed form pairs are skipped as VictoriaMetrics does.
 		{item: "T malformed pair", method: "POST", path: sel + "api/v1/query", token: tokA, ctype: "application/x-www-form-urlencoded", body: []byte("query=atk_secret&foo=%zz"), want: both(200), has: "tenant-one"},
 		{item: "T semicolon", method: "POST", path: "/api/v1/query", token: tokA, ctype: "application/x-www-form-urlencoded", body: []byte("query=atk_secret&a=1;b=2&extra_label=vm_account_id%3D2%3A0"), want: both(200), has: "tenant-one"},
