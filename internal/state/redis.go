@@ -349,7 +349,12 @@ func (r *Redis) SeedLimits(ctx context.Context, overrides map[string][]byte) err
 // a broken connection, and the messages published meanwhile are lost (the
 // periodic reload catches up).
 func (r *Redis) WatchLimits(ctx context.Context, changed func()) error {
-	sub := r.c.Subscribe(ctx, r.key("limits", "changed"))
+	return r.watch(ctx, r.key("limits", "changed"), changed)
+}
+
+// watch calls changed for every message on channel until ctx is done.
+func (r *Redis) watch(ctx context.Context, channel string, changed func()) error {
+	sub := r.c.Subscribe(ctx, channel)
 	defer sub.Close()
 	ch := sub.Channel()
 	for {
@@ -358,7 +363,7 @@ func (r *Redis) WatchLimits(ctx context.Context, changed func()) error {
 			return nil
 		case _, ok := <-ch:
 			if !ok {
-				return errors.New("limits subscription closed")
+				return errors.New("subscription to " + channel + " closed")
 			}
 			changed()
 		}
@@ -415,20 +420,7 @@ func (r *Redis) SeedRules(ctx context.Context, rules map[string][]byte) error {
 
 // WatchRules implements RulesBackend with SUBSCRIBE, as WatchLimits.
 func (r *Redis) WatchRules(ctx context.Context, changed func()) error {
-	sub := r.c.Subscribe(ctx, r.key("aggregate_rules", "changed"))
-	defer sub.Close()
-	ch := sub.Channel()
-	for {
-		select {
-		case <-ctx.Done():
-			return nil
-		case _, ok := <-ch:
-			if !ok {
-				return errors.New("aggregation rules subscription closed")
-			}
-			changed()
-		}
-	}
+	return r.watch(ctx, r.key("aggregate_rules", "changed"), changed)
 }
 
 // keys returns every key under the prefix, on every master of a cluster. For
