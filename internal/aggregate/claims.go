@@ -73,12 +73,7 @@ func (c *Claims) set(t tenant.ID, now time.Time) *claimSet {
 		c.bump(cs)
 		c.tenants[t] = cs
 	}
-	if cs.gen != gen {
-		c.n -= len(cs.m)
-		cs.gen, cs.full = gen, false
-		cs.m, cs.collided = map[uint64]uint64{}, nil
-		c.bump(cs)
-	}
+	// Every set is of the current window: older ones were dropped above.
 	return cs
 }
 
