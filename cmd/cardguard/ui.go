@@ -316,10 +316,12 @@ func limitDefs() []limitDef {
 		{"mode", "dry_run only counts what would be dropped", web.KindEnum, []string{string(limits.ModeEnforce), string(limits.ModeDryRun)}, func(l *limits.Limits) string { return string(l.Mode) }},
 		{"on_limit", "reject answers 400 naming the limit; drop answers 2xx", web.KindEnum, []string{string(limits.OnLimitDrop), string(limits.OnLimitReject)}, func(l *limits.Limits) string { return string(l.OnLimit) }},
 		{"label_guard.max_values_per_label", "distinct values a label of one metric may take; 0 turns the guard off", web.KindInt, nil, func(l *limits.Limits) string { return intStr(l.LabelGuard.MaxValuesPerLabel) }},
-		{"label_guard.action", "what happens to values over the limit", web.KindEnum, []string{string(limits.GuardAggregate), string(limits.GuardOverflowValue), string(limits.GuardDropLabel), string(limits.GuardDropSeries)}, func(l *limits.Limits) string { return string(l.LabelGuard.Action) }},
+		{"label_guard.action", "what happens to values over the limit: aggregate folds them into one aggregated series; overflow_value and drop_label forward the folded series side by side, which corrupts counters (every rate() and increase() of the metric); drop_series drops them", web.KindEnum, []string{string(limits.GuardAggregate), string(limits.GuardOverflowValue), string(limits.GuardDropLabel), string(limits.GuardDropSeries)}, func(l *limits.Limits) string { return string(l.LabelGuard.Action) }},
 		{"label_guard.overflow_value", "replacement value with aggregate and overflow_value", web.KindString, nil, func(l *limits.Limits) string { return l.LabelGuard.OverflowValue }},
 		{"label_guard.exempt_labels", "comma-separated label names the guard never touches", web.KindList, nil, func(l *limits.Limits) string { return strings.Join(l.LabelGuard.ExemptLabels, ", ") }},
 		{"label_guard.exempt_metrics", "comma-separated metric names the guard never touches", web.KindList, nil, func(l *limits.Limits) string { return strings.Join(l.LabelGuard.ExemptMetrics, ", ") }},
+		{"aggregation.on_collision", "series relabel rules make equal: aggregate them; keep forwards them side by side, which corrupts counters", web.KindEnum, []string{string(limits.CollisionAggregate), string(limits.CollisionKeep)}, func(l *limits.Limits) string { return string(l.Aggregation.OnCollision) }},
+		{"aggregation.gauge_output", "how folded gauges combine per interval", web.KindEnum, []string{"sum", "min", "max", "avg", "count", "last"}, func(l *limits.Limits) string { return l.Aggregation.GaugeOutput }},
 	}, readLimitDefs()...)
 }
 
