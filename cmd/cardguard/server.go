@@ -48,8 +48,10 @@ type app struct {
 	folds    *aggregate.Aggregator
 	streams  *streamrules.Rules
 	claims   *aggregate.Claims
-	ui       *dashboard
-	shared   *shared // nil: state.backend memory
+	// observers: observers.go. Add to observers.more before ingest.New.
+	observers observers
+	ui        *dashboard
+	shared    *shared // nil: state.backend memory
 
 	loops loops
 }
@@ -121,6 +123,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	if err := a.claims.Register(reg); err != nil {
 		return nil, err
 	}
+	a.observers.tracker = a.tracker
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
@@ -133,7 +136,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		DryRun:          a.folds.DryRun(),
 	}, scheme, ingest.Stages{
 		Rules:    &a.rules,
-		Observer: a.tracker,
+		Observer: &a.observers,
 		Guard:    a.guard,
 		Limits:   a.registry,
 		Enforcer: a.enforcer,

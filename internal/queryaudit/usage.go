@@ -229,6 +229,8 @@ type Recorder struct {
 	cacheBytes int
 
 	costs costBook // cost.go
+
+	listeners []ReadListener // listen.go
 }
 
 type cachedExtraction struct {
@@ -409,6 +411,10 @@ func (r *Recorder) process(ev usageEvent) {
 		}
 	}
 
+	if err == nil {
+		// Runs after the unlock below: a listener may call back into r.
+		defer r.notify(ev, ex, uses)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	tu := r.tenant(ev.tenant)
