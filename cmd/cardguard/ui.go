@@ -273,6 +273,15 @@ func sourceWords(s queryaudit.Source) string {
 			p += " in " + s.RuleFolder
 		}
 		parts = append(parts, p)
+	case "vmalert":
+		p := "vmalert"
+		if s.RuleGroup != "" {
+			p += " group " + s.RuleGroup
+		}
+		if s.RuleName != "" {
+			p += " rule " + s.RuleName
+		}
+		parts = append(parts, p)
 	case "grafana":
 		if d := both(s.DashboardTitle, s.DashboardUID); d != "" {
 			parts = append(parts, "dashboard "+d)

@@ -109,8 +109,9 @@ func (c RecorderConfig) retentionDays() int32 {
 // Source is who asked for a query, from request headers. Headers can be forged by
 // clients: a Source is attribution, never authorisation. Source is comparable.
 type Source struct {
-	// Kind is "alert" (Grafana alert rule headers), "grafana" (dashboard, panel or
-	// user headers), "client" (User-Agent only) or "unknown".
+	// Kind is "alert" (Grafana alert rule headers), "vmalert" (vmalert's request
+	// shape, see isVMAlert), "grafana" (dashboard, panel or user headers),
+	// "client" (User-Agent only) or "unknown".
 	Kind           string `json:"kind"`
 	DashboardUID   string `json:"dashboardUid,omitempty"`
 	DashboardTitle string `json:"dashboardTitle,omitempty"`
@@ -120,7 +121,10 @@ type Source struct {
 	RuleUID        string `json:"ruleUid,omitempty"`
 	RuleName       string `json:"ruleName,omitempty"`
 	RuleFolder     string `json:"ruleFolder,omitempty"`
-	UserAgent      string `json:"userAgent,omitempty"`
+	// RuleGroup is the vmalert rule group, from X-Rule-Group, a header the
+	// group's `headers` list sets: vmalert names neither group nor rule itself.
+	RuleGroup string `json:"ruleGroup,omitempty"`
+	UserAgent string `json:"userAgent,omitempty"`
 }
 
 // maxSourceField bounds each Source string; a User-Agent is cut to this length.
@@ -135,6 +139,15 @@ func sourceFromHeader(h http.Header) Source {
 			return v[0]
 		}
 		return ""
+	}
+	ua := get("User-Agent")
+	if isVMAlert(ua, get("Content-Type")) {
+		// Not "client": the Go client's default User-Agent says nothing.
+		s := Source{Kind: "vmalert", RuleGroup: get("X-Rule-Group"), RuleName: get("X-Rule-Name")}
+		if !strings.HasPrefix(ua, goClientAgent) {
+			s.UserAgent = ua
+		}
+		return s
 	}
 	s := Source{
 		RuleUID:    get("X-Rule-Uid"),
@@ -156,10 +169,27 @@ func sourceFromHeader(h http.Header) Source {
 		s.Kind = "grafana"
 		return s
 	}
-	if ua := get("User-Agent"); ua != "" {
+	if ua != "" {
 		return Source{Kind: "client", UserAgent: ua}
 	}
 	return Source{Kind: "unknown"}
+}
+
+// goClientAgent starts the User-Agent Go's net/http client sends when the
+// caller sets none.
+const goClientAgent = "Go-http-client/"
+
+// isVMAlert tells a vmalert rule evaluation by its request shape
+// (app/vmalert/datasource, v1.150): a POST with the query in the URL and no
+// body, under "Content-Type: application/json", from Go's http.Client with no
+// User-Agent of its own. Grafana and Prometheus clients post forms and name
+// themselves. A group's `headers` may set "User-Agent: vmalert...", which
+// counts too.
+func isVMAlert(ua, contentType string) bool {
+	if strings.HasPrefix(ua, "vmalert") {
+		return true
+	}
+	return strings.HasPrefix(ua, goClientAgent) && contentType == "application/json"
 }
 
 // keep returns s with every field clipped and copied, safe to retain.
@@ -169,7 +199,7 @@ func (s Source) keep() Source {
 		Kind: s.Kind, DashboardUID: f(s.DashboardUID), DashboardTitle: f(s.DashboardTitle),
 		PanelID: f(s.PanelID), PanelTitle: f(s.PanelTitle), User: f(s.User),
 		RuleUID: f(s.RuleUID), RuleName: f(s.RuleName), RuleFolder: f(s.RuleFolder),
-		UserAgent: f(s.UserAgent),
+		RuleGroup: f(s.RuleGroup), UserAgent: f(s.UserAgent),
 	}
 }
 
@@ -179,7 +209,7 @@ func (s Source) clipped() Source {
 		Kind: s.Kind, DashboardUID: f(s.DashboardUID), DashboardTitle: f(s.DashboardTitle),
 		PanelID: f(s.PanelID), PanelTitle: f(s.PanelTitle), User: f(s.User),
 		RuleUID: f(s.RuleUID), RuleName: f(s.RuleName), RuleFolder: f(s.RuleFolder),
-		UserAgent: f(s.UserAgent),
+		RuleGroup: f(s.RuleGroup), UserAgent: f(s.UserAgent),
 	}
 }
 
@@ -1113,7 +1143,7 @@ func compareSources(a, b Source) int {
 		{a.Kind, b.Kind}, {a.DashboardUID, b.DashboardUID}, {a.DashboardTitle, b.DashboardTitle},
 		{a.PanelID, b.PanelID}, {a.PanelTitle, b.PanelTitle}, {a.User, b.User},
 		{a.RuleUID, b.RuleUID}, {a.RuleName, b.RuleName}, {a.RuleFolder, b.RuleFolder},
-		{a.UserAgent, b.UserAgent},
+		{a.RuleGroup, b.RuleGroup}, {a.UserAgent, b.UserAgent},
 	} {
 		if c := strings.Compare(p[0], p[1]); c != 0 {
 			return c
