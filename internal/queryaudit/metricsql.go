@@ -39,6 +39,11 @@ func (w *mqlWalker) walk(e metricsql.Expr, keep bool) []int {
 	case nil:
 		return nil
 	case *metricsql.MetricExpr:
+		if len(n.LabelFilterss) == 0 {
+			// {} selects every series: a selector without name or labels,
+			// credited to every known metric.
+			return []int{w.addFilters(nil, keep)}
+		}
 		var ids []int
 		for _, lfs := range n.LabelFilterss { // one selector per `or` group
 			ids = append(ids, w.addFilters(lfs, keep))

@@ -150,9 +150,12 @@ func TestExtractMetricsQLParserCorpus(t *testing.T) {
 			if id, ok := call.Fun.(*ast.Ident); !ok || (id.Name != "same" && id.Name != "another") {
 				return true
 			}
-			if lit, ok := call.Args[0].(*ast.BasicLit); ok && lit.Kind == token.STRING {
-				if q, err := strconv.Unquote(lit.Value); err == nil {
-					queries = append(queries, q)
+			// another(s, sExpected): the canonical form must parse too.
+			for _, a := range call.Args {
+				if lit, ok := a.(*ast.BasicLit); ok && lit.Kind == token.STRING {
+					if q, err := strconv.Unquote(lit.Value); err == nil {
+						queries = append(queries, q)
+					}
 				}
 			}
 			return true
@@ -161,11 +164,21 @@ func TestExtractMetricsQLParserCorpus(t *testing.T) {
 	if len(queries) < 300 {
 		t.Fatalf("found %d queries in %s, want hundreds: has TestParseSuccess changed shape?", len(queries), path)
 	}
+	noSelectors := 0
 	for _, q := range queries {
 		got, err := Extract(q)
 		if err != nil {
 			t.Errorf("Extract(%q): %v", q, err)
 			continue
+		}
+		// A query with selectors must give some, named or not; one without
+		// (1+2, time()) legitimately gives none.
+		if n := selectorCount(t, q); n > 0 && len(got.Selectors) == 0 {
+			t.Errorf("Extract(%q) gives no selector, metricsql sees %d", q, n)
+		} else if n == 0 && len(got.Selectors) > 0 {
+			t.Errorf("Extract(%q) gives selectors %q, metricsql sees none", q, summary(got))
+		} else if n == 0 {
+			noSelectors++
 		}
 		for _, name := range metricNames(t, q) {
 			found := false
@@ -177,7 +190,24 @@ func TestExtractMetricsQLParserCorpus(t *testing.T) {
 			}
 		}
 	}
-	t.Logf("%d queries from %s", len(queries), path)
+	t.Logf("%d queries from %s, %d of them without selectors", len(queries), path, noSelectors)
+}
+
+// selectorCount counts the series selectors (`or` groups apart) the MetricsQL
+// parser sees in q.
+func selectorCount(t *testing.T, q string) int {
+	t.Helper()
+	e, err := metricsql.Parse(q)
+	if err != nil {
+		t.Fatalf("metricsql.Parse(%q): %v", q, err)
+	}
+	n := 0
+	metricsql.VisitAll(e, func(x metricsql.Expr) {
+		if me, ok := x.(*metricsql.MetricExpr); ok {
+			n += max(len(me.LabelFilterss), 1)
+		}
+	})
+	return n
 }
 
 // metricNames lists the exact metric names the MetricsQL parser sees in q.
