@@ -71,6 +71,16 @@ type Selector struct {
 	// value, such as type="free" or job=~".+". Sorted. The caller credits a
 	// selector without a name only to the metrics that have them all.
 	RequiredLabels []string
+	// MatcherSets are the matchers of the selectors merged into this one, one
+	// set per distinct selector: every matcher except the exact __name__ one
+	// that gave Name (so a set may hold __name__ regexes, matched against the
+	// metric name). A series is selected when it satisfies every matcher of at
+	// least one set. An empty set selects every series of the metric: the
+	// selector had no other matchers, or one that could not be compiled, which
+	// is taken to select everything. Each set is normalised (sorted by label
+	// name, type and value; duplicates and =~".*" removed); sets are in the
+	// order first met, without duplicates. Shared and read-only.
+	MatcherSets [][]*labels.Matcher
 	// AllLabels is true when every label of these series matters to the result:
 	// the series reach the output with their labels (rate(x[5m]), topk, sum
 	// without(...)), or a vector match compares all their labels (a / b,
@@ -334,6 +344,16 @@ func (w *walker) add(ms []*labels.Matcher, defaultName string, keep bool) int {
 		name = defaultName
 	}
 	idx := w.selector(name, nameMatchers, required, keep)
+	set := make([]*labels.Matcher, 0, len(ms))
+	skipped := false
+	for _, m := range ms {
+		if !skipped && name != "" && m.Name == model.MetricNameLabel && m.Type == labels.MatchEqual && m.Value == name {
+			skipped = true // the exact name
+			continue
+		}
+		set = append(set, m)
+	}
+	w.addSet(idx, set)
 	for _, m := range ms {
 		if m.Name != model.MetricNameLabel {
 			w.use([]int{idx}, m.Name, UseMatcher)
@@ -370,6 +390,57 @@ func (w *walker) selector(name string, nameMatchers []*labels.Matcher, required 
 		w.sels[idx].AllLabels = true
 	}
 	return idx
+}
+
+// addSet adds the matcher set of one selector to the selector at idx, after
+// normalising it. set is owned by addSet.
+func (w *walker) addSet(idx int, set []*labels.Matcher) {
+	set = NormaliseMatchers(set)
+	s := &w.sels[idx]
+	for _, have := range s.MatcherSets {
+		if slices.EqualFunc(have, set, sameMatcher) {
+			return
+		}
+	}
+	s.MatcherSets = append(s.MatcherSets, set)
+}
+
+// NormaliseMatchers sorts ms by label name, type and value in place and
+// removes duplicates and matchers that accept every value (=~".*"), so that
+// equal selectors have equal sets: {b="2",a="1"} is {a="1",b="2"}.
+func NormaliseMatchers(ms []*labels.Matcher) []*labels.Matcher {
+	ms = slices.DeleteFunc(ms, func(m *labels.Matcher) bool {
+		return m.Type == labels.MatchRegexp && m.Value == ".*"
+	})
+	slices.SortFunc(ms, func(a, b *labels.Matcher) int {
+		if c := strings.Compare(a.Name, b.Name); c != 0 {
+			return c
+		}
+		if c := int(a.Type) - int(b.Type); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
+	return slices.CompactFunc(ms, sameMatcher)
+}
+
+func sameMatcher(a, b *labels.Matcher) bool {
+	return a.Name == b.Name && a.Type == b.Type && a.Value == b.Value
+}
+
+// FormatMatchers renders a normalised matcher set as a selector: {a="1",b=~"x|y"}.
+func FormatMatchers(name string, ms []*labels.Matcher) string {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte('{')
+	for i, m := range ms {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(m.String())
+	}
+	b.WriteByte('}')
+	return b.String()
 }
 
 func (w *walker) use(ids []int, label string, how LabelUse) {

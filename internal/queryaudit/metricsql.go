@@ -103,10 +103,32 @@ func (w *mqlWalker) addFilters(lfs []metricsql.LabelFilter, keep bool) int {
 		}
 	}
 	idx := w.selector(name, nameMatchers, required, keep)
+	w.addSet(idx, filterSet(lfs, name))
 	for _, f := range lfs {
 		w.use([]int{idx}, f.Label, UseMatcher)
 	}
 	return idx
+}
+
+// filterSet compiles the filters of one `or` group, except the exact name
+// filter that gave name, into a matcher set. A filter Prometheus' matcher
+// cannot compile makes the set empty: taken to select every series, which
+// reports more series selected, never fewer.
+func filterSet(lfs []metricsql.LabelFilter, name string) []*labels.Matcher {
+	set := make([]*labels.Matcher, 0, len(lfs))
+	skipped := false
+	for _, f := range lfs {
+		if !skipped && name != "" && f.Label == model.MetricNameLabel && !f.IsRegexp && !f.IsNegative && f.Value == name {
+			skipped = true
+			continue
+		}
+		m, err := labels.NewMatcher(matchType(f), f.Label, f.Value)
+		if err != nil {
+			return nil
+		}
+		set = append(set, m)
+	}
+	return set
 }
 
 // filterMatchesEmpty tells whether f accepts a series without its label. A regex
