@@ -18,7 +18,7 @@ import (
 
 // The tracker is what cmd/cardguard passes as MetricNamer: it must keep telling
 // which labels a metric has, or {type="free"} is credited to no metric.
-var _ labelCounter = (*cardinality.Tracker)(nil)
+var _ LabelCounter = (*cardinality.Tracker)(nil)
 
 func TestExtractMetricsQL(t *testing.T) {
 	t.Parallel()

@@ -585,46 +585,58 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 	return out
 }
 
-// resolveMatchers returns the known names a selector without an exact name can
-// select: those all its name matchers accept and, when the MetricNamer can tell
-// (labelCounter), that carry every label the selector requires. With no names
-// known, it returns the plain names of an alternation regex. nil means nothing to
-// credit; the reason is counted.
+// resolveMatchers resolves a selector without an exact name with ResolveNames
+// and counts why when nothing can be credited.
 func (r *Recorder) resolveMatchers(t tenant.ID, s *Selector, known []string) []string {
+	lc, _ := r.names.(LabelCounter)
+	names, reason := ResolveNames(t, s, known, lc, r.cfg.MaxResolvedNames)
+	if reason != "" {
+		r.m.unresolved.WithLabelValues(reason).Inc()
+	}
+	return names
+}
+
+// ResolveNames returns the known names a selector without an exact name can
+// select: those all its name matchers accept and, when lc can tell (it may be
+// nil), that carry every label the selector requires. With no names known, it
+// returns the plain names of an alternation regex. More than maxNames names
+// (0: no cap) credit none. When it returns nil, reason says why: "no_names",
+// "no_labels" ({type="free"} with nothing to tell which metrics have type) or
+// "too_wide"; a selector that matches no known name gives nil and "".
+func ResolveNames(t tenant.ID, s *Selector, known []string, lc LabelCounter, maxNames int) (names []string, reason string) {
 	ms := s.NameMatchers
+	if maxNames <= 0 {
+		maxNames = int(^uint(0) >> 1)
+	}
 	if known == nil {
 		if len(ms) == 1 {
-			if set := ms[0].SetMatches(); len(set) > 0 && len(set) <= r.cfg.MaxResolvedNames {
-				return set
+			if set := ms[0].SetMatches(); len(set) > 0 && len(set) <= maxNames {
+				return set, ""
 			}
 		}
-		r.m.unresolved.WithLabelValues("no_names").Inc()
-		return nil
+		return nil, "no_names"
 	}
-	lc, _ := r.names.(labelCounter)
 	if lc == nil && len(ms) == 0 && len(s.RequiredLabels) > 0 {
 		// {type="free"} matches some metrics, and which ones cannot be told:
 		// crediting every metric would hide the unused ones.
-		r.m.unresolved.WithLabelValues("no_labels").Inc()
-		return nil
+		return nil, "no_labels"
 	}
 	var out []string
 	for _, n := range known {
 		if !matchesAll(ms, n) || (lc != nil && !hasLabels(lc, t, n, s.RequiredLabels)) {
 			continue
 		}
-		if len(out) == r.cfg.MaxResolvedNames {
-			r.m.unresolved.WithLabelValues("too_wide").Inc()
-			return nil
+		if len(out) == maxNames {
+			return nil, "too_wide"
 		}
 		out = append(out, n)
 	}
-	return out
+	return out, ""
 }
 
-// labelCounter is implemented by a MetricNamer that also knows the labels of each
+// LabelCounter is implemented by a MetricNamer that also knows the labels of each
 // metric (cardinality.Tracker does). known false means it cannot tell.
-type labelCounter interface {
+type LabelCounter interface {
 	LabelValueCount(t tenant.ID, metric, label string) (n int64, known bool)
 }
 
@@ -639,7 +651,7 @@ func matchesAll(ms []*labels.Matcher, name string) bool {
 
 // hasLabels tells whether metric may carry every label in required; a label the
 // counter cannot tell about may be there.
-func hasLabels(lc labelCounter, t tenant.ID, metric string, required []string) bool {
+func hasLabels(lc LabelCounter, t tenant.ID, metric string, required []string) bool {
 	for _, l := range required {
 		if n, known := lc.LabelValueCount(t, metric, l); known && n == 0 {
 			return false
