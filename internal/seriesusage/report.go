@@ -1,0 +1,402 @@
+package seriesusage
+
+import (
+	"cmp"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Report is the series usage of one metric. Its figures come from one series
+// bucket (Bucket): the last complete one when there is one, else the current
+// one, which has seen only part of the series yet.
+type Report struct {
+	Tenant string `json:"tenant"`
+	Metric string `json:"metric"`
+	// ActiveSeries are the series of the bucket; Selected those at least one
+	// recorded selector selects; NeverSelected the others.
+	ActiveSeries  int64 `json:"active_series"`
+	Selected      int64 `json:"selected"`
+	NeverSelected int64 `json:"never_selected"`
+	// AllSelected: the cap on selectors (of the metric, or without a name of
+	// the tenant) was reached, so the metric counts as all series selected.
+	AllSelected bool `json:"all_selected"`
+	// SelectorOverflow counts the selectors refused at the cap.
+	SelectorOverflow uint64 `json:"selector_overflow"`
+	// Explaining are the label values that occur only in never-selected
+	// series, with how many such series carry each, sorted by Series desc.
+	Explaining []ValueExplain `json:"explaining"`
+	// Selectors are the recorded selectors that can select this metric's
+	// series, normalised: the metric's own and those without a name.
+	Selectors []string `json:"selectors"`
+	Coverage  Coverage `json:"coverage"`
+	Bucket    Bucket   `json:"bucket"`
+	// Current is the current bucket when Bucket is the last complete one.
+	Current *Bucket `json:"current,omitempty"`
+}
+
+// ValueExplain is a label value only never-selected series carry.
+type ValueExplain struct {
+	Label  string `json:"label"`
+	Value  string `json:"value"`
+	Series int64  `json:"series"`
+}
+
+// Coverage says what the selectors stand for: they were recorded from Since
+// on (the oldest live one), from Queries reads. A series seen before a query
+// ran is not known to be selected by it until the next bucket.
+type Coverage struct {
+	Since     time.Time `json:"since,omitzero"`
+	Queries   uint64    `json:"queries"`
+	Selectors int       `json:"selectors"`
+	// RecordingSince is when this replica started recording selectors: they
+	// are not kept across restarts.
+	RecordingSince time.Time `json:"recording_since"`
+	// Retention is how long an unused selector is kept.
+	Retention string `json:"retention"`
+}
+
+// Bucket is what one series bucket saw of a metric.
+type Bucket struct {
+	Start         time.Time `json:"start"`
+	End           time.Time `json:"end"`
+	Complete      bool      `json:"complete"`
+	ActiveSeries  int64     `json:"active_series"`
+	Selected      int64     `json:"selected"`
+	NeverSelected int64     `json:"never_selected"`
+	// SelectorsChanged: selectors were added or expired during the bucket,
+	// so its series were matched against two different sets of selectors.
+	SelectorsChanged bool `json:"selectors_changed"`
+	// LabelsOverflow: the metric had more labels than are tracked; the labels
+	// past the cap explain nothing. OverflowLabels are the labels with more
+	// values than are tracked (capped list), which explain nothing either.
+	LabelsOverflow bool     `json:"labels_overflow"`
+	OverflowLabels []string `json:"overflow_labels"`
+}
+
+// MetricSummary is one metric of a tenant summary.
+type MetricSummary struct {
+	Metric        string `json:"metric"`
+	ActiveSeries  int64  `json:"active_series"`
+	Selected      int64  `json:"selected"`
+	NeverSelected int64  `json:"never_selected"`
+	AllSelected   bool   `json:"all_selected"`
+	Selectors     int    `json:"selectors"`
+	Complete      bool   `json:"complete"` // from a complete bucket
+}
+
+// Summary is the series usage of every metric of a tenant, by never-selected
+// series, most first.
+type Summary struct {
+	Tenant  string          `json:"tenant"`
+	Metrics []MetricSummary `json:"metrics"`
+	Total   int             `json:"total"`
+	// Overflow counts what was not tracked, for all tenants: tenants and
+	// metrics past their caps, metric names too long, label values past
+	// their caps.
+	Overflow map[string]uint64 `json:"overflow"`
+	// Selectors without a metric name recorded for the tenant.
+	NamelessSelectors int `json:"nameless_selectors"`
+}
+
+// Report returns the series usage of metric for tenant t; false when neither
+// its series nor selectors for it are known.
+func (b *Book) Report(t tenant.ID, metric string) (Report, bool) {
+	tb := b.tenant(t, false)
+	if tb == nil {
+		return Report{}, false
+	}
+	mb := b.metric(tb, metric, false)
+	if mb == nil {
+		return Report{}, false
+	}
+	now := b.cfg.Now()
+	rep := Report{Tenant: t.String(), Metric: metric, Explaining: []ValueExplain{}, Selectors: []string{},
+		Coverage: Coverage{RecordingSince: b.start.UTC(), Retention: b.cfg.Retention.String()}}
+	b.selectorsOf(tb, mb, now, &rep)
+
+	main, cur, explain := b.buckets(mb, true)
+	rep.Bucket = main
+	if main.Complete && cur.ActiveSeries > 0 {
+		rep.Current = &cur
+	}
+	rep.ActiveSeries, rep.Selected, rep.NeverSelected = main.ActiveSeries, main.Selected, main.NeverSelected
+	if len(explain) > b.cfg.MaxExplaining {
+		explain = explain[:b.cfg.MaxExplaining]
+	}
+	rep.Explaining = append(rep.Explaining, explain...)
+	return rep, true
+}
+
+// selectorsOf fills in the selectors of mb and of tb without a name that can
+// select mb's series.
+func (b *Book) selectorsOf(tb *tenantBook, mb *metricBook, now time.Time, rep *Report) {
+	cutoff := now.Add(-b.cfg.Retention)
+	b.selMu.Lock()
+	defer b.selMu.Unlock()
+	add := func(prefix string, set *selectorSet) {
+		if !set.last.After(cutoff) {
+			return
+		}
+		rep.Selectors = append(rep.Selectors, prefix+set.key)
+		rep.Coverage.Selectors++
+		rep.Coverage.Queries += set.reads
+		if rep.Coverage.Since.IsZero() || set.first.Before(rep.Coverage.Since) {
+			rep.Coverage.Since = set.first.UTC()
+		}
+	}
+	for _, set := range mb.sets.sets {
+		add(mb.name, set)
+	}
+	for _, set := range tb.namelessSets.sets {
+		if nameSetMatches(set, mb.name) {
+			add("", set)
+		}
+	}
+	for _, s := range []*store{&mb.sets, &tb.namelessSets} {
+		if s.overflow > 0 && s.overflowLast.After(cutoff) {
+			rep.AllSelected = true
+			rep.SelectorOverflow += s.overflow
+		}
+	}
+	slices.Sort(rep.Selectors)
+}
+
+func nameSetMatches(set *selectorSet, name string) bool {
+	for _, m := range set.ms {
+		if m.Name == "__name__" && !m.Matches(name) {
+			return false
+		}
+	}
+	return true
+}
+
+// buckets returns the bucket the figures come from and the current one, and
+// with explain the explaining values of the first, sorted.
+func (b *Book) buckets(mb *metricBook, explain bool) (main, cur Bucket, values []ValueExplain) {
+	now := b.cfg.Epoch()
+	mb.mu.Lock()
+	defer mb.mu.Unlock()
+	var complete, current *window
+	switch mb.cur.epoch {
+	case now:
+		current = &mb.cur
+		if mb.prev.epoch == now-1 {
+			complete = &mb.prev
+		}
+	case now - 1:
+		complete = &mb.cur
+	}
+	cur = b.bucket(current, now, false)
+	main, from := cur, current
+	if complete != nil && complete.series > 0 {
+		main, from = b.bucket(complete, now-1, true), complete
+	}
+	if explain {
+		values = explainValues(from)
+	}
+	return main, cur, values
+}
+
+func (b *Book) bucket(w *window, epoch int64, complete bool) Bucket {
+	width := b.cfg.BucketWidth
+	bk := Bucket{Start: time.Unix(0, epoch*int64(width)).UTC(), Complete: complete, OverflowLabels: []string{}}
+	bk.End = bk.Start.Add(width)
+	if w == nil {
+		return bk
+	}
+	bk.ActiveSeries, bk.Selected, bk.NeverSelected = w.series, w.selected, w.series-w.selected
+	bk.SelectorsChanged, bk.LabelsOverflow = w.changed, w.labelsOverflow
+	for name, lv := range w.labels {
+		if !lv.complete {
+			bk.OverflowLabels = append(bk.OverflowLabels, name)
+		}
+	}
+	slices.Sort(bk.OverflowLabels)
+	if len(bk.OverflowLabels) > 20 {
+		bk.OverflowLabels = bk.OverflowLabels[:20]
+	}
+	return bk
+}
+
+// explainValues lists the values w saw only in never-selected series.
+func explainValues(w *window) []ValueExplain {
+	if w == nil {
+		return nil
+	}
+	var out []ValueExplain
+	for name, lv := range w.labels {
+		if !lv.complete {
+			continue
+		}
+		for v, vc := range lv.values {
+			if !vc.selected && vc.unselected > 0 {
+				out = append(out, ValueExplain{Label: name, Value: v, Series: vc.unselected})
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b ValueExplain) int {
+		if c := cmp.Compare(b.Series, a.Series); c != 0 {
+			return c
+		}
+		if c := strings.Compare(a.Label, b.Label); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Value, b.Value)
+	})
+	return out
+}
+
+// Summary returns the series usage of every metric of tenant t, most
+// never-selected series first, at most limit metrics (all when limit <= 0).
+func (b *Book) Summary(t tenant.ID, limit int) Summary {
+	sum := Summary{Tenant: t.String(), Metrics: []MetricSummary{}, Overflow: map[string]uint64{
+		"tenants": b.overflow.tenants.Load(), "metrics": b.overflow.metrics.Load(),
+		"long_names": b.overflow.longNames.Load(), "label_values": b.overflow.values.Load(),
+	}}
+	tb := b.tenant(t, false)
+	if tb == nil {
+		return sum
+	}
+	tb.mu.RLock()
+	mbs := make([]*metricBook, 0, len(tb.metrics))
+	for _, mb := range tb.metrics {
+		mbs = append(mbs, mb)
+	}
+	tb.mu.RUnlock()
+	now := b.cfg.Now()
+	cutoff := now.Add(-b.cfg.Retention)
+	b.selMu.Lock()
+	type sel struct {
+		n   int
+		all bool
+	}
+	sels := make(map[*metricBook]sel, len(mbs))
+	namelessAll := tb.namelessSets.overflow > 0 && tb.namelessSets.overflowLast.After(cutoff)
+	for _, s := range tb.namelessSets.sets {
+		if s.last.After(cutoff) {
+			sum.NamelessSelectors++
+		}
+	}
+	for _, mb := range mbs {
+		n := 0
+		for _, s := range mb.sets.sets {
+			if s.last.After(cutoff) {
+				n++
+			}
+		}
+		sels[mb] = sel{n: n, all: namelessAll || (mb.sets.overflow > 0 && mb.sets.overflowLast.After(cutoff))}
+	}
+	b.selMu.Unlock()
+	for _, mb := range mbs {
+		main, _, _ := b.buckets(mb, false)
+		s := sels[mb]
+		sum.Metrics = append(sum.Metrics, MetricSummary{Metric: mb.name, ActiveSeries: main.ActiveSeries,
+			Selected: main.Selected, NeverSelected: main.NeverSelected, AllSelected: s.all, Selectors: s.n,
+			Complete: main.Complete})
+	}
+	slices.SortFunc(sum.Metrics, func(a, b MetricSummary) int {
+		if c := cmp.Compare(b.NeverSelected, a.NeverSelected); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Metric, b.Metric)
+	})
+	sum.Total = len(sum.Metrics)
+	if limit > 0 && len(sum.Metrics) > limit {
+		sum.Metrics = sum.Metrics[:limit]
+	}
+	return sum
+}
+
+// Routes mounts the series usage API on router, which the caller mounts under
+// /api/cardguard/v1. requireTenant guards every route (the admin or the
+// tenant's own token); it may be nil in tests.
+func (b *Book) Routes(router chi.Router, requireTenant func(http.Handler) http.Handler) {
+	g := router
+	if requireTenant != nil {
+		g = router.With(requireTenant)
+	}
+	g.Get("/usage/tenants/{tenant}/metrics/{metric}/series", b.serveReport)
+	g.Get("/usage/tenants/{tenant}/series", b.serveSummary)
+}
+
+func (b *Book) serveReport(w http.ResponseWriter, req *http.Request) {
+	t, err := tenant.Parse(chi.URLParam(req, "tenant"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	metric, err := url.PathUnescape(chi.URLParam(req, "metric"))
+	if err != nil || metric == "" {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid metric name %q", clip(chi.URLParam(req, "metric"), 128)))
+		return
+	}
+	rep, ok := b.Report(t, metric)
+	if !ok {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("metric %q has neither series nor selectors recorded for tenant %s", clip(metric, 128), t))
+		return
+	}
+	writeJSON(w, rep)
+}
+
+const maxSummaryLimit = 100000
+
+func (b *Book) serveSummary(w http.ResponseWriter, req *http.Request) {
+	t, err := tenant.Parse(chi.URLParam(req, "tenant"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	limit := 0
+	if s := req.URL.Query().Get("limit"); s != "" {
+		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > maxSummaryLimit {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be an integer from 1 to %d", clip(s, 32), maxSummaryLimit))
+			return
+		}
+	}
+	writeJSON(w, b.Summary(t, limit))
+}
+
+type apiError struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+}
+
+func writeError(w http.ResponseWriter, status int, msg string) {
+	typ := "bad_data"
+	if status == http.StatusNotFound {
+		typ = "not_found"
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(apiError{Status: "error", ErrorType: typ, Error: msg})
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	_ = enc.Encode(v)
+}
+
+// clip cuts s to at most max bytes on a rune boundary, marking the cut.
+func clip(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	for max > 0 && !utf8.RuneStart(s[max]) {
+		max--
+	}
+	return s[:max] + "..."
+}

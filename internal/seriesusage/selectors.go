@@ -1,0 +1,325 @@
+package seriesusage
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/cardguard/cardguard/internal/queryaudit"
+)
+
+// store is the read side of the selectors of one metric, or of the selectors
+// without a name of one tenant: the distinct matcher sets with when they were
+// used. Guarded by Book.selMu.
+type store struct {
+	sets []*selectorSet
+	// overflow counts sets refused at the cap; overflowLast is the last
+	// refusal: until it expires, everything counts as selected.
+	overflow     uint64
+	overflowLast time.Time
+}
+
+type selectorSet struct {
+	key         string // rendered, without the metric name: {env="prod"}
+	ms          []*labels.Matcher
+	first, last time.Time
+	// reads credited to this set: a read is credited to the first of its sets
+	// for a metric, so that the sets' reads add up to the reads.
+	reads uint64
+}
+
+// compiled is an immutable snapshot of a store for the write path. A nil
+// *compiled selects nothing.
+type compiled struct {
+	all bool // a set without matchers, or the cap reached: every series
+	// names are the label names the sets read, matchers index into them.
+	names []string
+	sets  [][]indexedMatcher
+	// nameMatchers, for nameless selectors: per set, its __name__ matchers.
+	nameSets [][]*labels.Matcher
+}
+
+type indexedMatcher struct {
+	idx int
+	m   *labels.Matcher
+}
+
+const maxStackNames = 16
+
+// matches tells whether a series is selected, and whether by a snapshot that
+// selects everything (all).
+func (c *compiled) matches(ls []prompb.Label) (selected, all bool) {
+	if c == nil {
+		return false, false
+	}
+	if c.all {
+		return true, true
+	}
+	var stack [maxStackNames]string
+	var vals []string
+	if len(c.names) <= maxStackNames {
+		vals = stack[:len(c.names)]
+	} else {
+		vals = make([]string, len(c.names))
+	}
+	for i := range ls {
+		l := &ls[i]
+		for j, n := range c.names {
+			if n == l.Name {
+				vals[j] = l.Value
+				break
+			}
+		}
+	}
+	for _, set := range c.sets {
+		ok := true
+		for _, im := range set {
+			if !im.m.Matches(vals[im.idx]) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true, false
+		}
+	}
+	return false, false
+}
+
+// selective tells whether c selects some series and not all.
+func (c *compiled) selective() bool { return c != nil && !c.all && len(c.sets) > 0 }
+
+// mayMatchName tells whether some set of c can select series named name.
+func (c *compiled) mayMatchName(name string) bool {
+	if c == nil {
+		return false
+	}
+	if c.all {
+		return true
+	}
+	for _, ns := range c.nameSets {
+		ok := true
+		for _, m := range ns {
+			if !m.Matches(name) {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			return true
+		}
+	}
+	return false
+}
+
+// compile builds the write path's snapshot of s at now; expired sets are left
+// out. nil when s holds nothing live.
+func (s *store) compile(now time.Time, retention time.Duration) *compiled {
+	cutoff := now.Add(-retention)
+	c := &compiled{}
+	if s.overflow > 0 && s.overflowLast.After(cutoff) {
+		c.all = true
+		return c
+	}
+	for _, set := range s.sets {
+		if !set.last.After(cutoff) {
+			continue
+		}
+		if len(set.ms) == 0 {
+			return &compiled{all: true}
+		}
+		cs := make([]indexedMatcher, 0, len(set.ms))
+		var ns []*labels.Matcher
+		for _, m := range set.ms {
+			idx := slices.Index(c.names, m.Name)
+			if idx < 0 {
+				idx = len(c.names)
+				c.names = append(c.names, m.Name)
+			}
+			cs = append(cs, indexedMatcher{idx: idx, m: m})
+			if m.Name == model.MetricNameLabel {
+				ns = append(ns, m)
+			}
+		}
+		c.sets = append(c.sets, cs)
+		c.nameSets = append(c.nameSets, ns)
+	}
+	if len(c.sets) == 0 {
+		return nil
+	}
+	return c
+}
+
+// add records that a read used set at now; it reports whether the store's
+// snapshot must be rebuilt, and credits the read when credit is true.
+// ms is kept, never modified.
+func (s *store) add(key string, ms []*labels.Matcher, now time.Time, max int, credit bool) bool {
+	for _, set := range s.sets {
+		if set.key == key {
+			set.last = now
+			if credit {
+				set.reads++
+			}
+			return false
+		}
+	}
+	if len(s.sets) >= max {
+		s.overflow++
+		first := s.overflowLast.IsZero()
+		s.overflowLast = now
+		return first
+	}
+	set := &selectorSet{key: key, ms: ms, first: now, last: now}
+	if credit {
+		set.reads = 1
+	}
+	s.sets = append(s.sets, set)
+	return true
+}
+
+// expire drops the sets last used before cutoff; it reports whether any went.
+func (s *store) expire(cutoff time.Time) bool {
+	n := len(s.sets)
+	s.sets = slices.DeleteFunc(s.sets, func(set *selectorSet) bool { return !set.last.After(cutoff) })
+	changed := len(s.sets) != n
+	if s.overflow > 0 && !s.overflowLast.After(cutoff) {
+		s.overflow, s.overflowLast = 0, time.Time{}
+		changed = true
+	}
+	return changed
+}
+
+func (s *store) empty() bool { return len(s.sets) == 0 && s.overflow == 0 }
+
+// OnRead records the matcher sets of the selectors of one read: it is the
+// queryaudit.ReadListener of the usage recorder. Selectors with an exact
+// metric name are kept with their metric; the others with their tenant,
+// matched against the series of every metric (their __name__ matchers
+// included).
+func (b *Book) OnRead(r *queryaudit.Read) {
+	if len(r.Extraction.Selectors) == 0 {
+		return
+	}
+	now := r.At
+	if now.IsZero() {
+		now = b.cfg.Now()
+	}
+	b.selMu.Lock() // first: Prune, which also takes it, must not drop tb under us
+	defer b.selMu.Unlock()
+	tb := b.tenant(r.Tenant, true)
+	if tb == nil {
+		return
+	}
+	var rebuild []*metricBook
+	rebuildNameless := false
+	creditedNameless := false
+	credited := make(map[*metricBook]bool, len(r.Extraction.Selectors))
+	for i := range r.Extraction.Selectors {
+		s := &r.Extraction.Selectors[i]
+		if s.Name == "" {
+			for _, ms := range s.MatcherSets {
+				key, ms := b.setKey(ms)
+				if tb.namelessSets.add(key, ms, now, b.cfg.MaxNamelessPerTenant, !creditedNameless) {
+					rebuildNameless = true
+				}
+				creditedNameless = true
+			}
+			continue
+		}
+		mb := b.metric(tb, s.Name, true)
+		if mb == nil {
+			continue
+		}
+		sets := s.MatcherSets
+		if len(sets) == 0 {
+			sets = [][]*labels.Matcher{nil} // an extraction without sets: every series
+		}
+		for _, ms := range sets {
+			key, ms := b.setKey(ms)
+			if mb.sets.add(key, ms, now, b.cfg.MaxSelectorsPerMetric, !credited[mb]) && !slices.Contains(rebuild, mb) {
+				rebuild = append(rebuild, mb)
+			}
+			credited[mb] = true
+		}
+	}
+	for _, mb := range rebuild {
+		mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
+	}
+	if rebuildNameless {
+		tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
+	}
+	if now.Sub(b.lastPrune) >= time.Minute {
+		b.pruneLocked(now)
+	}
+}
+
+// setKey renders a set; a set too long to keep becomes the empty set, which
+// selects everything.
+func (b *Book) setKey(ms []*labels.Matcher) (string, []*labels.Matcher) {
+	key := queryaudit.FormatMatchers("", ms)
+	if len(key) > b.cfg.MaxSelectorBytes {
+		return "{}", nil
+	}
+	return key, ms
+}
+
+// Run prunes expired selectors and idle metrics every interval until ctx ends.
+func (b *Book) Run(ctx context.Context, interval time.Duration) {
+	tick := time.NewTicker(interval)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+			b.Prune(b.cfg.Now())
+		}
+	}
+}
+
+// Prune forgets selectors unused for the retention and metrics with neither
+// selectors nor series in the last two buckets.
+func (b *Book) Prune(now time.Time) {
+	b.selMu.Lock()
+	defer b.selMu.Unlock()
+	b.pruneLocked(now)
+}
+
+func (b *Book) pruneLocked(now time.Time) {
+	b.lastPrune = now
+	cutoff := now.Add(-b.cfg.Retention)
+	epoch := b.cfg.Epoch()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for id, tb := range b.tenants {
+		if tb.namelessSets.expire(cutoff) {
+			tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
+		}
+		tb.mu.Lock()
+		for name, mb := range tb.metrics {
+			if mb.sets.expire(cutoff) {
+				mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
+			}
+			if !mb.sets.empty() {
+				continue
+			}
+			mb.mu.Lock()
+			if mb.cur.epoch < epoch-1 || mb.cur.series == 0 {
+				mb.evicted = true
+				b.release(&mb.cur)
+				b.release(&mb.prev)
+				delete(tb.metrics, name)
+			}
+			mb.mu.Unlock()
+		}
+		if len(tb.metrics) == 0 && tb.namelessSets.empty() {
+			tb.evicted = true
+			delete(b.tenants, id)
+		}
+		tb.mu.Unlock()
+	}
+}
