@@ -168,20 +168,43 @@ type window struct {
 	firstNamed, firstNameless *compiled
 	changed                   bool
 	allSelected               bool // a series was counted as selected by the cap
-	labels                    map[string]*labelValues
-	labelsOverflow            bool
-	values                    int64 // entries over all labels, for Book.values
+	// labels, in the order first seen: series of a metric mostly carry
+	// their labels in the same order, so the next label is looked for right
+	// after the last one found, which beats a map lookup per label.
+	labels         []*labelValues
+	labelsOverflow bool
+	values         int64 // entries over all labels, for Book.values
 }
 
 // labelValues are the values of one label in a bucket. complete is false once
 // a value could not be kept: the label then explains nothing, since a value
 // missing from the map may be one a selected series carries.
 type labelValues struct {
+	name     string
 	values   map[string]*valueCount
 	complete bool
+	// last is the count of the value last counted: labels with one value
+	// (service="checkout") skip the map.
+	last *valueCount
+}
+
+// label returns the label name of w, looking from position hint on, or nil.
+func (w *window) label(name string, hint int) (*labelValues, int) {
+	n := len(w.labels)
+	for k := range n {
+		i := hint + k
+		if i >= n {
+			i -= n
+		}
+		if lv := w.labels[i]; lv.name == name {
+			return lv, i
+		}
+	}
+	return nil, hint
 }
 
 type valueCount struct {
+	value      string // the map key
 	unselected int64
 	selected   bool
 }
@@ -335,27 +358,30 @@ func (b *Book) release(w *window) {
 // countValues records, for every label of a series, that its value occurs in
 // a selected or an unselected series. Needs the metric's lock.
 func (b *Book) countValues(w *window, labels []prompb.Label, selected bool) {
+	hint := 0
 	for i := range labels {
 		l := &labels[i]
 		if l.Value == "" || l.Name == "__name__" {
 			continue
 		}
-		lv := w.labels[l.Name]
+		lv, at := w.label(l.Name, hint)
 		if lv == nil {
-			if w.labels == nil {
-				w.labels = make(map[string]*labelValues)
-			}
 			if len(w.labels) >= b.cfg.MaxLabelsPerMetric {
 				w.labelsOverflow = true
 				continue
 			}
-			lv = &labelValues{values: make(map[string]*valueCount), complete: true}
-			w.labels[strings.Clone(l.Name)] = lv
+			lv = &labelValues{name: strings.Clone(l.Name), values: make(map[string]*valueCount), complete: true}
+			at = len(w.labels)
+			w.labels = append(w.labels, lv)
 		}
+		hint = at + 1
 		if !lv.complete {
 			continue
 		}
-		vc := lv.values[l.Value]
+		vc := lv.last
+		if vc == nil || vc.value != l.Value {
+			vc = lv.values[l.Value]
+		}
 		if vc == nil {
 			if len(lv.values) >= b.cfg.MaxValuesPerLabel || b.values.Add(1) > b.cfg.MaxValues {
 				if len(lv.values) < b.cfg.MaxValuesPerLabel {
@@ -365,13 +391,14 @@ func (b *Book) countValues(w *window, labels []prompb.Label, selected bool) {
 				n := int64(len(lv.values))
 				b.values.Add(-n)
 				w.values -= n
-				lv.values, lv.complete = nil, false
+				lv.values, lv.complete, lv.last = nil, false, nil
 				continue
 			}
 			w.values++
-			vc = &valueCount{}
-			lv.values[strings.Clone(l.Value)] = vc
+			vc = &valueCount{value: strings.Clone(l.Value)}
+			lv.values[vc.value] = vc
 		}
+		lv.last = vc
 		if selected {
 			vc.selected = true
 		} else {

@@ -217,9 +217,9 @@ func (b *Book) bucket(w *window, epoch int64, complete bool) Bucket {
 	}
 	bk.ActiveSeries, bk.Selected, bk.NeverSelected = w.series, w.selected, w.series-w.selected
 	bk.SelectorsChanged, bk.LabelsOverflow = w.changed, w.labelsOverflow
-	for name, lv := range w.labels {
+	for _, lv := range w.labels {
 		if !lv.complete {
-			bk.OverflowLabels = append(bk.OverflowLabels, name)
+			bk.OverflowLabels = append(bk.OverflowLabels, lv.name)
 		}
 	}
 	slices.Sort(bk.OverflowLabels)
@@ -235,13 +235,13 @@ func explainValues(w *window) []ValueExplain {
 		return nil
 	}
 	var out []ValueExplain
-	for name, lv := range w.labels {
+	for _, lv := range w.labels {
 		if !lv.complete {
 			continue
 		}
 		for v, vc := range lv.values {
 			if !vc.selected && vc.unselected > 0 {
-				out = append(out, ValueExplain{Label: name, Value: v, Series: vc.unselected})
+				out = append(out, ValueExplain{Label: lv.name, Value: v, Series: vc.unselected})
 			}
 		}
 	}

@@ -36,9 +36,12 @@ type selectorSet struct {
 // *compiled selects nothing.
 type compiled struct {
 	all bool // a set without matchers, or the cap reached: every series
-	// names are the label names the sets read, matchers index into them.
+	// names are the label names the sets read; uniq the distinct matchers
+	// (index into names), evaluated at most once per series; sets index
+	// into uniq.
 	names []string
-	sets  [][]indexedMatcher
+	uniq  []indexedMatcher
+	sets  [][]int
 	// nameMatchers, for nameless selectors: per set, its __name__ matchers.
 	nameSets [][]*labels.Matcher
 }
@@ -48,7 +51,10 @@ type indexedMatcher struct {
 	m   *labels.Matcher
 }
 
-const maxStackNames = 16
+const (
+	maxStackNames = 16
+	maxMemo       = 128 // distinct matchers remembered per series evaluation
+)
 
 // matches tells whether a series is selected, and whether by a snapshot that
 // selects everything (all).
@@ -75,10 +81,25 @@ func (c *compiled) matches(ls []prompb.Label) (selected, all bool) {
 			}
 		}
 	}
+	// memo: 0 not evaluated, 1 matches, 2 does not.
+	var memo [maxMemo]uint8
 	for _, set := range c.sets {
 		ok := true
-		for _, im := range set {
-			if !im.m.Matches(vals[im.idx]) {
+		for _, u := range set {
+			var r bool
+			if u < maxMemo && memo[u] != 0 {
+				r = memo[u] == 1
+			} else {
+				im := &c.uniq[u]
+				r = im.m.Matches(vals[im.idx])
+				if u < maxMemo {
+					memo[u] = 2
+					if r {
+						memo[u] = 1
+					}
+				}
+			}
+			if !r {
 				ok = false
 				break
 			}
@@ -132,7 +153,7 @@ func (s *store) compile(now time.Time, retention time.Duration) *compiled {
 		if len(set.ms) == 0 {
 			return &compiled{all: true}
 		}
-		cs := make([]indexedMatcher, 0, len(set.ms))
+		cs := make([]int, 0, len(set.ms))
 		var ns []*labels.Matcher
 		for _, m := range set.ms {
 			idx := slices.Index(c.names, m.Name)
@@ -140,7 +161,14 @@ func (s *store) compile(now time.Time, retention time.Duration) *compiled {
 				idx = len(c.names)
 				c.names = append(c.names, m.Name)
 			}
-			cs = append(cs, indexedMatcher{idx: idx, m: m})
+			u := slices.IndexFunc(c.uniq, func(im indexedMatcher) bool {
+				return im.m.Name == m.Name && im.m.Type == m.Type && im.m.Value == m.Value
+			})
+			if u < 0 {
+				u = len(c.uniq)
+				c.uniq = append(c.uniq, indexedMatcher{idx: idx, m: m})
+			}
+			cs = append(cs, u)
 			if m.Name == model.MetricNameLabel {
 				ns = append(ns, m)
 			}
