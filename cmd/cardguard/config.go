@@ -10,6 +10,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/cardguard/cardguard/internal/adaptive"
 	"github.com/cardguard/cardguard/internal/aggregate"
 	"github.com/cardguard/cardguard/internal/auth"
 	"github.com/cardguard/cardguard/internal/cardinality"
@@ -48,6 +49,8 @@ type Config struct {
 	Aggregate streamrules.Config `yaml:"aggregate"`
 	// QueryAudit bounds the query usage records.
 	QueryAudit QueryAuditConfig `yaml:"query_audit"`
+	// Adaptive configures the recommendations (adaptive.go).
+	Adaptive adaptive.Config `yaml:"adaptive"`
 	// State chooses where state lives: in this process (memory, the default) or
 	// shared by every replica through Redis.
 	State state.Config `yaml:"state"`
@@ -138,7 +141,7 @@ func (c *Config) validate() error {
 	if err := c.Auth.Validate(); err != nil {
 		return err
 	}
-	if _, err := newRuleSet(c.Relabel); err != nil {
+	if _, err := newRuleSet(c.Relabel, nil); err != nil {
 		return err
 	}
 	if _, err := cardinality.New(c.Cardinality); err != nil {
@@ -151,6 +154,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.Aggregate.Validate(); err != nil {
+		return err
+	}
+	if err := c.Adaptive.Validate(); err != nil {
 		return err
 	}
 	if c.QueryAudit.Retention < 0 {

@@ -15,17 +15,13 @@ func (a *app) reload(cfg Config) error {
 	if err := cfg.validate(); err != nil {
 		return err
 	}
-	rs, err := newRuleSet(cfg.Relabel)
-	if err != nil {
-		return err
-	}
 	if err := a.registry.Reload(cfg.Limits.Defaults, cfg.Limits.Overrides); err != nil {
 		return err
 	}
 	if err := a.streams.SetFile(cfg.Aggregate); err != nil {
 		return err
 	}
-	a.rules.p.Store(rs)
+	a.setRelabel(cfg.Relabel)
 	if !reflect.DeepEqual(cfg.Upstream, a.cfg.Upstream) || !reflect.DeepEqual(cfg.Auth, a.cfg.Auth) ||
 		cfg.DefaultTenant != a.cfg.DefaultTenant || !reflect.DeepEqual(cfg.Cardinality, a.cfg.Cardinality) ||
 		!reflect.DeepEqual(cfg.State, a.cfg.State) || !reflect.DeepEqual(cfg.QueryAudit, a.cfg.QueryAudit) {

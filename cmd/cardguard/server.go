@@ -50,6 +50,7 @@ type app struct {
 	claims   *aggregate.Claims
 	// observers: observers.go. Add to observers.more before ingest.New.
 	observers observers
+	adaptive  adaptiveWiring // adaptive.go
 	ui        *dashboard
 	shared    *shared // nil: state.backend memory
 
@@ -74,7 +75,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		auth:   auth.New(cfg.Auth),
 		scheme: scheme,
 	}
-	rs, err := newRuleSet(cfg.Relabel)
+	rs, err := newRuleSet(cfg.Relabel, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -124,6 +125,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.observers.tracker = a.tracker
+	if err := a.newAdaptive(); err != nil {
+		return nil, err
+	}
 	a.ingest = ingest.New(ingest.Config{
 		MaxRequestBytes: opts.maxRequestBytes,
 		MaxDecodedBytes: opts.maxDecodedBytes,
@@ -215,6 +219,7 @@ func (a *app) routes() http.Handler {
 		a.streams.Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
+		a.adaptive.engine.Routes(r, a.auth.RequireAdmin, requireTenant, a.appliedBy)
 	})
 	federate := func(w http.ResponseWriter, r *http.Request) {
 		t, admin, ok := a.readTenant(w, r)

@@ -377,7 +377,35 @@ const rulesKnown = ".known"
 
 // LoadRules implements RulesBackend with HGETALL of the aggregate_rules hash.
 func (r *Redis) LoadRules(ctx context.Context) (map[string][]byte, bool, error) {
-	m, err := r.c.HGetAll(ctx, r.key("aggregate_rules")).Result()
+	return r.RulesIn("aggregate_rules").LoadRules(ctx)
+}
+
+// SaveRules implements RulesBackend: HSET or HDEL, then PUBLISH the key.
+func (r *Redis) SaveRules(ctx context.Context, key string, rules []byte) error {
+	return r.RulesIn("aggregate_rules").SaveRules(ctx, key, rules)
+}
+
+// SeedRules implements RulesBackend with HSETNX.
+func (r *Redis) SeedRules(ctx context.Context, rules map[string][]byte) error {
+	return r.RulesIn("aggregate_rules").SeedRules(ctx, rules)
+}
+
+// WatchRules implements RulesBackend with SUBSCRIBE, as WatchLimits.
+func (r *Redis) WatchRules(ctx context.Context, changed func()) error {
+	return r.RulesIn("aggregate_rules").WatchRules(ctx, changed)
+}
+
+// RulesIn is a RulesBackend over the hash name (and its channel name:changed),
+// for another kind of rules than the aggregation rules: the adaptive rules.
+func (r *Redis) RulesIn(name string) RulesBackend { return redisRules{r: r, name: name} }
+
+type redisRules struct {
+	r    *Redis
+	name string
+}
+
+func (h redisRules) LoadRules(ctx context.Context) (map[string][]byte, bool, error) {
+	m, err := h.r.c.HGetAll(ctx, h.r.key(h.name)).Result()
 	if err != nil {
 		return nil, false, err
 	}
@@ -391,25 +419,23 @@ func (r *Redis) LoadRules(ctx context.Context) (map[string][]byte, bool, error) 
 	return out, known, nil
 }
 
-// SaveRules implements RulesBackend: HSET or HDEL, then PUBLISH the key.
-func (r *Redis) SaveRules(ctx context.Context, key string, rules []byte) error {
-	k := r.key("aggregate_rules")
-	p := r.c.TxPipeline()
+func (h redisRules) SaveRules(ctx context.Context, key string, rules []byte) error {
+	k := h.r.key(h.name)
+	p := h.r.c.TxPipeline()
 	if rules == nil {
 		p.HDel(ctx, k, key)
 	} else {
 		p.HSet(ctx, k, key, rules)
 	}
 	p.HSet(ctx, k, rulesKnown, "1")
-	p.Publish(ctx, r.key("aggregate_rules", "changed"), key)
+	p.Publish(ctx, h.r.key(h.name, "changed"), key)
 	_, err := p.Exec(ctx)
 	return err
 }
 
-// SeedRules implements RulesBackend with HSETNX.
-func (r *Redis) SeedRules(ctx context.Context, rules map[string][]byte) error {
-	k := r.key("aggregate_rules")
-	p := r.c.Pipeline()
+func (h redisRules) SeedRules(ctx context.Context, rules map[string][]byte) error {
+	k := h.r.key(h.name)
+	p := h.r.c.Pipeline()
 	for key, v := range rules {
 		p.HSetNX(ctx, k, key, v)
 	}
@@ -418,9 +444,8 @@ func (r *Redis) SeedRules(ctx context.Context, rules map[string][]byte) error {
 	return err
 }
 
-// WatchRules implements RulesBackend with SUBSCRIBE, as WatchLimits.
-func (r *Redis) WatchRules(ctx context.Context, changed func()) error {
-	return r.watch(ctx, r.key("aggregate_rules", "changed"), changed)
+func (h redisRules) WatchRules(ctx context.Context, changed func()) error {
+	return h.r.watch(ctx, h.r.key(h.name, "changed"), changed)
 }
 
 // keys returns every key under the prefix, on every master of a cluster. For

@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/adaptive"
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/state"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// adaptiveHash is the Redis hash of the applied adaptive rules and exemptions.
+const adaptiveHash = "adaptive_rules"
+
+// adaptiveWiring is what the app keeps for the recommendations: the engine,
+// and the lock that orders the rebuilds of the relabel rules (config reloads
+// and applied rules).
+type adaptiveWiring struct {
+	engine  *adaptive.Engine
+	rulesMu sync.Mutex
+	relabel RelabelConfig // the config's rules, as last loaded
+}
+
+// newAdaptive builds the recommendations engine: its evidence sources, its
+// store (the data directory, and Redis when shared), its preview observer and
+// its read listeners; then it installs the applied rules. newApp calls it
+// before ingest.New, after the usage recorder exists.
+func (a *app) newAdaptive() error {
+	if err := a.cfg.Adaptive.Validate(); err != nil {
+		return err
+	}
+	var store adaptive.Store = adaptive.NewFileStore(a.opts.dataDir)
+	replica := ""
+	if a.shared != nil {
+		store = state.NewRulesStore(a.shared.redis.RulesIn(adaptiveHash), adaptive.NewFileStore(a.opts.dataDir), a.shared.cfg.Redis.SyncInterval, a.logger)
+		replica = a.shared.cfg.ReplicaID
+		if replica == "" {
+			replica = "this replica"
+		}
+	}
+	window := a.cfg.Cardinality.Window
+	if window == 0 {
+		window = time.Hour
+	}
+	cfg := a.cfg.Adaptive.WithDefaults()
+	readers := adaptive.NewReaders()
+	a.usage.AddListener(readers)
+	eng, err := adaptive.New(adaptive.Options{
+		Config:  cfg,
+		Series:  a.tracker,
+		Tenants: a.trackedTenants,
+		Counter: adaptive.NewUpstream(a.scheme, window, cfg.UpstreamTimeout),
+		Sources: []adaptive.Source{adaptive.NewQuerySource(a.usageReports(), readers)},
+		Store:   store,
+		Epoch:   a.tracker.Epoch,
+		Replica: replica,
+		OnChange: func() {
+			a.adaptive.rulesMu.Lock()
+			defer a.adaptive.rulesMu.Unlock()
+			a.installRulesLocked(a.adaptive.relabel)
+		},
+		Logger: a.logger.With("component", "adaptive"),
+	})
+	if err != nil {
+		return err
+	}
+	a.adaptive.engine = eng
+	a.usage.AddListener(eng)
+	a.observers.more = append(a.observers.more, eng)
+	a.setRelabel(a.cfg.Relabel)
+	return nil
+}
+
+// trackedTenants are the tenants the cardinality tracker knows.
+func (a *app) trackedTenants() []tenant.ID {
+	var out []tenant.ID
+	for _, s := range a.tracker.Tenants() {
+		if t, err := tenant.Parse(s.Tenant); err == nil {
+			out = append(out, t)
+		}
+	}
+	return out
+}
+
+// setRelabel installs the config's relabel rules c followed by the applied
+// adaptive rules.
+func (a *app) setRelabel(c RelabelConfig) {
+	a.adaptive.rulesMu.Lock()
+	defer a.adaptive.rulesMu.Unlock()
+	a.adaptive.relabel = c
+	a.installRulesLocked(c)
+}
+
+func (a *app) installRulesLocked(c RelabelConfig) {
+	var extra map[tenant.ID][]relabel.Config
+	if a.adaptive.engine != nil {
+		extra = a.adaptive.engine.Rules()
+	}
+	rs, err := newRuleSet(c, extra)
+	if err != nil {
+		// The config's rules compiled (validate): an applied rule did not.
+		// Run the config's rules rather than none.
+		a.logger.Error("applied adaptive rules do not compile; running the config's relabel rules only", "err", err)
+		if rs, err = newRuleSet(c, nil); err != nil {
+			return
+		}
+	}
+	a.rules.p.Store(rs)
+}
+
+// startAdaptive runs the engine's loop, and with shared state follows the
+// rules other replicas apply: at once when Redis announces a change, and every
+// sync interval in case an announcement was missed.
+func (a *app) startAdaptive(ctx context.Context) {
+	a.loops.goLoop(ctx, a.adaptive.engine.Run)
+	if a.shared == nil {
+		return
+	}
+	a.loops.goLoop(ctx, func(ctx context.Context) {
+		store := state.NewRulesStore(a.shared.redis.RulesIn(adaptiveHash), nil, a.shared.cfg.Redis.SyncInterval, a.logger)
+		reload := func() {
+			if err := a.adaptive.engine.Reload(); err != nil {
+				a.logger.Warn("cannot reload adaptive rules from the shared state", "err", err)
+			}
+		}
+		var wg sync.WaitGroup
+		defer wg.Wait()
+		wg.Go(func() {
+			for ctx.Err() == nil {
+				if err := store.Watch(ctx, reload); err != nil {
+					a.logger.Debug("adaptive rules subscription ended", "err", err)
+				}
+				select {
+				case <-ctx.Done():
+				case <-time.After(time.Second):
+				}
+			}
+		})
+		tick := time.NewTicker(a.shared.cfg.Redis.SyncInterval)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+				reload()
+			}
+		}
+	})
+}
+
+// appliedBy names who applies a rule: the admin, with the user name of basic
+// auth when one was sent (tokens carry no names).
+func (a *app) appliedBy(r *http.Request) string {
+	if !a.auth.Enabled() {
+		if u, _, ok := r.BasicAuth(); ok && u != "" {
+			return u
+		}
+		return "admin"
+	}
+	role, err := a.auth.Resolve(r)
+	if err != nil || !role.Admin {
+		return "unknown"
+	}
+	if u, _, ok := r.BasicAuth(); ok && u != "" {
+		return "admin (" + u + ")"
+	}
+	return "admin"
+}

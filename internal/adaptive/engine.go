@@ -1,0 +1,694 @@
+package adaptive
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"regexp"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/prometheus/model/labels"
+
+	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// Recommendation kinds.
+const (
+	KindDrop       = "drop"
+	KindAggregate  = "aggregate"
+	KindDropSeries = "drop_series"
+)
+
+// Config is the adaptive section of the config file.
+type Config struct {
+	// Refresh is how often every tenant's recommendations are recomputed.
+	// Default 10m.
+	Refresh time.Duration `yaml:"refresh"`
+	// SegmentLabel, e.g. team, splits recommendations by its values; it is never
+	// aggregated away.
+	SegmentLabel string `yaml:"segment_label"`
+	// PreviewMaxSeries caps the input series one preview counts (and as many
+	// outputs). Default 200000.
+	PreviewMaxSeries int `yaml:"preview_max_series"`
+	// MaxUpstreamEstimates caps the metrics per tenant and refresh whose savings
+	// VictoriaMetrics counts (two queries each); the others are estimated from
+	// the sketches. Default 50.
+	MaxUpstreamEstimates int `yaml:"max_upstream_estimates"`
+	// UpstreamTimeout bounds each of those queries. Default 10s.
+	UpstreamTimeout time.Duration `yaml:"upstream_timeout"`
+}
+
+// WithDefaults fills the zero fields.
+func (c Config) WithDefaults() Config {
+	if c.Refresh <= 0 {
+		c.Refresh = 10 * time.Minute
+	}
+	if c.PreviewMaxSeries <= 0 {
+		c.PreviewMaxSeries = 200000
+	}
+	if c.MaxUpstreamEstimates <= 0 {
+		c.MaxUpstreamEstimates = 50
+	}
+	if c.UpstreamTimeout <= 0 {
+		c.UpstreamTimeout = 10 * time.Second
+	}
+	return c
+}
+
+// Validate checks the section.
+func (c Config) Validate() error {
+	if c.Refresh < 0 || c.PreviewMaxSeries < 0 || c.MaxUpstreamEstimates < 0 || c.UpstreamTimeout < 0 {
+		return errors.New("adaptive: refresh, preview_max_series, max_upstream_estimates and upstream_timeout must not be negative")
+	}
+	if c.SegmentLabel != "" && !labelNameRE.MatchString(c.SegmentLabel) {
+		return fmt.Errorf("adaptive.segment_label %q: not a label name", clip(c.SegmentLabel, 64))
+	}
+	return nil
+}
+
+// Series is what the cardinality tracker knows of a tenant's series.
+type Series interface {
+	MetricNames(t tenant.ID) []string
+	MetricSeries(t tenant.ID, metric string) (int64, bool)
+	LabelValues(t tenant.ID, metric string) map[string]int64
+}
+
+// Options wire an Engine.
+type Options struct {
+	Config  Config
+	Series  Series
+	Tenants func() []tenant.ID
+	// Counter may be nil: every estimate is then the sketches'.
+	Counter Counter
+	Sources []Source
+	Store   Store
+	// Epoch is the pipeline's cardinality bucket (the tracker's Epoch).
+	Epoch func() int64
+	// Replica names this replica in previews; empty without shared state.
+	Replica string
+	// OnChange is called after the applied rules changed (here or, after
+	// Reload, on another replica): recompile the relabel rules.
+	OnChange func()
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Engine computes recommendations, runs previews, and applies and reverts
+// rules. Safe for concurrent use.
+type Engine struct {
+	o        Options
+	preview  *Previewer
+	segments *segments
+	log      *slog.Logger
+
+	mu       sync.Mutex
+	state    map[tenant.ID]*tenantState
+	exempt   map[tenant.ID]compiledExemptions
+	lists    map[tenant.ID]*List
+	previews map[previewKey]*previewRun
+	raw      map[string][]byte // the store's content, as last loaded
+
+	brokenMu sync.Mutex
+	applied  map[tenant.ID]map[string][]Applied // copy for OnRead, under brokenMu
+	broken   map[readerKey]*Broken
+}
+
+type previewKey struct {
+	t            tenant.ID
+	metric, kind string
+}
+
+// New returns an Engine with the rules and exemptions of o.Store loaded.
+func New(o Options) (*Engine, error) {
+	o.Config = o.Config.WithDefaults()
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.OnChange == nil {
+		o.OnChange = func() {}
+	}
+	if o.Tenants == nil {
+		o.Tenants = func() []tenant.ID { return nil }
+	}
+	e := &Engine{
+		o:        o,
+		preview:  NewPreviewer(o.Epoch, o.Config.PreviewMaxSeries, o.Now),
+		segments: newSegments(o.Config.SegmentLabel, o.Epoch),
+		log:      o.Logger,
+		lists:    make(map[tenant.ID]*List),
+		previews: make(map[previewKey]*previewRun),
+		broken:   make(map[readerKey]*Broken),
+	}
+	if _, err := e.load(); err != nil {
+		return nil, err
+	}
+	return e, nil
+}
+
+// AddSource adds a source of evidence; call it before serving.
+func (e *Engine) AddSource(s Source) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.o.Sources = append(e.o.Sources, s)
+}
+
+// load reads the store into the engine; changed is false when the store
+// holds what was loaded last.
+func (e *Engine) load() (changed bool, err error) {
+	m, err := e.o.Store.Load()
+	if err != nil {
+		return false, fmt.Errorf("adaptive rules: %w", err)
+	}
+	e.mu.Lock()
+	same := e.raw != nil && maps.EqualFunc(m, e.raw, bytes.Equal)
+	e.mu.Unlock()
+	if same {
+		return false, nil
+	}
+	st := make(map[tenant.ID]*tenantState, len(m))
+	ex := make(map[tenant.ID]compiledExemptions, len(m))
+	for k, v := range m {
+		t, err := tenant.Parse(k)
+		if err != nil {
+			e.log.Warn("adaptive rules: skipping a bad tenant key", "key", clip(k, 64), "err", err)
+			continue
+		}
+		var ts tenantState
+		if err := json.Unmarshal(v, &ts); err != nil {
+			e.log.Warn("adaptive rules: skipping a tenant that does not decode", "tenant", t, "err", err)
+			continue
+		}
+		c, err := ts.Exemptions.compile()
+		if err != nil {
+			e.log.Warn("adaptive rules: exemptions do not compile", "tenant", t, "err", err)
+		}
+		st[t], ex[t] = &ts, c
+	}
+	e.mu.Lock()
+	e.state, e.exempt, e.raw = st, ex, m
+	e.lists = make(map[tenant.ID]*List)
+	e.mu.Unlock()
+	e.publishApplied()
+	return true, nil
+}
+
+// Reload re-reads the store (another replica may have changed it) and
+// recompiles the rules when it changed.
+func (e *Engine) Reload() error {
+	changed, err := e.load()
+	if err != nil || !changed {
+		return err
+	}
+	e.o.OnChange()
+	return nil
+}
+
+func (e *Engine) publishApplied() {
+	e.mu.Lock()
+	m := make(map[tenant.ID]map[string][]Applied, len(e.state))
+	for t, ts := range e.state {
+		for _, a := range ts.Rules {
+			if m[t] == nil {
+				m[t] = make(map[string][]Applied)
+			}
+			m[t][a.Metric] = append(m[t][a.Metric], a)
+		}
+	}
+	e.mu.Unlock()
+	e.brokenMu.Lock()
+	e.applied = m
+	e.brokenMu.Unlock()
+}
+
+// Rules returns the relabel rules applied per tenant, in the order applied.
+func (e *Engine) Rules() map[tenant.ID][]relabel.Config {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := make(map[tenant.ID][]relabel.Config, len(e.state))
+	for t, ts := range e.state {
+		for _, a := range ts.Rules {
+			out[t] = append(out[t], a.Rule)
+		}
+	}
+	return out
+}
+
+// Run finishes previews and refreshes recommendations until ctx is done.
+func (e *Engine) Run(ctx context.Context) {
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
+	last := e.o.Now()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		e.preview.tick()
+		if now := e.o.Now(); now.Sub(last) >= e.o.Config.Refresh {
+			last = now
+			for _, t := range e.o.Tenants() {
+				if ctx.Err() != nil {
+					return
+				}
+				e.refresh(ctx, t)
+			}
+		}
+	}
+}
+
+// List is a tenant's recommendations, largest saving first.
+type List struct {
+	Tenant   string           `json:"tenant"`
+	Computed time.Time        `json:"computed"`
+	Sources  []SourceCheck    `json:"sources"`
+	Items    []Recommendation `json:"recommendations"`
+	// Withheld are metrics that would save series but are left alone, and why.
+	Withheld []Withheld `json:"withheld"`
+	// Exempted counts metrics skipped by an exemption.
+	Exempted       int   `json:"exempted"`
+	SeriesSaveable int64 `json:"seriesSaveable"`
+}
+
+// Withheld is a metric no rule is recommended for although it has series.
+type Withheld struct {
+	Metric string `json:"metric"`
+	Series int64  `json:"series"`
+	Reason string `json:"reason"`
+}
+
+// SourceCheck is one source as consulted for a metric or a tenant.
+type SourceCheck struct {
+	Name string `json:"name"`
+	SourceStatus
+	// Used: the source saw the metric read (per metric only).
+	Used  bool      `json:"used"`
+	Reads uint64    `json:"reads,omitempty"`
+	Last  time.Time `json:"last,omitzero"`
+}
+
+// Recommendation is one rule proposed for one metric.
+type Recommendation struct {
+	Metric string `json:"metric"`
+	Kind   string `json:"kind"`
+	// Labels are aggregated away (aggregate).
+	Labels []string `json:"labels,omitempty"`
+	// Match selects the series dropped (drop_series).
+	Match    string         `json:"match,omitempty"`
+	Rule     relabel.Config `json:"rule"`
+	RuleText string         `json:"ruleText"`
+	// Series is the metric's active series (sketch estimate).
+	Series      int64    `json:"series"`
+	SeriesSaved int64    `json:"seriesSaved"`
+	Estimate    Estimate `json:"estimate"`
+	// Preview is the latest measured preview of this rule, if any.
+	Preview  *Preview `json:"preview,omitempty"`
+	Segments []string `json:"segments,omitempty"`
+	Evidence Evidence `json:"evidence"`
+	Reason   string   `json:"reason"`
+}
+
+// Evidence is why a recommendation is safe: the sources checked and what
+// each label is used for.
+type Evidence struct {
+	Sources  []SourceCheck `json:"sources"`
+	Reads    uint64        `json:"reads"`
+	LastRead time.Time     `json:"lastRead,omitzero"`
+	Labels   []LabelRow    `json:"labels"`
+	Readers  []Ref         `json:"readers,omitempty"`
+	Notes    []string      `json:"notes,omitempty"`
+}
+
+// LabelRow is one label of the metric: kept or removed, and why.
+type LabelRow struct {
+	Label          string `json:"label"`
+	DistinctValues int64  `json:"distinctValues"`
+	Kept           bool   `json:"kept"`
+	Why            string `json:"why"`
+	LabelEvidence
+	Sources []string `json:"sources,omitempty"`
+}
+
+// merged is the evidence of every source for one metric.
+type merged struct {
+	checks    []SourceCheck
+	used      bool // a source that knows labels saw it read
+	blind     []string
+	all       bool
+	allBy     []string
+	labels    map[string]LabelEvidence
+	labelSrc  map[string][]string
+	refs      []Ref
+	reads     uint64
+	last      time.Time
+	allSrcsOK bool
+}
+
+func (e *Engine) sources() []Source {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return slices.Clone(e.o.Sources)
+}
+
+type sourceAnswer struct {
+	name string
+	ev   map[string]MetricEvidence
+	st   SourceStatus
+}
+
+func (e *Engine) gather(t tenant.ID) []sourceAnswer {
+	var out []sourceAnswer
+	for _, s := range e.sources() {
+		ev, st := s.Evidence(t)
+		out = append(out, sourceAnswer{name: s.Name(), ev: ev, st: st})
+	}
+	return out
+}
+
+func merge(answers []sourceAnswer, metric string) merged {
+	m := merged{labels: map[string]LabelEvidence{}, labelSrc: map[string][]string{}, allSrcsOK: true}
+	for _, a := range answers {
+		ev, ok := a.ev[metric]
+		used := ok && ev.used()
+		m.checks = append(m.checks, SourceCheck{Name: a.name, SourceStatus: a.st, Used: used, Reads: ev.Reads, Last: ev.Last})
+		if !a.st.OK {
+			m.allSrcsOK = false
+		}
+		if !used {
+			continue
+		}
+		m.reads += ev.Reads
+		if ev.Last.After(m.last) {
+			m.last = ev.Last
+		}
+		m.refs = append(m.refs, ev.Refs...)
+		if !ev.LabelsKnown {
+			m.blind = append(m.blind, a.name)
+			continue
+		}
+		m.used = true
+		if ev.AllLabels {
+			m.all = true
+			m.allBy = append(m.allBy, a.name)
+		}
+		for l, le := range ev.Labels {
+			cur := m.labels[l]
+			cur.Uses = union(cur.Uses, le.Uses)
+			if le.Last.After(cur.Last) {
+				cur.Last = le.Last
+			}
+			cur.Who = append(cur.Who, le.Who...)
+			m.labels[l] = cur
+			m.labelSrc[l] = append(m.labelSrc[l], a.name)
+		}
+	}
+	return m
+}
+
+func union(a, b []string) []string {
+	out := slices.Clone(a)
+	for _, x := range b {
+		if !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// neverRemoved are the labels no aggregation takes away: the metric name, and
+// le, without which histogram buckets are meaningless.
+func (e *Engine) neverRemoved(l string) (string, bool) {
+	switch {
+	case l == labels.MetricName:
+		return "the metric name", true
+	case l == labels.BucketLabel:
+		return "histogram bucket bound", true
+	case l == "__overflow__":
+		return "cardinality overflow entry", true
+	case e.o.Config.SegmentLabel != "" && l == e.o.Config.SegmentLabel:
+		return "segment label", true
+	}
+	return "", false
+}
+
+// refresh recomputes t's recommendations.
+func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
+	answers := e.gather(t)
+	e.mu.Lock()
+	ex := e.exempt[t]
+	appliedTo := map[string]bool{}
+	if ts := e.state[t]; ts != nil {
+		for _, a := range ts.Rules {
+			appliedTo[a.Metric] = true
+		}
+	}
+	e.mu.Unlock()
+	l := &List{Tenant: t.String(), Computed: e.o.Now().UTC(), Items: []Recommendation{}, Withheld: []Withheld{}}
+	for _, a := range answers {
+		l.Sources = append(l.Sources, SourceCheck{Name: a.name, SourceStatus: a.st})
+	}
+	type candidate struct {
+		rec      Recommendation
+		distinct map[string]int64
+	}
+	var cands []candidate
+	for _, metric := range e.o.Series.MetricNames(t) {
+		if appliedTo[metric] {
+			continue
+		}
+		if _, ok := ex.match(metric); ok {
+			l.Exempted++
+			continue
+		}
+		series, _ := e.o.Series.MetricSeries(t, metric)
+		if series <= 0 {
+			continue
+		}
+		distinct := e.o.Series.LabelValues(t, metric)
+		m := merge(answers, metric)
+		rec := Recommendation{Metric: metric, Series: series}
+		rec.Evidence = Evidence{Sources: m.checks, Reads: m.reads, LastRead: m.last, Readers: dedupRefs(m.refs, 10)}
+		switch {
+		case !m.used && len(m.blind) > 0:
+			l.Withheld = append(l.Withheld, Withheld{Metric: metric, Series: series, Reason: fmt.Sprintf(
+				"%s report the metric read, but no query through cardguard and no asset accounts for it: someone cardguard cannot see reads it, with labels unknown; neither dropped nor aggregated",
+				strings.Join(m.blind, ", "))})
+			continue
+		case !m.used && !m.allSrcsOK:
+			l.Withheld = append(l.Withheld, Withheld{Metric: metric, Series: series, Reason: "no source saw it read, but " +
+				strings.Join(failed(m.checks), ", ") + " could not answer: an unused claim needs every source"})
+			continue
+		case !m.used:
+			rec.Kind = KindDrop
+			rec.Reason = "no read in " + strings.Join(names(m.checks), ", ")
+		case m.all:
+			continue // keep: a read gets every label
+		default:
+			rec.Kind = KindAggregate
+			for lbl := range distinct {
+				if _, never := e.neverRemoved(lbl); never {
+					continue
+				}
+				if _, usedL := m.labels[lbl]; !usedL {
+					rec.Labels = append(rec.Labels, lbl)
+				}
+			}
+			slices.Sort(rec.Labels)
+			if len(rec.Labels) == 0 {
+				continue
+			}
+			rec.Reason = "no read in " + strings.Join(names(m.checks), ", ") + " uses " + strings.Join(rec.Labels, ", ")
+		}
+		rec.Evidence.Labels = e.labelRows(distinct, m, rec.Labels, rec.Kind)
+		if m.all {
+			rec.Evidence.Notes = append(rec.Evidence.Notes, "read with all labels by "+strings.Join(m.allBy, ", "))
+		}
+		if len(m.blind) > 0 {
+			rec.Evidence.Notes = append(rec.Evidence.Notes, strings.Join(m.blind, ", ")+" also report reads, accounted for by the sources that know the labels")
+		}
+		rec.Estimate = sketchEstimate(series, distinct, rec.Labels, nil)
+		if rec.Kind == KindDrop {
+			rec.Estimate = Estimate{Method: MethodSketch, Series: series, Saved: series, Detail: "cardinality sketch of the metric's series (HyperLogLog, about 1%); dropping a metric saves all of them"}
+		}
+		if rec.Estimate.Saved <= 0 && rec.Kind == KindDrop {
+			continue
+		}
+		rec.Rule, rec.RuleText = ruleFor(metric, rec.Kind, rec.Labels, "")
+		cands = append(cands, candidate{rec, distinct})
+	}
+	// VictoriaMetrics counts what the sketches can only guess, for the largest
+	// aggregations. Drops need no count: the sketch of a metric's series is
+	// its count, and a query would make the metric look read upstream.
+	slices.SortFunc(cands, func(a, b candidate) int { return cmp.Compare(b.rec.Estimate.Saved, a.rec.Estimate.Saved) })
+	asked := 0
+	for i := range cands {
+		c := &cands[i]
+		if c.rec.Kind != KindAggregate {
+			continue
+		}
+		if asked >= e.o.Config.MaxUpstreamEstimates || e.o.Counter == nil {
+			c.rec.Estimate.Detail += "; not counted upstream (max_upstream_estimates per refresh)"
+			continue
+		}
+		asked++
+		cctx, cancel := context.WithTimeout(ctx, e.o.Config.UpstreamTimeout)
+		est, err := upstreamEstimate(cctx, e.o.Counter, t, c.rec.Metric, c.rec.Labels, false)
+		cancel()
+		if err != nil {
+			c.rec.Estimate = sketchEstimate(c.rec.Series, c.distinct, c.rec.Labels, err)
+			continue
+		}
+		c.rec.Estimate = est
+	}
+	for _, c := range cands {
+		rec := c.rec
+		rec.SeriesSaved = rec.Estimate.Saved
+		if rec.SeriesSaved <= 0 {
+			continue
+		}
+		rec.Segments = e.segments.values(t, rec.Metric)
+		rec.Preview = e.previewOf(t, rec.Metric, rec.Kind, rec.Labels)
+		l.Items = append(l.Items, rec)
+		l.SeriesSaveable += rec.SeriesSaved
+	}
+	slices.SortStableFunc(l.Items, func(a, b Recommendation) int {
+		if c := cmp.Compare(b.SeriesSaved, a.SeriesSaved); c != 0 {
+			return c
+		}
+		return strings.Compare(a.Metric, b.Metric)
+	})
+	slices.SortFunc(l.Withheld, func(a, b Withheld) int { return cmp.Compare(b.Series, a.Series) })
+	e.mu.Lock()
+	e.lists[t] = l
+	e.mu.Unlock()
+	return l
+}
+
+func (e *Engine) labelRows(distinct map[string]int64, m merged, removed []string, kind string) []LabelRow {
+	var rows []LabelRow
+	for _, lbl := range slices.Sorted(maps.Keys(distinct)) {
+		if lbl == labels.MetricName {
+			continue
+		}
+		row := LabelRow{Label: lbl, DistinctValues: distinct[lbl], LabelEvidence: m.labels[lbl], Sources: m.labelSrc[lbl]}
+		row.Who = dedupRefs(row.Who, 5)
+		switch {
+		case kind == KindDrop:
+			row.Why = "the metric is dropped"
+		case slices.Contains(removed, lbl):
+			row.Why = "no read uses it"
+		default:
+			row.Kept = true
+			if why, never := e.neverRemoved(lbl); never {
+				row.Why = "never removed: " + why
+			} else {
+				row.Why = "used (" + strings.Join(row.Uses, ", ") + ") per " + strings.Join(row.Sources, ", ")
+			}
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func failed(cs []SourceCheck) []string {
+	var out []string
+	for _, c := range cs {
+		if !c.OK {
+			out = append(out, c.Name+" ("+c.Detail+")")
+		}
+	}
+	return out
+}
+
+func names(cs []SourceCheck) []string {
+	var out []string
+	for _, c := range cs {
+		out = append(out, c.Name)
+	}
+	if len(out) == 0 {
+		return []string{"no source"}
+	}
+	return out
+}
+
+func dedupRefs(refs []Ref, n int) []Ref {
+	var out []Ref
+	for _, r := range refs {
+		if !slices.ContainsFunc(out, func(x Ref) bool { return x.Kind == r.Kind && x.Name == r.Name && x.Query == r.Query }) {
+			out = append(out, r)
+		}
+		if len(out) == n {
+			break
+		}
+	}
+	return out
+}
+
+// ruleFor is the relabel rule of a recommendation, and how it reads in a
+// config file.
+func ruleFor(metric, kind string, drop []string, match string) (relabel.Config, string) {
+	c := relabel.DefaultConfig()
+	sel := selector(metric)
+	switch kind {
+	case KindAggregate:
+		quoted := make([]string, len(drop))
+		for i, l := range drop {
+			quoted[i] = regexp.QuoteMeta(l)
+		}
+		c.If = []string{sel}
+		c.Action = relabel.LabelDrop
+		c.Regex = strings.Join(quoted, "|")
+		return c, fmt.Sprintf("- if: '%s'\n  action: labeldrop\n  regex: '%s'\n", sel, c.Regex)
+	case KindDropSeries:
+		c.If = []string{match}
+		c.Action = relabel.Drop
+		return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", match)
+	}
+	c.If = []string{sel}
+	c.Action = relabel.Drop
+	return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", sel)
+}
+
+// Recommendations returns t's list, recomputed when older than the refresh
+// interval or when refresh is set.
+func (e *Engine) Recommendations(ctx context.Context, t tenant.ID, refresh bool) *List {
+	e.mu.Lock()
+	l := e.lists[t]
+	e.mu.Unlock()
+	if l == nil || refresh || e.o.Now().Sub(l.Computed) >= e.o.Config.Refresh {
+		return e.refresh(ctx, t)
+	}
+	// Previews and segments move on between refreshes.
+	out := *l
+	out.Items = slices.Clone(l.Items)
+	for i := range out.Items {
+		r := &out.Items[i]
+		r.Preview = e.previewOf(t, r.Metric, r.Kind, r.Labels)
+		r.Segments = e.segments.values(t, r.Metric)
+	}
+	return &out
+}
+
+// find returns t's current recommendation for metric (of kind, if set).
+func (e *Engine) find(ctx context.Context, t tenant.ID, metric, kind string) (Recommendation, bool) {
+	for _, fresh := range []bool{false, true} {
+		for _, r := range e.Recommendations(ctx, t, fresh).Items {
+			if r.Metric == metric && (kind == "" || r.Kind == kind) {
+				return r, true
+			}
+		}
+	}
+	return Recommendation{}, false
+}

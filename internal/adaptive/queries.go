@@ -1,0 +1,203 @@
+package adaptive
+
+import (
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/tenant"
+)
+
+// UsageRecorder is the query usage of queryaudit.Recorder.
+type UsageRecorder interface {
+	Usage(t tenant.ID) (queryaudit.Window, map[string]queryaudit.MetricUsage)
+}
+
+// QuerySource is the evidence of the queries that went through cardguard, over
+// the usage retention: labels used, how, when, and who read each metric. Who
+// used each label comes from the Readers, which learn it from live reads.
+type QuerySource struct {
+	rec     UsageRecorder
+	readers *Readers
+}
+
+// NewQuerySource returns the source over rec; readers may be nil.
+func NewQuerySource(rec UsageRecorder, readers *Readers) *QuerySource {
+	return &QuerySource{rec: rec, readers: readers}
+}
+
+// Name implements Source.
+func (q *QuerySource) Name() string { return "queries" }
+
+// Evidence implements Source.
+func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceStatus) {
+	win, uses := q.rec.Usage(t)
+	out := make(map[string]MetricEvidence, len(uses))
+	for name, u := range uses {
+		ev := MetricEvidence{
+			Reads:       u.Queries,
+			LabelsKnown: u.LabelsOverflow == 0,
+			AllLabels:   u.AllLabelsQueries > 0,
+			Labels:      make(map[string]LabelEvidence, len(u.Labels)),
+		}
+		if u.LastQueried > 0 {
+			ev.Last = time.UnixMilli(u.LastQueried).UTC()
+		}
+		for _, l := range u.Labels {
+			le := LabelEvidence{Uses: l.Uses}
+			if l.LastUsed != nil {
+				le.Last = *l.LastUsed
+			}
+			if q.readers != nil {
+				le.Who = q.readers.label(t, name, l.Label)
+			}
+			ev.Labels[l.Label] = le
+		}
+		for _, s := range u.Sources {
+			r := refOf(s.Source)
+			if s.LastQueried != nil {
+				r.Last = *s.LastQueried
+			}
+			ev.Refs = append(ev.Refs, r)
+		}
+		if q.readers != nil {
+			ev.Refs = append(ev.Refs, q.readers.whole(t, name)...)
+		}
+		out[name] = ev
+	}
+	return out, SourceStatus{OK: true, Since: win.From, Detail: "queries read through cardguard"}
+}
+
+// refOf names the reader of a query usage source.
+func refOf(s queryaudit.Source) Ref {
+	switch s.Kind {
+	case "alert":
+		name := s.RuleName
+		if name == "" {
+			name = s.RuleUID
+		}
+		if s.RuleFolder != "" {
+			name = s.RuleFolder + "/" + name
+		}
+		return Ref{Kind: "rule", Name: name}
+	case "grafana":
+		if s.DashboardUID != "" || s.DashboardTitle != "" {
+			name := s.DashboardTitle
+			if name == "" {
+				name = s.DashboardUID
+			}
+			if s.PanelTitle != "" || s.PanelID != "" {
+				name += " / " + firstNonEmpty(s.PanelTitle, "panel "+s.PanelID)
+			}
+			return Ref{Kind: "dashboard", Name: name}
+		}
+		return Ref{Kind: "user", Name: s.User}
+	case "client":
+		return Ref{Kind: "client", Name: s.UserAgent}
+	}
+	return Ref{Kind: "unknown", Name: "unknown client"}
+}
+
+func firstNonEmpty(s ...string) string {
+	for _, v := range s {
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// Readers remembers, from live reads, the last few queries that used each
+// label of each metric, and those that read a metric with all its labels. It
+// is bounded (maxReaderKeys metrics, maxRefsPerKey queries each), in memory,
+// and per replica: it adds names to the evidence; the decisions rest on the
+// usage retention of the sources. Safe for concurrent use.
+type Readers struct {
+	mu   sync.Mutex
+	keys map[readerKey]*readerEntry
+}
+
+const (
+	maxReaderKeys = 20000
+	maxRefsPerKey = 5
+	maxQueryBytes = 512
+)
+
+type readerKey struct {
+	t      tenant.ID
+	metric string
+}
+
+type readerEntry struct {
+	labels map[string][]Ref
+	whole  []Ref
+}
+
+// NewReaders returns an empty Readers.
+func NewReaders() *Readers { return &Readers{keys: make(map[readerKey]*readerEntry)} }
+
+// OnRead implements queryaudit.ReadListener.
+func (rs *Readers) OnRead(rd *queryaudit.Read) {
+	ref := refOf(rd.Source)
+	ref.Query = clip(rd.Query, maxQueryBytes)
+	ref.Last = rd.At.UTC()
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	for name, mu := range rd.Metrics {
+		k := readerKey{rd.Tenant, name}
+		e := rs.keys[k]
+		if e == nil {
+			if len(rs.keys) >= maxReaderKeys {
+				continue
+			}
+			e = &readerEntry{labels: make(map[string][]Ref)}
+			rs.keys[readerKey{rd.Tenant, clip(name, 256)}] = e
+		}
+		if mu.AllLabels {
+			e.whole = addRef(e.whole, ref)
+		}
+		for l := range mu.Labels {
+			if _, ok := e.labels[l]; !ok && len(e.labels) >= 100 {
+				continue
+			}
+			e.labels[l] = addRef(e.labels[l], ref)
+		}
+	}
+}
+
+// addRef puts r first, replacing an older ref of the same query and reader,
+// keeping maxRefsPerKey.
+func addRef(refs []Ref, r Ref) []Ref {
+	refs = slices.DeleteFunc(refs, func(x Ref) bool { return x.Kind == r.Kind && x.Name == r.Name && x.Query == r.Query })
+	refs = slices.Insert(refs, 0, r)
+	if len(refs) > maxRefsPerKey {
+		refs = refs[:maxRefsPerKey]
+	}
+	return refs
+}
+
+func (rs *Readers) label(t tenant.ID, metric, label string) []Ref {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if e := rs.keys[readerKey{t, metric}]; e != nil {
+		return slices.Clone(e.labels[label])
+	}
+	return nil
+}
+
+func (rs *Readers) whole(t tenant.ID, metric string) []Ref {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if e := rs.keys[readerKey{t, metric}]; e != nil {
+		return slices.Clone(e.whole)
+	}
+	return nil
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

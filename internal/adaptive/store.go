@@ -1,0 +1,171 @@
+package adaptive
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/cardguard/cardguard/internal/atomicfile"
+	"github.com/cardguard/cardguard/internal/relabel"
+)
+
+// Store keeps each tenant's applied rules and exemptions, by tenant, as JSON.
+// state.RulesStore (Redis, with a local copy) and FileStore implement it.
+type Store interface {
+	Load() (map[string][]byte, error)
+	Save(key string, value []byte) error
+}
+
+// StoreFile is the name of the file FileStore keeps in its directory.
+const StoreFile = "adaptive_rules.json"
+
+// FileStore keeps the store in one JSON file, {"<tenant>": "<state>"},
+// replaced atomically on every change. Safe for concurrent use within one
+// process.
+type FileStore struct {
+	path string
+	mu   sync.Mutex
+}
+
+// NewFileStore returns a store writing dir/adaptive_rules.json.
+func NewFileStore(dir string) *FileStore { return &FileStore{path: filepath.Join(dir, StoreFile)} }
+
+// Load implements Store. A missing file holds nothing.
+func (f *FileStore) Load() (map[string][]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.loadLocked()
+}
+
+func (f *FileStore) loadLocked() (map[string][]byte, error) {
+	b, err := os.ReadFile(f.path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return map[string][]byte{}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]string
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, fmt.Errorf("read %s: %w", f.path, err)
+	}
+	out := make(map[string][]byte, len(m))
+	for k, v := range m {
+		out[k] = []byte(v)
+	}
+	return out, nil
+}
+
+// Save implements Store; a nil value deletes the key.
+func (f *FileStore) Save(key string, value []byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m, err := f.loadLocked()
+	if err != nil {
+		return err
+	}
+	if value == nil {
+		delete(m, key)
+	} else {
+		m[key] = value
+	}
+	s := make(map[string]string, len(m))
+	for k, v := range m {
+		s[k] = string(v)
+	}
+	b, err := json.MarshalIndent(s, "", "  ")
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(f.path, append(b, '\n'))
+}
+
+// Applied is a rule in force: what it does, who applied it and when, and
+// what was expected of it.
+type Applied struct {
+	Metric string `json:"metric"`
+	Kind   string `json:"kind"`
+	// Labels are the labels aggregated away (aggregate).
+	Labels []string `json:"labels,omitempty"`
+	// Match is the selector of the series dropped (drop_series).
+	Match     string         `json:"match,omitempty"`
+	Rule      relabel.Config `json:"rule"`
+	AppliedBy string         `json:"appliedBy"`
+	AppliedAt time.Time      `json:"appliedAt"`
+	// Forced: applied over the readers listed in Overrode.
+	Forced   bool     `json:"forced,omitempty"`
+	Overrode []Ref    `json:"overrode,omitempty"`
+	Estimate Estimate `json:"estimate"`
+	Preview  *Preview `json:"preview,omitempty"`
+}
+
+// Exemptions are metric names never recommended for anything.
+type Exemptions struct {
+	Exact  []string `json:"exact"`
+	Prefix []string `json:"prefix"`
+	Regex  []string `json:"regex"`
+}
+
+// maxExemptions caps each list of exemptions of a tenant.
+const maxExemptions = 1000
+
+// compiled is Exemptions ready to match.
+type compiledExemptions struct {
+	exact  map[string]bool
+	prefix []string
+	regex  []*regexp.Regexp
+}
+
+func (x Exemptions) compile() (compiledExemptions, error) {
+	c := compiledExemptions{exact: make(map[string]bool, len(x.Exact))}
+	if n := max(len(x.Exact), len(x.Prefix), len(x.Regex)); n > maxExemptions {
+		return c, fmt.Errorf("%d exemptions in one list: at most %d", n, maxExemptions)
+	}
+	for _, e := range x.Exact {
+		c.exact[e] = true
+	}
+	for _, p := range x.Prefix {
+		if p == "" {
+			return c, errors.New("empty prefix exemption: it would exempt every metric; list the metrics instead")
+		}
+	}
+	c.prefix = x.Prefix
+	for _, r := range x.Regex {
+		re, err := regexp.Compile("^(?:" + r + ")$")
+		if err != nil {
+			return c, fmt.Errorf("exemption regex %q: %w", clip(r, 100), err)
+		}
+		c.regex = append(c.regex, re)
+	}
+	return c, nil
+}
+
+func (c compiledExemptions) match(metric string) (string, bool) {
+	if c.exact[metric] {
+		return "exact " + metric, true
+	}
+	for _, p := range c.prefix {
+		if strings.HasPrefix(metric, p) {
+			return "prefix " + p, true
+		}
+	}
+	for _, re := range c.regex {
+		if re.MatchString(metric) {
+			return "regex " + re.String(), true
+		}
+	}
+	return "", false
+}
+
+// tenantState is what Store keeps per tenant.
+type tenantState struct {
+	Rules      []Applied  `json:"rules"`
+	Exemptions Exemptions `json:"exemptions"`
+}
