@@ -63,6 +63,10 @@ type Config struct {
 	// tracker's Epoch: UnixNano / BucketWidth). Required.
 	BucketWidth time.Duration
 	Epoch       func() int64
+	// Window is the cardinality window: when no series at all was written
+	// for this long, the last complete bucket is not reported any more.
+	// Default 2 × BucketWidth.
+	Window time.Duration
 	// Now is the clock of reports and expiry. Default time.Now.
 	Now func() time.Time
 }
@@ -91,6 +95,9 @@ func (c Config) withDefaults() Config {
 	if c.Now == nil {
 		c.Now = time.Now
 	}
+	if c.Window < c.BucketWidth {
+		c.Window = 2 * c.BucketWidth
+	}
 	return c
 }
 
@@ -110,7 +117,13 @@ type Book struct {
 	selMu     sync.Mutex
 	lastPrune time.Time
 
-	values   atomic.Int64 // label values kept, all buckets (MaxValues)
+	values atomic.Int64 // label values kept, all buckets (MaxValues)
+	// epochs are the current and the previous epoch the write path saw.
+	epochs struct {
+		mu   sync.Mutex
+		cur  atomic.Int64
+		prev int64
+	}
 	overflow struct {
 		tenants, metrics, longNames, values atomic.Uint64
 	}
@@ -123,6 +136,39 @@ func New(cfg Config) *Book {
 		panic("seriesusage: Config.Epoch and Config.BucketWidth are required")
 	}
 	return &Book{cfg: cfg, start: cfg.Now(), tenants: make(map[tenant.ID]*tenantBook)}
+}
+
+// noteEpoch records that the write path has reached epoch.
+func (b *Book) noteEpoch(epoch int64) {
+	b.epochs.mu.Lock()
+	if cur := b.epochs.cur.Load(); epoch > cur {
+		b.epochs.prev = cur
+		b.epochs.cur.Store(epoch)
+	}
+	b.epochs.mu.Unlock()
+}
+
+// lastComplete is the epoch of the last complete bucket at epoch now: the
+// one the write path saw before the current one. The tracker moves its
+// epoch when it rotates, so epochs are skipped when buckets are shorter than
+// its refresh interval. -1 when there is none, or when the write path has
+// been idle for longer than the window.
+func (b *Book) lastComplete(now int64) int64 {
+	b.epochs.mu.Lock()
+	cur, prev := b.epochs.cur.Load(), b.epochs.prev
+	b.epochs.mu.Unlock()
+	switch {
+	case cur == 0:
+		return -1
+	case cur < now:
+		if time.Duration(now-cur)*b.cfg.BucketWidth > b.cfg.Window {
+			return -1
+		}
+		return cur
+	case prev == 0:
+		return -1
+	}
+	return prev
 }
 
 type tenantBook struct {
@@ -287,6 +333,9 @@ func (b *Book) Observe(t tenant.ID, metric string, labels []prompb.Label, series
 		selected, all = nameless.matches(labels)
 	}
 	epoch := b.cfg.Epoch()
+	if b.epochs.cur.Load() != epoch {
+		b.noteEpoch(epoch)
+	}
 	for {
 		mb.mu.Lock()
 		if !mb.evicted {
@@ -331,18 +380,14 @@ func (mb *metricBook) namelessMayApply(nl *compiled) bool {
 
 // window returns the window of epoch, turning the buckets over if needed.
 // Needs mb.mu. An epoch older than the current window (a series observed
-// just as the bucket turned over) is counted in the current one.
+// just as the bucket turned over) is counted in the current one. Reports
+// tell whether the previous window is the last complete bucket.
 func (b *Book) window(mb *metricBook, epoch int64) *window {
 	if epoch <= mb.cur.epoch {
 		return &mb.cur
 	}
 	b.release(&mb.prev)
-	if mb.cur.epoch == epoch-1 {
-		mb.prev = mb.cur
-	} else {
-		b.release(&mb.cur)
-		mb.prev = window{epoch: epoch - 1}
-	}
+	mb.prev = mb.cur
 	mb.cur = window{epoch: epoch}
 	return &mb.cur
 }

@@ -268,10 +268,14 @@ func TestValueCaps(t *testing.T) {
 		t.Errorf("%d values kept, cap 5", got)
 	}
 	// Turning the buckets over gives the budget back.
-	c.epoch.Add(2)
+	c.epoch.Add(1)
 	writeEnvs(b, tn, "m", 1, "x")
-	if got := b.values.Load(); got != 2 {
-		t.Errorf("%d values kept after turnover, want 2 (env and instance of one series)", got)
+	c.epoch.Add(1)
+	writeEnvs(b, tn, "m", 1, "x")
+	// The first bucket left; the second kept env=x only (its instance came
+	// when the first still held 4 of the 5); the third keeps both.
+	if got := b.values.Load(); got != 3 {
+		t.Errorf("%d values kept after turnover, want 3", got)
 	}
 	if s := b.Summary(tn, 0); s.Overflow["label_values"] == 0 {
 		t.Errorf("overflow %v: want label_values counted", s.Overflow)
@@ -395,5 +399,37 @@ func TestAPI(t *testing.T) {
 	ex := v["explaining"].([]any)
 	if len(ex) == 0 || ex[0].(map[string]any)["value"] != "dev" {
 		t.Errorf("explaining %v", ex)
+	}
+}
+
+func TestEpochsThatSkip(t *testing.T) {
+	t.Parallel()
+	c := &clock{now: time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)}
+	c.epoch.Store(10)
+	// Buckets of 2s in a 4s window, with a tracker that rotates every 5s.
+	b := New(Config{Now: c.Now, Epoch: c.epoch.Load, BucketWidth: 2 * time.Second, Window: 4 * time.Second})
+	read(t, b, c.Now(), tn, `m{env="prod"}`)
+	writeEnvs(b, tn, "m", 4, "prod", "dev")
+	c.epoch.Add(1) // 11: m seen in 10, which is complete
+	if rep, _ := b.Report(tn, "m"); !rep.Bucket.Complete || rep.ActiveSeries != 8 || rep.Selected != 4 {
+		t.Errorf("after one epoch: %+v", rep.Bucket)
+	}
+	writeEnvs(b, tn, "m", 4, "prod", "dev")
+	c.epoch.Add(3) // 14: 11 is complete, 10 is out of the window
+	writeEnvs(b, tn, "m", 1, "prod")
+	rep, _ := b.Report(tn, "m")
+	if !rep.Bucket.Complete || rep.ActiveSeries != 8 || rep.Current == nil || rep.Current.ActiveSeries != 1 {
+		t.Errorf("after a skip: bucket %+v current %+v", rep.Bucket, rep.Current)
+	}
+	if want := time.Unix(0, 11*int64(2*time.Second)).UTC(); !rep.Bucket.Start.Equal(want) || !rep.Bucket.End.Equal(want.Add(6*time.Second)) {
+		t.Errorf("bucket %s to %s, want from %s for 6s", rep.Bucket.Start, rep.Bucket.End, want)
+	}
+	c.epoch.Add(2) // 16: 14 is still in the window
+	if rep, _ := b.Report(tn, "m"); rep.ActiveSeries != 1 || !rep.Bucket.Complete {
+		t.Errorf("last bucket: %+v", rep.Bucket)
+	}
+	c.epoch.Add(1) // 17: nothing left in the window
+	if rep, _ := b.Report(tn, "m"); rep.ActiveSeries != 0 {
+		t.Errorf("stale: %+v", rep.Bucket)
 	}
 }

@@ -66,7 +66,9 @@ type Coverage struct {
 	Retention string `json:"retention"`
 }
 
-// Bucket is what one series bucket saw of a metric.
+// Bucket is what one series bucket saw of a metric. A bucket lasts from one
+// rotation of the cardinality tracker to the next: End - Start is the bucket
+// width, or a multiple of it when the tracker's refresh is slower.
 type Bucket struct {
 	Start         time.Time `json:"start"`
 	End           time.Time `json:"end"`
@@ -187,20 +189,23 @@ func (b *Book) buckets(mb *metricBook, explain bool) (main, cur Bucket, values [
 	now := b.cfg.Epoch()
 	mb.mu.Lock()
 	defer mb.mu.Unlock()
+	last := b.lastComplete(now)
 	var complete, current *window
-	switch mb.cur.epoch {
-	case now:
+	completeEnd := now
+	if mb.cur.epoch == now {
 		current = &mb.cur
-		if mb.prev.epoch == now-1 {
-			complete = &mb.prev
-		}
-	case now - 1:
-		complete = &mb.cur
 	}
-	cur = b.bucket(current, now, false)
+	switch {
+	case last < 0:
+	case mb.cur.epoch == last && mb.cur.series > 0:
+		complete = &mb.cur
+	case mb.prev.epoch == last && mb.prev.series > 0:
+		complete, completeEnd = &mb.prev, mb.cur.epoch
+	}
+	cur = b.bucket(current, now, now+1, false)
 	main, from := cur, current
-	if complete != nil && complete.series > 0 {
-		main, from = b.bucket(complete, now-1, true), complete
+	if complete != nil {
+		main, from = b.bucket(complete, complete.epoch, completeEnd, true), complete
 	}
 	if explain {
 		values = explainValues(from)
@@ -208,10 +213,11 @@ func (b *Book) buckets(mb *metricBook, explain bool) (main, cur Bucket, values [
 	return main, cur, values
 }
 
-func (b *Book) bucket(w *window, epoch int64, complete bool) Bucket {
-	width := b.cfg.BucketWidth
-	bk := Bucket{Start: time.Unix(0, epoch*int64(width)).UTC(), Complete: complete, OverflowLabels: []string{}}
-	bk.End = bk.Start.Add(width)
+// bucket reports w, the bucket from epoch to end (exclusive).
+func (b *Book) bucket(w *window, epoch, end int64, complete bool) Bucket {
+	width := int64(b.cfg.BucketWidth)
+	bk := Bucket{Start: time.Unix(0, epoch*width).UTC(), End: time.Unix(0, end*width).UTC(),
+		Complete: complete, OverflowLabels: []string{}}
 	if w == nil {
 		return bk
 	}

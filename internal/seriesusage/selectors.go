@@ -321,6 +321,7 @@ func (b *Book) pruneLocked(now time.Time) {
 	b.lastPrune = now
 	cutoff := now.Add(-b.cfg.Retention)
 	epoch := b.cfg.Epoch()
+	last := b.lastComplete(epoch)
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	for id, tb := range b.tenants {
@@ -336,7 +337,7 @@ func (b *Book) pruneLocked(now time.Time) {
 				continue
 			}
 			mb.mu.Lock()
-			if mb.cur.epoch < epoch-1 || mb.cur.series == 0 {
+			if mb.cur.series == 0 || (mb.cur.epoch < epoch && (last < 0 || mb.cur.epoch < last)) {
 				mb.evicted = true
 				b.release(&mb.cur)
 				b.release(&mb.prev)
