@@ -72,6 +72,18 @@ type QueryAuditConfig struct {
 	RarelyQueriedBelow uint64 `yaml:"rarely_queried_below"`
 	// MaxMetricsPerTenant caps tracked metric names per tenant (default 20000).
 	MaxMetricsPerTenant int `yaml:"max_metrics_per_tenant"`
+	// MaxSelectorsPerMetric caps the distinct selectors (matcher sets) kept
+	// per metric for series usage; past it the metric counts as all series
+	// selected (default 64).
+	MaxSelectorsPerMetric int `yaml:"max_selectors_per_metric"`
+	// MaxNamelessSelectors caps the selectors without a metric name
+	// ({env="dev"}) kept per tenant; past it every metric of the tenant
+	// counts as all series selected (default 64).
+	MaxNamelessSelectors int `yaml:"max_nameless_selectors"`
+	// MaxSeriesUsageValues caps the label values series usage keeps to
+	// explain never-selected series, all tenants together, about 100 bytes
+	// each (default 262144).
+	MaxSeriesUsageValues int64 `yaml:"max_series_usage_values"`
 }
 
 // defaultConfig is what cardguard runs with when no -config is given.
@@ -161,6 +173,18 @@ func (c *Config) validate() error {
 	}
 	if c.QueryAudit.Retention < 0 {
 		return fmt.Errorf("query_audit.retention %s: must not be negative", c.QueryAudit.Retention)
+	}
+	for _, f := range []struct {
+		name string
+		v    int64
+	}{
+		{"max_selectors_per_metric", int64(c.QueryAudit.MaxSelectorsPerMetric)},
+		{"max_nameless_selectors", int64(c.QueryAudit.MaxNamelessSelectors)},
+		{"max_series_usage_values", c.QueryAudit.MaxSeriesUsageValues},
+	} {
+		if f.v < 0 {
+			return fmt.Errorf("query_audit.%s %d: must not be negative (0 takes the default)", f.name, f.v)
+		}
 	}
 	if len(c.Auth.Tenants) > 0 && c.Upstream.Mode == upstream.ModeSingle && c.Upstream.TenantLabel == "" {
 		return errors.New("auth.tenants needs tenants kept apart upstream: use upstream.mode cluster, or set upstream.tenant_label in single mode")

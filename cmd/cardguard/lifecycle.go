@@ -63,6 +63,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.goLoop(ctx, a.folds.Run)
 	a.loops.goLoop(ctx, a.syncStreamRules)
 	a.loops.goLoop(ctx, a.ui.history.Run)
+	a.loops.goLoop(ctx, a.runSeriesUsage)
 	a.startAdaptive(ctx)
 	a.shared.start(ctx, &a.loops)
 	a.loops.goLoop(ctx, func(ctx context.Context) {

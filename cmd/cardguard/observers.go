@@ -16,14 +16,19 @@ type seriesObserver interface {
 // observers is the pipeline's Observer: the cardinality tracker first, then
 // every other observer, all on the tracker's period. A series observed in a
 // bucket is not observed again until the next one, so an observer that starts
-// mid-bucket sees every series only from the next bucket on.
+// mid-bucket sees every series only from the next bucket on. The others see
+// a series only when the tracker finds it new in its bucket: the pipeline's
+// cache skips most repeats, but not those of series that relabeling makes
+// equal or that miss a full cache, and the others count series.
 type observers struct {
 	tracker *cardinality.Tracker
 	more    []seriesObserver
 }
 
 func (o *observers) Observe(t tenant.ID, metric string, labels []prompb.Label, seriesHash uint64) {
-	o.tracker.Observe(t, metric, labels, seriesHash)
+	if !o.tracker.ObserveFirst(t, metric, labels, seriesHash) {
+		return
+	}
 	for _, x := range o.more {
 		x.Observe(t, metric, labels, seriesHash)
 	}

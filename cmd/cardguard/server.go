@@ -22,6 +22,7 @@ import (
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/readpath"
 	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/seriesusage"
 	"github.com/cardguard/cardguard/internal/streamrules"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
@@ -53,6 +54,9 @@ type app struct {
 	adaptive  adaptiveWiring // adaptive.go
 	ui        *dashboard
 	shared    *shared // nil: state.backend memory
+
+	// seriesUsage: seriesusage.go.
+	seriesUsage *seriesusage.Book
 
 	loops loops
 }
@@ -125,6 +129,7 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.observers.tracker = a.tracker
+	a.newSeriesUsage()
 	if err := a.newAdaptive(); err != nil {
 		return nil, err
 	}
@@ -218,6 +223,7 @@ func (a *app) routes() http.Handler {
 		a.folds.Routes(r, requireTenant)
 		a.streams.Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
+		a.seriesUsage.Routes(r, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 		a.adaptive.engine.Routes(r, a.auth.RequireAdmin, requireTenant, a.appliedBy)
 	})

@@ -194,6 +194,9 @@ func (t *Tracker) Rotate(now time.Time) {
 	}
 }
 
+// BucketWidth is the length of a series bucket: the window over its buckets.
+func (t *Tracker) BucketWidth() time.Duration { return t.width }
+
 // Epoch numbers the current series bucket: within it, observing a series again
 // changes nothing, so callers may skip the call.
 func (t *Tracker) Epoch() int64 { return t.epoch.Load() }
@@ -204,6 +207,13 @@ func (t *Tracker) Epoch() int64 { return t.epoch.Load() }
 //
 // A series already seen in the current series bucket costs one sharded set lookup.
 func (t *Tracker) Observe(tn tenant.ID, metric string, labels []prompb.Label, seriesHash uint64) {
+	t.ObserveFirst(tn, metric, labels, seriesHash)
+}
+
+// ObserveFirst is Observe, telling whether the series is new in the current
+// series bucket: other observers that count series once per bucket follow it
+// instead of keeping a set of their own.
+func (t *Tracker) ObserveFirst(tn tenant.ID, metric string, labels []prompb.Label, seriesHash uint64) bool {
 	key := mix(seriesHash ^ mix(uint64(tn.AccountID)<<32|uint64(tn.ProjectID)))
 	s := &t.seen[key>>56]
 	s.mu.Lock()
@@ -212,7 +222,7 @@ func (t *Tracker) Observe(tn tenant.ID, metric string, labels []prompb.Label, se
 	epoch := t.epoch.Load()
 	if _, ok := s.m[key]; ok {
 		s.mu.Unlock()
-		return
+		return false
 	}
 	s.m[key] = struct{}{}
 	if n := len(s.m); n > s.peak {
@@ -220,6 +230,7 @@ func (t *Tracker) Observe(tn tenant.ID, metric string, labels []prompb.Label, se
 	}
 	s.mu.Unlock()
 	t.insert(tn, metric, labels, seriesHash, epoch)
+	return true
 }
 
 func (t *Tracker) insert(tn tenant.ID, metric string, labels []prompb.Label, seriesHash uint64, epoch int64) {
