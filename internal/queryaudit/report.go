@@ -132,6 +132,9 @@ type MetricDetail struct {
 	SeriesSavedByDroppingUnusedLabels int64          `json:"seriesSavedByDroppingUnusedLabels"`
 	SeriesSavedByDroppingMetric       int64          `json:"seriesSavedByDroppingMetric"`
 	SavingsEstimate                   string         `json:"savingsEstimate"`
+	// Checked lists every source of usage asked about the metric and what each
+	// said: the metric is unused only when none says "used" or "unknown".
+	Checked []SourceCheck `json:"checked"`
 }
 
 // LabelDetail is how queries used one label of a metric. DistinctValues is the
@@ -346,7 +349,7 @@ func (r *Recorder) MetricDetail(t tenant.ID, est Estimator, metric string) (Metr
 		Queries: mv.queries, LastQueried: msTime(mv.last), AllLabelsQueries: mv.allLabels,
 		Labels: []LabelDetail{}, LabelsOverflow: mv.labelsOverflow, Sources: mv.sources,
 		SourcesOverflow: mv.sourcesOverflow, SeriesSavedByDroppingMetric: series,
-		SavingsEstimate: SavingsEstimate,
+		SavingsEstimate: SavingsEstimate, Checked: r.checks(t, metric, mv.queries),
 	}
 	for _, l := range slices.Sorted(maps.Keys(mv.labels)) {
 		lv := mv.labels[l]

@@ -84,6 +84,7 @@ func reportFixture(t *testing.T) (*Recorder, http.Handler, *int) {
 	r.Record(t1, "query", query(`WITH (x = up`), nil, epoch)
 	r.Flush()
 	clock.Set(epoch.Add(time.Hour))
+	r.SetCheckers(assetsChecker{"http_requests_total": "dashboard Service / Errors"})
 
 	guarded := new(int)
 	router := chi.NewRouter()
@@ -210,4 +211,14 @@ func TestReportWithoutEstimator(t *testing.T) {
 	if _, ok := r.MetricDetail(t1, nil, "up"); !ok {
 		t.Error("detail of a queried metric without estimator not found")
 	}
+}
+
+// assetsChecker is a source of usage that knows some metrics by name.
+type assetsChecker map[string]string
+
+func (c assetsChecker) CheckMetric(_ tenant.ID, metric string) SourceCheck {
+	if ref, ok := c[metric]; ok {
+		return SourceCheck{Source: "assets", Available: true, Verdict: VerdictUsed, Detail: []string{ref}}
+	}
+	return SourceCheck{Source: "assets", Available: true, Verdict: VerdictUnused}
 }

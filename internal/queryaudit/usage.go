@@ -261,6 +261,8 @@ type Recorder struct {
 	costs costBook // cost.go
 
 	listeners []ReadListener // listen.go
+
+	checkers checkers // checks.go: other sources of usage, for MetricDetail
 }
 
 type cachedExtraction struct {
