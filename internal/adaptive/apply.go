@@ -57,7 +57,10 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 	}
 	var est Estimate
 	if spec.Kind == "" || (spec.Kind == KindAggregate && len(spec.Labels) == 0) {
-		rec, ok := e.find(ctx, t, metric, spec.Kind)
+		rec, ok := e.cached(t, metric, spec.Kind)
+		if !ok {
+			rec, ok = e.find(ctx, t, metric, spec.Kind)
+		}
 		if !ok {
 			return spec, est, errf(http.StatusNotFound, "no recommendation for metric %q of tenant %s; name the rule (kind, labels) to apply one anyway", clip(metric, 64), t)
 		}
@@ -262,6 +265,9 @@ func (e *Engine) Revert(t tenant.ID, metric, kind string) (Applied, error) {
 	next := *ts
 	next.Rules = slices.Delete(slices.Clone(ts.Rules), i, i+1)
 	err := e.saveLocked(t, &next)
+	if err == nil {
+		delete(e.lists, t) // the metric may be recommended again
+	}
 	e.mu.Unlock()
 	if err != nil {
 		return Applied{}, errf(http.StatusServiceUnavailable, "cannot store the change: %v", err)
@@ -338,9 +344,24 @@ func (e *Engine) saveLocked(t tenant.ID, next *tenantState) error {
 	return nil
 }
 
+// changed drops what the change made stale: the applied metrics'
+// recommendations (the others stand until the next refresh), and publishes
+// the rules.
 func (e *Engine) changed(t tenant.ID) {
 	e.mu.Lock()
-	delete(e.lists, t)
+	if l := e.lists[t]; l != nil {
+		applied := map[string]bool{}
+		for _, a := range e.stateOf(t).Rules {
+			applied[a.Metric] = true
+		}
+		next := *l
+		next.Items = slices.DeleteFunc(slices.Clone(l.Items), func(r Recommendation) bool { return applied[r.Metric] })
+		next.SeriesSaveable = 0
+		for _, r := range next.Items {
+			next.SeriesSaveable += r.SeriesSaved
+		}
+		e.lists[t] = &next
+	}
 	e.mu.Unlock()
 	e.publishApplied()
 	e.o.OnChange()

@@ -287,6 +287,9 @@ type Withheld struct {
 	Metric string `json:"metric"`
 	Series int64  `json:"series"`
 	Reason string `json:"reason"`
+	// Labels and Estimate, for an aggregation that would save nothing.
+	Labels   []string  `json:"labels,omitempty"`
+	Estimate *Estimate `json:"estimate,omitempty"`
 }
 
 // SourceCheck is one source as consulted for a metric or a tenant.
@@ -520,7 +523,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		}
 		rec.Estimate = sketchEstimate(series, distinct, rec.Labels, nil)
 		if rec.Kind == KindDrop {
-			rec.Estimate = Estimate{Method: MethodSketch, Series: series, Saved: series, Detail: "cardinality sketch of the metric's series (HyperLogLog, about 1%); dropping a metric saves all of them"}
+			rec.Estimate = Estimate{Method: MethodSketch, Series: series, Saved: series, Formula: series, Detail: "cardinality sketch of the metric's series (HyperLogLog, about 1%); dropping a metric saves all of them"}
 		}
 		if rec.Estimate.Saved <= 0 && rec.Kind == KindDrop {
 			continue
@@ -550,12 +553,17 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			c.rec.Estimate = sketchEstimate(c.rec.Series, c.distinct, c.rec.Labels, err)
 			continue
 		}
+		est.Formula = c.rec.Estimate.Formula
 		c.rec.Estimate = est
 	}
 	for _, c := range cands {
 		rec := c.rec
 		rec.SeriesSaved = rec.Estimate.Saved
 		if rec.SeriesSaved <= 0 {
+			est := rec.Estimate
+			l.Withheld = append(l.Withheld, Withheld{Metric: rec.Metric, Series: rec.Series, Labels: rec.Labels, Estimate: &est,
+				Reason: fmt.Sprintf("aggregating away %s saves nothing: %d series before, %d after (%s estimate; the independence formula would say %d saved)",
+					strings.Join(rec.Labels, ", "), est.Series, est.After, est.Method, est.Formula)})
 			continue
 		}
 		rec.Segments = e.segments.values(t, rec.Metric)
@@ -679,6 +687,21 @@ func (e *Engine) Recommendations(ctx context.Context, t tenant.ID, refresh bool)
 		r.Segments = e.segments.values(t, r.Metric)
 	}
 	return &out
+}
+
+// cached returns the recommendation for metric (of kind, if set) of the list
+// last computed, which the operator saw and previewed.
+func (e *Engine) cached(t tenant.ID, metric, kind string) (Recommendation, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if l := e.lists[t]; l != nil {
+		for _, r := range l.Items {
+			if r.Metric == metric && (kind == "" || r.Kind == kind) {
+				return r, true
+			}
+		}
+	}
+	return Recommendation{}, false
 }
 
 // find returns t's current recommendation for metric (of kind, if set).

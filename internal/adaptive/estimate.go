@@ -36,7 +36,10 @@ type Estimate struct {
 	Series int64  `json:"series"`
 	After  int64  `json:"after"`
 	Saved  int64  `json:"saved"`
-	Detail string `json:"detail,omitempty"`
+	// Formula is what the sketches' independence formula says is saved, for
+	// comparison.
+	Formula int64  `json:"formula"`
+	Detail  string `json:"detail,omitempty"`
 }
 
 // Counter asks the store, which holds the series, how many there are.
@@ -150,7 +153,7 @@ func sketchEstimate(series int64, distinct map[string]int64, drop []string, why 
 	if len(drop) > 0 {
 		saved = queryaudit.SeriesSavedByDroppingLabels(series, distinct, drop)
 	}
-	e := Estimate{Method: MethodSketch, Series: series, After: series - saved, Saved: saved,
+	e := Estimate{Method: MethodSketch, Series: series, After: series - saved, Saved: saved, Formula: saved,
 		Detail: "cardinality sketches; assumes the removed labels vary independently of the kept ones, so it overstates the saving when a removed label follows a kept one"}
 	if why != nil {
 		e.Detail += "; the upstream could not count: " + clip(why.Error(), 200)

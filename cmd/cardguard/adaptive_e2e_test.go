@@ -1,0 +1,351 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"hash/fnv"
+	"math"
+	"net/http"
+	"net/url"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+
+	"github.com/cardguard/cardguard/internal/adaptive"
+)
+
+// adaptiveWorkload is node-exporter-like series and an application's
+// histogram and counter, written every second at real time:
+//
+//   - node_cpu_seconds_total{instance (5), cpu (4), mode (2)}: 40 counters
+//   - node_memory_bytes{instance}: 5 gauges nobody reads
+//   - node_load1{instance}: 5 gauges read whole
+//   - http_request_duration_seconds_bucket{le (4), pod (20), instance, user_id (10)}:
+//     each pod on its own instance, 800 series
+//   - app_requests_total{pod (100), instance, user_id (10)}: each pod on its own
+//     instance, 1000 series; the queries use instance and user_id, so dropping
+//     pod, the one unused label, saves nothing.
+//
+// Every counter rises at a constant rate of its own, so rate() answers the
+// same at any time and before/after comparisons are exact.
+type adaptiveWorkload struct{ start time.Time }
+
+func rateOf(ls []prompb.Label) float64 {
+	h := fnv.New32a()
+	for _, l := range ls {
+		h.Write([]byte(l.Name + "=" + l.Value + ","))
+	}
+	return float64(1 + h.Sum32()%5)
+}
+
+func (w adaptiveWorkload) request(at time.Time) *prompb.WriteRequest {
+	wr := &prompb.WriteRequest{}
+	secs := at.Sub(w.start).Seconds()
+	add := func(counter bool, kv ...string) {
+		var ls []prompb.Label
+		for i := 0; i < len(kv); i += 2 {
+			ls = append(ls, prompb.Label{Name: kv[i], Value: kv[i+1]})
+		}
+		v := rateOf(ls)
+		if counter {
+			v *= secs
+		}
+		wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: ls, Samples: []prompb.Sample{{Value: v, Timestamp: at.UnixMilli()}}})
+	}
+	for i := range 5 {
+		inst := fmt.Sprintf("node-%d:9100", i)
+		for c := range 4 {
+			for _, mode := range []string{"system", "user"} {
+				add(true, "__name__", "node_cpu_seconds_total", "cpu", strconv.Itoa(c), "instance", inst, "mode", mode)
+			}
+		}
+		add(false, "__name__", "node_memory_bytes", "instance", inst)
+		add(false, "__name__", "node_load1", "instance", inst)
+	}
+	les := []string{"0.1", "0.5", "1", "+Inf"}
+	for p := range 20 {
+		for u := range 10 {
+			for b, le := range les {
+				// Cumulative buckets: each bound adds to the one below.
+				ls := []string{"__name__", "http_request_duration_seconds_bucket", "instance", fmt.Sprintf("10.0.0.%d:8080", p),
+					"le", le, "pod", fmt.Sprintf("api-%d", p), "user_id", fmt.Sprintf("u%d", u)}
+				v := float64((b+1)*(1+(p+u)%3)) * secs
+				var lbls []prompb.Label
+				for i := 0; i < len(ls); i += 2 {
+					lbls = append(lbls, prompb.Label{Name: ls[i], Value: ls[i+1]})
+				}
+				wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: lbls, Samples: []prompb.Sample{{Value: v, Timestamp: at.UnixMilli()}}})
+			}
+		}
+	}
+	for p := range 100 {
+		for u := range 10 {
+			add(true, "__name__", "app_requests_total", "instance", fmt.Sprintf("10.1.%d.1:8080", p), "pod", fmt.Sprintf("web-%d", p), "user_id", fmt.Sprintf("u%d", u))
+		}
+	}
+	return wr
+}
+
+// vector runs an instant query at ts against a Prometheus API root and returns
+// its result by label set.
+func vector(t *testing.T, base, query string, ts time.Time) map[string]float64 {
+	t.Helper()
+	q := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(ts.UnixMilli())/1000, 'f', 3, 64)}}
+	_, body := get(t, base+"/api/v1/query?"+q.Encode())
+	var resp struct {
+		Data struct {
+			Result []struct {
+				Metric map[string]string `json:"metric"`
+				Value  [2]any            `json:"value"`
+			} `json:"result"`
+		} `json:"data"`
+	}
+	if err := json.Unmarshal(body, &resp); err != nil {
+		t.Fatalf("%s: %v: %s", query, err, body)
+	}
+	out := map[string]float64{}
+	for _, r := range resp.Data.Result {
+		var keys []string
+		for k, v := range r.Metric {
+			keys = append(keys, k+"="+v)
+		}
+		sort.Strings(keys)
+		f, _ := strconv.ParseFloat(r.Value[1].(string), 64)
+		out[strings.Join(keys, ",")] = f
+	}
+	return out
+}
+
+func apiJSON(t *testing.T, method, rawURL string, dst any) int {
+	t.Helper()
+	req, _ := http.NewRequest(method, rawURL, nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if dst != nil {
+		_ = json.NewDecoder(resp.Body).Decode(dst)
+	}
+	return resp.StatusCode
+}
+
+// TestAdaptiveEndToEnd: queries through cardguard use some labels; every
+// recommendation is previewed and applied; the series stored drop by what the
+// previews measured, every query answers as before, the estimate of a label
+// that follows a kept one is right, and a forced rule shows the queries it
+// breaks.
+func TestAdaptiveEndToEnd(t *testing.T) {
+	e := newEnv(t, func(c *Config) {
+		c.Cardinality.Window = 4 * time.Second
+		c.Cardinality.Buckets = 2
+		c.Aggregation.Interval = time.Second
+	})
+	w := adaptiveWorkload{start: time.Now().Add(-time.Minute)}
+	ctx, stop := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for {
+			if code, body := e.push("/api/v1/write", w.request(time.Now())); code != http.StatusNoContent {
+				t.Errorf("push: %d %s", code, body)
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+	defer wg.Wait()
+	defer stop()
+
+	queries := []string{
+		`sum by (mode) (rate(node_cpu_seconds_total[20s]))`,
+		`histogram_quantile(0.9, sum by (le) (rate(http_request_duration_seconds_bucket[20s])))`,
+		`sum by (instance) (rate(http_request_duration_seconds_bucket{le="+Inf"}[20s]))`,
+		`sum by (instance, user_id) (rate(app_requests_total[20s]))`,
+		`node_load1`,
+	}
+	time.Sleep(6 * time.Second) // a whole cardinality window of series
+	for _, q := range queries {
+		if code, body := get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {q}}.Encode(),
+			"X-Dashboard-Uid", "abc", "X-Dashboard-Title", "Service overview", "X-Panel-Title", q); code != 200 {
+			t.Fatalf("%s: %d %s", q, code, body)
+		}
+	}
+	e.app.usage.Flush()
+	e.app.tracker.Refresh()
+
+	base := e.srv.URL + "/api/cardguard/v1/recommendations/tenants/" + e.app.cfg.DefaultTenant.String()
+	var list adaptive.List
+	if code := apiJSON(t, "GET", base+"/?refresh=1", &list); code != 200 {
+		t.Fatalf("list: %d", code)
+	}
+	recs := map[string]adaptive.Recommendation{}
+	for _, r := range list.Items {
+		recs[r.Metric] = r
+		t.Logf("recommend %-40s %-9s %v saves %d (%s; formula %d)", r.Metric, r.Kind, r.Labels, r.SeriesSaved, r.Estimate.Method, r.Estimate.Formula)
+	}
+	want := map[string]string{
+		"node_memory_bytes":                    "drop",
+		"node_cpu_seconds_total":               "aggregate cpu,instance",
+		"http_request_duration_seconds_bucket": "aggregate pod,user_id",
+	}
+	for m, k := range want {
+		r := recs[m]
+		if got := strings.TrimSpace(r.Kind + " " + strings.Join(r.Labels, ",")); got != k {
+			t.Errorf("%s: recommended %q, want %q", m, got, k)
+		}
+	}
+	if len(recs) != len(want) {
+		t.Errorf("%d recommendations, want %d: node_load1 is read whole, app_requests_total's pod saves nothing", len(recs), len(want))
+	}
+	// pod follows instance: the upstream counts no saving where the
+	// independence formula sees 900.
+	var podCase *adaptive.Withheld
+	for i, wh := range list.Withheld {
+		t.Logf("withheld %s: %s", wh.Metric, wh.Reason)
+		if wh.Metric == "app_requests_total" {
+			podCase = &list.Withheld[i]
+		}
+	}
+	if podCase == nil || podCase.Estimate == nil || podCase.Estimate.Method != adaptive.MethodUpstream || podCase.Estimate.Saved != 0 || podCase.Estimate.Formula < 800 {
+		t.Fatalf("app_requests_total: want an upstream estimate of 0 saved where the formula says about 900: %+v", podCase)
+	}
+
+	// Preview every recommendation, and the pod rule, side by side.
+	previewOf := map[string]string{}
+	for m := range recs {
+		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/preview", nil); code != http.StatusAccepted {
+			t.Fatalf("preview %s: %d", m, code)
+		}
+		previewOf[m] = recs[m].Kind
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/preview?kind=aggregate&labels=pod", nil); code != http.StatusAccepted {
+		t.Fatalf("preview of the pod rule: %d", code)
+	}
+	previewOf["app_requests_total"] = "aggregate"
+	previews := map[string]adaptive.Preview{}
+	waitFor(t, 30*time.Second, "every preview done", func() bool {
+		for m, kind := range previewOf {
+			var p adaptive.Preview
+			apiJSON(t, "GET", base+"/metrics/"+m+"/preview?kind="+kind, &p)
+			previews[m] = p
+			if p.State != adaptive.PreviewDone {
+				return false
+			}
+		}
+		return true
+	})
+	within := func(est, measured int64, frac float64, slack int64) bool {
+		return math.Abs(float64(est-measured)) <= frac*float64(measured)+float64(slack)
+	}
+	for m, p := range previews {
+		est := recs[m].Estimate.Saved
+		if m == "app_requests_total" {
+			est = podCase.Estimate.Saved
+		}
+		t.Logf("preview %-40s in %5d out %5d saved %5d; estimate %5d", m, p.SeriesIn, p.SeriesOut, p.SeriesSaved, est)
+		if p.Truncated || !within(est, p.SeriesSaved, 0.10, 1) {
+			t.Errorf("%s: estimate %d, preview measured %d: more than 10%% apart", m, est, p.SeriesSaved)
+		}
+	}
+
+	// Before: the stored series and the queries' answers.
+	vm := e.vm.URL + "/prometheus"
+	stored := func(m string, at time.Time) int64 {
+		v := vector(t, vm, `count(last_over_time({__name__="`+m+`"}[4s]))`, at)
+		for _, f := range v {
+			return int64(f)
+		}
+		return 0
+	}
+	e.vm.Flush()
+	t0 := time.Now().Add(-time.Second)
+	before := map[string]int64{}
+	answers := map[string]map[string]float64{}
+	for m := range recs {
+		before[m] = stored(m, t0)
+	}
+	for _, q := range queries {
+		answers[q] = vector(t, vm, q, t0)
+	}
+	for m := range recs {
+		var a adaptive.Applied
+		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/apply", &a); code != 200 {
+			var l adaptive.List
+			apiJSON(t, "GET", base+"/", &l)
+			t.Fatalf("apply %s: %d; list %+v", m, code, l)
+		}
+		if a.Preview == nil || a.AppliedBy == "" {
+			t.Errorf("applied %s without its preview or author: %+v", m, a)
+		}
+	}
+	applyAt := time.Now()
+	// After the rate window has left the inputs behind.
+	time.Sleep(time.Until(applyAt.Add(24 * time.Second)))
+	e.vm.Flush()
+	t1 := time.Now().Add(-time.Second)
+	for m := range recs {
+		after := stored(m, t1)
+		saved := before[m] - after
+		t.Logf("stored %-40s before %5d after %5d: saved %5d, preview %5d", m, before[m], after, saved, previews[m].SeriesSaved)
+		if !within(saved, previews[m].SeriesSaved, 0.02, 0) {
+			t.Errorf("%s: stored series fell by %d, the preview measured %d", m, saved, previews[m].SeriesSaved)
+		}
+	}
+	for _, q := range queries {
+		got := vector(t, vm, q, t1)
+		if len(got) != len(answers[q]) || len(got) == 0 {
+			t.Errorf("%s: %d results before, %d after", q, len(answers[q]), len(got))
+		}
+		for k, v := range answers[q] {
+			if a, ok := got[k]; !ok || math.Abs(a-v) > 0.02*math.Abs(v)+1e-9 {
+				t.Errorf("%s {%s}: %v before, %v after", q, k, v, a)
+			}
+		}
+	}
+
+	// A rule that removes a used label is refused, then forced; the query
+	// that used it shows as broken.
+	podQuery := queries[3]
+	var refusal struct {
+		Refusal adaptive.Refusal `json:"refusal"`
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/apply?kind=aggregate&labels=user_id", &refusal); code != http.StatusConflict ||
+		len(refusal.Refusal.Readers) == 0 {
+		t.Fatalf("removing a used label: %d %+v, want 409 naming the readers", code, refusal)
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/apply?kind=aggregate&labels=user_id&force=true", nil); code != 200 {
+		t.Fatalf("forced apply: %d", code)
+	}
+	get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {podQuery}}.Encode())
+	e.app.usage.Flush()
+	var detail struct {
+		Rules  []adaptive.Applied `json:"rules"`
+		Broken adaptive.Broken    `json:"brokenByRule"`
+	}
+	waitFor(t, 5*time.Second, "the read counted as broken", func() bool {
+		apiJSON(t, "GET", base+"/metrics/app_requests_total", &detail)
+		return detail.Broken.Count > 0
+	})
+	if len(detail.Rules) != 1 || !detail.Rules[0].Forced || len(detail.Broken.Reads) == 0 || detail.Broken.Reads[0].Reader.Query != podQuery {
+		t.Errorf("metric detail: %+v", detail)
+	}
+	// Revert puts the config's rules back alone.
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/revert", nil); code != 200 {
+		t.Errorf("revert: %d", code)
+	}
+	if n := len(e.app.adaptive.engine.Rules()[e.app.cfg.DefaultTenant]); n != len(recs) {
+		t.Errorf("%d rules after revert, want %d", n, len(recs))
+	}
+}
