@@ -49,6 +49,9 @@ type Config struct {
 	Aggregate streamrules.Config `yaml:"aggregate"`
 	// QueryAudit bounds the query usage records.
 	QueryAudit QueryAuditConfig `yaml:"query_audit"`
+	// Usage adds the other sources of usage: assets and VictoriaMetrics' own
+	// metric name stats (sources.go).
+	Usage UsageConfig `yaml:"usage"`
 	// Adaptive configures the recommendations (adaptive.go).
 	Adaptive adaptive.Config `yaml:"adaptive"`
 	// State chooses where state lives: in this process (memory, the default) or
@@ -169,6 +172,9 @@ func (c *Config) validate() error {
 		return err
 	}
 	if err := c.Adaptive.Validate(); err != nil {
+		return err
+	}
+	if err := c.Usage.validate(); err != nil {
 		return err
 	}
 	if c.QueryAudit.Retention < 0 {

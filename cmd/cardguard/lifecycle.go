@@ -66,6 +66,7 @@ func (a *app) start(ctx context.Context) error {
 	a.loops.goLoop(ctx, a.runSeriesUsage)
 	a.startAdaptive(ctx)
 	a.shared.start(ctx, &a.loops)
+	a.sources.start(ctx, &a.loops)
 	a.loops.goLoop(ctx, func(ctx context.Context) {
 		tick := time.NewTicker(snapshotInterval)
 		defer tick.Stop()

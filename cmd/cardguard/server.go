@@ -58,6 +58,10 @@ type app struct {
 	// seriesUsage: seriesusage.go.
 	seriesUsage *seriesusage.Book
 
+	// sources: sources.go, the other sources of usage (assets, VictoriaMetrics'
+	// metric name stats).
+	sources usageSources
+
 	loops loops
 }
 
@@ -110,6 +114,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 	}
 	a.usage = queryaudit.NewRecorder(usageCfg, a.tracker, reg, logger)
 	if err := a.shared.attach(a, usageCfg); err != nil {
+		return nil, err
+	}
+	if err := a.newSources(); err != nil {
 		return nil, err
 	}
 	aggCfg, err := cfg.aggregation()
@@ -223,6 +230,7 @@ func (a *app) routes() http.Handler {
 		a.folds.Routes(r, requireTenant)
 		a.streams.Routes(r, a.auth.RequireAdmin, requireTenant)
 		a.usageReports().Routes(r, usageEstimates{a.tracker}, requireTenant)
+		a.sources.routes(r, a.auth.RequireAdmin, requireTenant)
 		a.seriesUsage.Routes(r, requireTenant)
 		r.With(a.auth.RequireAdmin).Method(http.MethodPost, "/relabel/debug", relabel.DebugHandler())
 		a.adaptive.engine.Routes(r, a.auth.RequireAdmin, requireTenant, a.appliedBy)

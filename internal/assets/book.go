@@ -631,3 +631,14 @@ func sortedMetrics(uses map[string]AssetUse) []string {
 	slices.SortFunc(out, cmp.Compare[string])
 	return out
 }
+
+// Problems counts the errors of the assets that apply to t (files that cannot
+// be read, expressions no parser reads, library panels not found). While it is
+// above 0, a metric none of t's assets names may still be read by one of them.
+func (b *Book) Problems(t tenant.ID) int {
+	n := 0
+	for _, f := range b.Files(t) {
+		n += len(f.Errors)
+	}
+	return n
+}
