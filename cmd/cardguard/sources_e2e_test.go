@@ -142,6 +142,11 @@ func TestUsageSources(t *testing.T) {
 	if got := verdicts("nobody_reads_total")["assets"].Verdict; got != queryaudit.VerdictUsed {
 		t.Errorf("after the upload, assets say %s of nobody_reads_total", got)
 	}
+	for _, p := range []string{"assets", "assets/uses", "metrics/dash_read_total"} {
+		if code, _ := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/2:0/"+p, "Authorization", "Bearer "+tokA); code != http.StatusForbidden {
+			t.Errorf("tenant 1 reads tenant 2's %s: %d, want 403", p, code)
+		}
+	}
 	code, body := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/assets", "Authorization", "Bearer "+tokA)
 	if code != 200 || !strings.Contains(string(body), `"file":"uploaded/rules.yaml"`) || !strings.Contains(string(body), `"file":"1:0/service.json"`) {
 		t.Errorf("asset list: %d %s", code, body)
