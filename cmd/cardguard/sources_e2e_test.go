@@ -105,7 +105,7 @@ func TestUsageSources(t *testing.T) {
 	want := map[string]map[string]string{
 		"direct_read_total":  {"queries": "unused", "assets": "unused", "victoriametrics": "used"},
 		"dash_read_total":    {"queries": "unused", "assets": "used", "victoriametrics": "unused"},
-		"nobody_reads_total": {"queries": "unused", "assets": "unused", "victoriametrics": "unused"},
+		"nobody_reads_total": {"queries": "unused", "assets": "unused", "victoriametrics": "unused"}, // until vmalert reads it below
 	}
 	for metric, w := range want {
 		got := verdicts(metric)
@@ -118,6 +118,38 @@ func TestUsageSources(t *testing.T) {
 	refs, _ := json.Marshal(verdicts("dash_read_total")["assets"].Detail)
 	if !strings.Contains(string(refs), `"file":"1:0/service.json"`) || !strings.Contains(string(refs), `"job":["matcher","grouping","values"]`) {
 		t.Errorf("assets detail of dash_read_total: %s", refs)
+	}
+
+	// vmalert evaluates a rule through cardguard: its request as vmalert sends
+	// it (app/vmalert/datasource), with the group named by the group's headers.
+	q := url.Values{"query": {"sum(rate(nobody_reads_total[5m])) > 0"}, "time": {time.Now().UTC().Format(time.RFC3339)}, "step": {"60s"}}
+	req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/v1/query?"+q.Encode(), nil)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+tokA)
+	req.Header.Set("X-Rule-Group", "node-alerts")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vmBody, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("vmalert's query through cardguard: %d %s", resp.StatusCode, vmBody)
+	}
+	for {
+		_, body := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/metrics/nobody_reads_total", "Authorization", "Bearer "+tokA)
+		var d struct{ Sources []queryaudit.SourceDetail }
+		_ = json.Unmarshal(body, &d)
+		if len(d.Sources) == 1 && d.Sources[0].Source == (queryaudit.Source{Kind: "vmalert", RuleGroup: "node-alerts"}) {
+			break
+		}
+		if time.Now().After(deadline.Add(30 * time.Second)) {
+			t.Fatalf("vmalert's read not attributed: %s", body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if got := verdicts("nobody_reads_total")["queries"].Verdict; got != queryaudit.VerdictUsed {
+		t.Errorf("after vmalert's read, queries say %s", got)
 	}
 
 	// Uploads: the admin only; the tenant lists its own.
