@@ -235,6 +235,7 @@ type tenantPageView struct {
 	Prev, Next   string
 	PageLinks    []pageLink
 	HasChurn     bool
+	HasNever     bool // some metric has series usage: the "never selected" column
 	OverviewLink string
 	LimitsLink   string
 	FormAction   string
@@ -273,6 +274,7 @@ var sortKeys = []struct {
 	{"churn", "Churn", "desc", true},
 	{"queries", "Queries", "desc", true},
 	{"last", "Last queried", "desc", true},
+	{"never", "Never selected", "desc", true},
 }
 
 func defaultOrder(key string) (string, bool) {
@@ -320,6 +322,7 @@ func (u *UI) tenantPage(r *http.Request) (int, string, any) {
 	for _, m := range list.Rows {
 		top = max(top, m.Series)
 		v.HasChurn = v.HasChurn || m.HasChurn
+		v.HasNever = v.HasNever || m.HasSeriesUsage
 		if needle != "" && !strings.Contains(strings.ToLower(m.Name), needle) {
 			continue
 		}
@@ -358,7 +361,7 @@ func (u *UI) tenantPage(r *http.Request) (int, string, any) {
 		return u.link("/tenant", "tenant", ts, "q", v.Q, "sort", sortKey, "order", order, "page", p)
 	}
 	for _, k := range sortKeys {
-		if k.key == "churn" && !v.HasChurn {
+		if (k.key == "churn" && !v.HasChurn) || (k.key == "never" && !v.HasNever) {
 			continue
 		}
 		c := sortCol{Key: k.key, Label: k.label, Numeric: k.numeric, Active: k.key == v.Sort}
@@ -402,6 +405,8 @@ func sortMetrics(rows []MetricRow, key string, desc bool) {
 			c = cmp.Compare(a.Queries, b.Queries)
 		case "last":
 			c = a.LastQueried.Compare(b.LastQueried)
+		case "never":
+			c = cmp.Compare(a.NeverSelected, b.NeverSelected)
 		}
 		if desc {
 			c = -c
@@ -429,6 +434,7 @@ type metricPageView struct {
 	Guarded      int
 	Aggregations []aggregationView
 	Outputs      int // output series aggregated, listed or not
+	Series       *seriesUsageView
 	TenantLink   string
 	OverviewLink string
 	LimitsLink   string
@@ -476,7 +482,7 @@ func (u *UI) metricPage(r *http.Request) (int, string, any) {
 			fmt.Sprintf("Metric %q is neither tracked nor queried for tenant %s.", clip(name, 128), t))
 	}
 	v := metricPageView{
-		Title: name, Base: u.o.Base, M: m,
+		Title: name, Base: u.o.Base, M: m, Series: newSeriesUsageView(m.SeriesUsage),
 		TenantLink:   u.link("/tenant", "tenant", t.String()),
 		OverviewLink: u.link("/"),
 		LimitsLink:   u.link("/limits", "tenant", t.String()),

@@ -85,6 +85,10 @@ type MetricRow struct {
 	HasChurn    bool
 	Queries     uint64
 	LastQueried time.Time // zero: never queried in the query window
+	// NeverSelected are the series no recorded selector selects, when
+	// HasSeriesUsage (seriesusage.go).
+	NeverSelected  int64
+	HasSeriesUsage bool
 }
 
 // MetricDetail is one metric's page.
@@ -114,6 +118,8 @@ type MetricDetail struct {
 	// Rules are the tenant's stream aggregation rules that take series of the
 	// metric in the window (in dry run: would take).
 	Rules []RuleAggregationRow
+	// SeriesUsage is which series the queries select; nil: not known.
+	SeriesUsage *SeriesUsage
 }
 
 // RuleAggregationRow is one stream aggregation rule's use on one metric.

@@ -5,6 +5,8 @@ import (
 	"time"
 
 	"github.com/cardguard/cardguard/internal/seriesusage"
+	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/web"
 )
 
 // newSeriesUsage builds the series usage book: it learns the selectors of
@@ -33,4 +35,35 @@ func (a *app) newSeriesUsage() {
 // runSeriesUsage forgets expired selectors and idle metrics until ctx ends.
 func (a *app) runSeriesUsage(ctx context.Context) {
 	a.seriesUsage.Run(ctx, time.Minute)
+}
+
+// neverSelected maps each metric of t with series usage to its never-selected
+// series.
+func (s uiSource) neverSelected(t tenant.ID) map[string]int64 {
+	sum := s.a.seriesUsage.Summary(t, 0)
+	out := make(map[string]int64, len(sum.Metrics))
+	for _, m := range sum.Metrics {
+		if m.ActiveSeries > 0 {
+			out[m.Metric] = m.NeverSelected
+		}
+	}
+	return out
+}
+
+// seriesUsage is the metric page's view of the series report; nil when the
+// metric has no series in the reported bucket.
+func (s uiSource) seriesUsage(t tenant.ID, name string) *web.SeriesUsage {
+	rep, ok := s.a.seriesUsage.Report(t, name)
+	if !ok || rep.ActiveSeries == 0 {
+		return nil
+	}
+	su := &web.SeriesUsage{
+		ActiveSeries: rep.ActiveSeries, Selected: rep.Selected, NeverSelected: rep.NeverSelected,
+		AllSelected: rep.AllSelected, Complete: rep.Bucket.Complete, Selectors: rep.Selectors,
+		Queries: rep.Coverage.Queries, Since: rep.Coverage.Since,
+	}
+	for _, x := range rep.Explaining {
+		su.Explaining = append(su.Explaining, web.ValueExplain{Label: x.Label, Value: x.Value, Series: x.Series})
+	}
+	return su
 }

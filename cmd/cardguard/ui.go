@@ -170,8 +170,10 @@ func (s uiSource) TenantMetrics(t tenant.ID) (web.MetricList, bool) {
 		Rows:         make([]web.MetricRow, 0, len(ms)),
 	}
 	list.Tenant.Aggregated = s.aggregated(s.a.folds.Held(), t)
+	never := s.neverSelected(t)
 	for _, m := range ms {
 		row := web.MetricRow{Name: m.Name, Overflow: m.Overflow, Series: m.Series, Churn: m.Churn, HasChurn: m.Churn > 0}
+		row.NeverSelected, row.HasSeriesUsage = never[m.Name]
 		if u, ok := used[m.Name]; ok {
 			row.Queries = u.n
 			if u.last != nil {
@@ -210,6 +212,7 @@ func (s uiSource) Metric(t tenant.ID, name string) (web.MetricDetail, bool) {
 		out.Series = d.SeriesEstimate
 	}
 	s.fillAggregations(&out, t, name)
+	out.SeriesUsage = s.seriesUsage(t, name)
 	if d.LastQueried != nil {
 		out.LastQueried = *d.LastQueried
 	}
