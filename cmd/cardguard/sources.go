@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"path/filepath"
@@ -99,9 +100,46 @@ func (a *app) newSources() error {
 	return nil
 }
 
-// routes mounts the assets API under /api/cardguard/v1.
+// routes mounts the assets API and GET usage/tenants/<tenant>/sources (what
+// each source can say for the tenant) under /api/cardguard/v1.
 func (s *usageSources) routes(r chi.Router, requireAdmin, requireTenant func(http.Handler) http.Handler) {
 	s.assets.Routes(r, requireAdmin, requireTenant)
+	r.With(requireTenant).Get("/usage/tenants/{tenant}/sources", s.serveStatus)
+}
+
+// sourcesStatus is the answer of GET usage/tenants/<tenant>/sources.
+type sourcesStatus struct {
+	Tenant string `json:"tenant"`
+	Assets struct {
+		Files int `json:"files"`
+		// Problems: while above 0, "unused" by the assets is not certain.
+		Problems int `json:"problems"`
+	} `json:"assets"`
+	// MetricNamesStats is nil when usage.metric_names_stats.disabled.
+	MetricNamesStats *namestats.Status `json:"metricNamesStats"`
+}
+
+func (s *usageSources) serveStatus(w http.ResponseWriter, r *http.Request) {
+	t, err := tenant.Parse(chi.URLParam(r, "tenant"))
+	if err != nil {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		_ = json.NewEncoder(w).Encode(map[string]string{"status": "error", "errorType": "bad_data", "error": err.Error()})
+		return
+	}
+	out := sourcesStatus{Tenant: t.String()}
+	for _, f := range s.assets.Files(t) {
+		if f.File != "." {
+			out.Assets.Files++
+		}
+		out.Assets.Problems += len(f.Errors)
+	}
+	if s.names != nil {
+		_, st := s.names.Stats(t)
+		out.MetricNamesStats = &st
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(out)
 }
 
 // start runs the directory polling and the stats poller until ctx is done.

@@ -152,6 +152,13 @@ func TestUsageSources(t *testing.T) {
 		t.Errorf("after vmalert's read, queries say %s", got)
 	}
 
+	code, body := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/sources", "Authorization", "Bearer "+tokA)
+	var st sourcesStatus
+	if err := json.Unmarshal(body, &st); code != 200 || err != nil || st.Assets.Files != 1 || st.Assets.Problems != 0 ||
+		st.MetricNamesStats == nil || !st.MetricNamesStats.Available || !st.MetricNamesStats.Shared {
+		t.Errorf("sources: %d %s", code, body)
+	}
+
 	// Uploads: the admin only; the tenant lists its own.
 	put := func(tok, name, body string) int {
 		req, _ := http.NewRequest(http.MethodPut, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/assets/"+url.PathEscape(name), strings.NewReader(body))
@@ -174,12 +181,12 @@ func TestUsageSources(t *testing.T) {
 	if got := verdicts("nobody_reads_total")["assets"].Verdict; got != queryaudit.VerdictUsed {
 		t.Errorf("after the upload, assets say %s of nobody_reads_total", got)
 	}
-	for _, p := range []string{"assets", "assets/uses", "metrics/dash_read_total"} {
+	for _, p := range []string{"assets", "assets/uses", "metrics/dash_read_total", "sources"} {
 		if code, _ := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/2:0/"+p, "Authorization", "Bearer "+tokA); code != http.StatusForbidden {
 			t.Errorf("tenant 1 reads tenant 2's %s: %d, want 403", p, code)
 		}
 	}
-	code, body := get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/assets", "Authorization", "Bearer "+tokA)
+	code, body = get(t, e.srv.URL+"/api/cardguard/v1/usage/tenants/1:0/assets", "Authorization", "Bearer "+tokA)
 	if code != 200 || !strings.Contains(string(body), `"file":"uploaded/rules.yaml"`) || !strings.Contains(string(body), `"file":"1:0/service.json"`) {
 		t.Errorf("asset list: %d %s", code, body)
 	}
