@@ -209,3 +209,35 @@ func counter(t *testing.T, c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// Stats is read while polls replace the answers; run with -race.
+func TestStatsWhilePolling(t *testing.T) {
+	t.Parallel()
+	body := `{"status":"success","statsCollectedSince":1700000000,"trackerMemoryMaxSizeBytes":100,"records":[{"metricName":"x","queryRequestsCount":1}]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write([]byte(body)) }))
+	defer srv.Close()
+	s, err := upstream.New(upstream.Config{Mode: upstream.ModeCluster, InsertURL: srv.URL, SelectURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ids := tenantList{tenant.MustParse("1"), tenant.MustParse("2"), tenant.MustParse("3")}
+	p := New(Config{}, s, ids, nil, prometheus.NewRegistry(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ctx.Err() == nil {
+			p.Poll(ctx)
+		}
+	}()
+	deadline := time.Now().Add(300 * time.Millisecond)
+	for time.Now().Before(deadline) {
+		for _, id := range ids {
+			if names, st := p.Stats(id); st.Available && names["x"].Requests != 1 {
+				t.Fatalf("tenant %s: %+v", id, names)
+			}
+		}
+	}
+	cancel()
+	<-done
+}
