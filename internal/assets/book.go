@@ -135,6 +135,12 @@ type fileKey struct {
 	name   string
 }
 
+// dirErr is a problem of the directory, for the tenants of its scope.
+type dirErr struct {
+	scope scope
+	msg   string
+}
+
 // file is one read asset. It is replaced, never modified, once stored.
 type file struct {
 	key     fileKey
@@ -158,8 +164,8 @@ type Book struct {
 	mu    sync.RWMutex
 	files map[fileKey]*file
 	// dirErrs are problems with the directory itself (a folder that is no
-	// tenant, too many files), shown with the files of every tenant.
-	dirErrs []string
+	// tenant, too many files), shown with the files of the tenants they concern.
+	dirErrs []dirErr
 
 	scanMu sync.Mutex // one directory scan at a time
 }
@@ -241,7 +247,7 @@ func assetName(name string) bool {
 func (b *Book) Scan() {
 	b.scanMu.Lock()
 	defer b.scanMu.Unlock()
-	var errs []string
+	var errs []dirErr
 	seen := map[fileKey]bool{}
 	b.mu.RLock()
 	old := make(map[fileKey]*file, len(b.files))
@@ -256,7 +262,7 @@ func (b *Book) Scan() {
 	readDir := func(dir string, sc scope, prefix string) {
 		entries, err := os.ReadDir(dir)
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("cannot read %s: %v", prefix+".", err))
+			errs = append(errs, dirErr{sc, fmt.Sprintf("cannot read %s: %v", prefix+".", err)})
 			return
 		}
 		n := 0
@@ -268,7 +274,7 @@ func (b *Book) Scan() {
 				continue // a README, an editor's backup
 			}
 			if n == b.cfg.MaxAssets {
-				errs = append(errs, fmt.Sprintf("%s: more than %d assets, the rest left out (usage.max_assets)", cmpOr(prefix, "."), b.cfg.MaxAssets))
+				errs = append(errs, dirErr{sc, fmt.Sprintf("%s: more than %d assets, the rest left out (usage.max_assets)", cmpOr(prefix, "."), b.cfg.MaxAssets)})
 				break
 			}
 			n++
@@ -287,7 +293,7 @@ func (b *Book) Scan() {
 	readDir(b.cfg.Dir, scope{all: true}, "")
 	entries, err := os.ReadDir(b.cfg.Dir)
 	if err != nil {
-		errs = append(errs, fmt.Sprintf("cannot read the assets directory: %v", err))
+		errs = append(errs, dirErr{scope{all: true}, fmt.Sprintf("cannot read the assets directory: %v", err)})
 	}
 	for _, e := range entries {
 		if !e.IsDir() || strings.HasPrefix(e.Name(), ".") {
@@ -295,7 +301,7 @@ func (b *Book) Scan() {
 		}
 		t, err := tenant.Parse(e.Name())
 		if err != nil {
-			errs = append(errs, fmt.Sprintf("folder %s/ is no tenant (want accountID:projectID, e.g. 1:0): %v", e.Name(), err))
+			errs = append(errs, dirErr{scope{all: true}, fmt.Sprintf("folder %s/ is no tenant (want accountID:projectID, e.g. 1:0): %v", e.Name(), err)})
 			continue
 		}
 		readDir(filepath.Join(b.cfg.Dir, e.Name()), scope{t: t}, e.Name()+"/")
@@ -475,8 +481,14 @@ func (b *Book) Files(t tenant.ID) []FileStatus {
 	}
 	var out []FileStatus
 	b.mu.RLock()
-	if len(b.dirErrs) > 0 {
-		out = append(out, FileStatus{Name: ".", File: ".", Origin: originDir, Errors: slices.Clone(b.dirErrs)})
+	var dirErrs []string
+	for _, e := range b.dirErrs {
+		if e.scope.all || e.scope.t == t {
+			dirErrs = append(dirErrs, e.msg)
+		}
+	}
+	if len(dirErrs) > 0 {
+		out = append(out, FileStatus{Name: ".", File: ".", Origin: originDir, Errors: dirErrs})
 	}
 	b.mu.RUnlock()
 	for _, f := range files {
