@@ -380,12 +380,12 @@ func (p *parsed) variableQuery(ref AssetRef, q string, vars map[string]*variable
 	case metricsRE.MatchString(q):
 		re := metricsRE.FindStringSubmatch(q)[1]
 		re = strings.Trim(re, `"'`)
-		sub := substitute(re, nil) // a variable in the regex widens it
-		if _, err := regexp.Compile(sub.expr); err != nil || sub.expr == "" {
+		re = grafanaVar.ReplaceAllString(re, ".*") // a variable in the regex widens it
+		if _, err := regexp.Compile(re); err != nil || re == "" {
 			return ".+"
 		}
 		// Grafana's metrics(re) is unanchored.
-		rx := ".*(?:" + sub.expr + ").*"
+		rx := ".*(?:" + re + ").*"
 		p.exprAs(ref, `{__name__=~`+strconv.Quote(rx)+`}`, vars, "", true)
 		return rx
 	case queryResultRE.MatchString(q):

@@ -62,6 +62,13 @@ func TestParseShapes(t *testing.T) {
 			where: []string{"dashboard:P"},
 		},
 		{
+			name: "metrics() with a variable lists every name it can",
+			file: "d.json",
+			body: `{"title": "M", "templating": {"list": [{"name": "m", "type": "query", "query": "metrics(${prefix}_total)"}]},
+			       "panels": [{"title": "P", "targets": [{"expr": "rate($m[5m])"}]}]}`,
+			where: []string{"dashboard:variable m", "dashboard:P"},
+		},
+		{
 			name:    "vmalert rules with MetricsQL, graphite group left out",
 			file:    "r.yml",
 			body:    "groups:\n- name: a\n  rules:\n  - record: r\n    expr: rollup_rate(e_total[5m])\n- name: g\n  type: graphite\n  rules:\n  - alert: x\n    expr: 'sumSeries(a.b)'\n",
@@ -87,8 +94,15 @@ func TestParseShapes(t *testing.T) {
 			}
 		})
 	}
+	p, _ := parseFile("d.json", []byte(tests[5].body))
+	for _, it := range p.items {
+		ms := it.ex.Selectors[0].NameMatchers
+		if len(ms) != 1 || !ms[0].Matches("node_forks_total") || ms[0].Matches("node_load1") {
+			t.Errorf("%s: name matchers %v, want every name ending in _total", it.ref.Panel, ms)
+		}
+	}
 	// {__name__="node_$x"} reads the node_ metrics: a regex, not a name.
-	p, _ := parseFile("d.json", []byte(tests[4].body))
+	p, _ = parseFile("d.json", []byte(tests[4].body))
 	s := p.items[0].ex.Selectors[0]
 	if s.Name != "" || len(s.NameMatchers) != 1 || !s.NameMatchers[0].Matches("node_load1") || s.NameMatchers[0].Matches("up") {
 		t.Errorf("selector %+v", s)
