@@ -24,8 +24,9 @@ func (a *app) reload(cfg Config) error {
 	a.setRelabel(cfg.Relabel)
 	if !reflect.DeepEqual(cfg.Upstream, a.cfg.Upstream) || !reflect.DeepEqual(cfg.Auth, a.cfg.Auth) ||
 		cfg.DefaultTenant != a.cfg.DefaultTenant || !reflect.DeepEqual(cfg.Cardinality, a.cfg.Cardinality) ||
-		!reflect.DeepEqual(cfg.State, a.cfg.State) || !reflect.DeepEqual(cfg.QueryAudit, a.cfg.QueryAudit) {
-		a.logger.Warn("config reload: changes to upstream, auth, default_tenant, cardinality, query_audit and state take effect only after a restart")
+		!reflect.DeepEqual(cfg.State, a.cfg.State) || !reflect.DeepEqual(cfg.QueryAudit, a.cfg.QueryAudit) ||
+		!reflect.DeepEqual(cfg.Usage, a.cfg.Usage) {
+		a.logger.Warn("config reload: changes to upstream, auth, default_tenant, cardinality, query_audit, usage and state take effect only after a restart")
 	}
 	return nil
 }
