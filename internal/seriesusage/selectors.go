@@ -72,13 +72,18 @@ func (c *compiled) matches(ls []prompb.Label) (selected, all bool) {
 	} else {
 		vals = make([]string, len(c.names))
 	}
+	found := 0
 	for i := range ls {
 		l := &ls[i]
 		for j, n := range c.names {
 			if n == l.Name {
 				vals[j] = l.Value
+				found++
 				break
 			}
+		}
+		if found == len(vals) {
+			break
 		}
 	}
 	// memo: 0 not evaluated, 1 matches, 2 does not.
