@@ -53,10 +53,12 @@ func (a *app) newAdaptive() error {
 		Series:  a.tracker,
 		Tenants: a.trackedTenants,
 		Counter: adaptive.NewUpstream(a.scheme, window, cfg.UpstreamTimeout),
-		Sources: []adaptive.Source{adaptive.NewQuerySource(a.usageReports(), readers)},
-		Store:   store,
-		Epoch:   a.tracker.Epoch,
-		Replica: replica,
+		Sources: a.adaptiveSources(readers),
+		// Series usage is recorded per replica: selectors are not shared.
+		SeriesUsage: a.seriesUsage,
+		Store:       store,
+		Epoch:       a.tracker.Epoch,
+		Replica:     replica,
 		OnChange: func() {
 			a.adaptive.rulesMu.Lock()
 			defer a.adaptive.rulesMu.Unlock()
@@ -72,6 +74,20 @@ func (a *app) newAdaptive() error {
 	a.observers.more = append(a.observers.more, eng)
 	a.setRelabel(a.cfg.Relabel)
 	return nil
+}
+
+// adaptiveSources are the evidence the recommendations rest on: the queries
+// through cardguard, the assets, and VictoriaMetrics' metric name stats unless
+// usage.metric_names_stats.disabled.
+func (a *app) adaptiveSources(readers *adaptive.Readers) []adaptive.Source {
+	out := []adaptive.Source{adaptive.NewQuerySource(a.usageReports(), readers)}
+	if a.sources.assets != nil {
+		out = append(out, adaptive.NewAssetSource(a.sources.assets))
+	}
+	if a.sources.names != nil {
+		out = append(out, adaptive.NewNameStatsSource(a.sources.names))
+	}
+	return out
 }
 
 // trackedTenants are the tenants the cardinality tracker knows.

@@ -31,6 +31,8 @@ import (
 //   - app_requests_total{pod (100), instance, user_id (10)}: each pod on its own
 //     instance, 1000 series; the queries use instance and user_id, so dropping
 //     pod, the one unused label, saves nothing.
+//   - app_logins_total{env (prod, dev), instance (10)}: 20 counters; the
+//     queries select env="prod" only, so the dev series are never selected.
 //
 // Every counter rises at a constant rate of its own, so rate() answers the
 // same at any time and before/after comparisons are exact.
@@ -82,6 +84,11 @@ func (w adaptiveWorkload) request(at time.Time) *prompb.WriteRequest {
 				}
 				wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{Labels: lbls, Samples: []prompb.Sample{{Value: v, Timestamp: at.UnixMilli()}}})
 			}
+		}
+	}
+	for i := range 10 {
+		for _, env := range []string{"dev", "prod"} {
+			add(true, "__name__", "app_logins_total", "env", env, "instance", fmt.Sprintf("10.2.0.%d:8080", i))
 		}
 	}
 	for p := range 100 {
@@ -146,6 +153,7 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		c.Cardinality.Window = 4 * time.Second
 		c.Cardinality.Buckets = 2
 		c.Aggregation.Interval = time.Second
+		c.Usage.MetricNamesStats.Interval = time.Second
 	})
 	w := adaptiveWorkload{start: time.Now().Add(-time.Minute)}
 	ctx, stop := context.WithCancel(context.Background())
@@ -174,6 +182,7 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		`sum by (instance) (rate(http_request_duration_seconds_bucket{le="+Inf"}[20s]))`,
 		`sum by (instance, user_id) (rate(app_requests_total[20s]))`,
 		`node_load1`,
+		`sum by (instance) (rate(app_logins_total{env="prod"}[20s]))`,
 	}
 	time.Sleep(6 * time.Second) // a whole cardinality window of series
 	for _, q := range queries {
@@ -186,23 +195,44 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 	e.app.tracker.Refresh()
 
 	base := e.srv.URL + "/api/cardguard/v1/recommendations/tenants/" + e.app.cfg.DefaultTenant.String()
-	var list adaptive.List
-	if code := apiJSON(t, "GET", base+"/?refresh=1", &list); code != 200 {
-		t.Fatalf("list: %d", code)
-	}
-	recs := map[string]adaptive.Recommendation{}
-	for _, r := range list.Items {
-		recs[r.Metric] = r
-		t.Logf("recommend %-40s %-9s %v saves %d (%s; formula %d)", r.Metric, r.Kind, r.Labels, r.SeriesSaved, r.Estimate.Method, r.Estimate.Formula)
-	}
 	want := map[string]string{
 		"node_memory_bytes":                    "drop",
 		"node_cpu_seconds_total":               "aggregate cpu,instance",
 		"http_request_duration_seconds_bucket": "aggregate pod,user_id",
+		"app_logins_total":                     `drop_series {__name__="app_logins_total",env="dev"}`,
+	}
+	var (
+		list adaptive.List
+		recs map[string]adaptive.Recommendation
+	)
+	// VictoriaMetrics' name stats are polled, and the series usage needs a
+	// whole bucket after the queries: until both have answered, the drop and
+	// the drop_series are withheld.
+	waitFor(t, 20*time.Second, "every recommendation", func() bool {
+		// The tracker refreshes every 5 s, slower than this test's 2 s
+		// buckets: refresh it so that its view holds the last buckets.
+		e.app.tracker.Refresh()
+		list = adaptive.List{}
+		if code := apiJSON(t, "GET", base+"/?refresh=1", &list); code != 200 {
+			t.Fatalf("list: %d", code)
+		}
+		recs = map[string]adaptive.Recommendation{}
+		for _, r := range list.Items {
+			recs[r.Metric] = r
+		}
+		for m, k := range want {
+			if r := recs[m]; strings.TrimSpace(r.Kind+" "+strings.Join(r.Labels, ",")+r.Match) != k {
+				return false
+			}
+		}
+		return true
+	})
+	for _, r := range list.Items {
+		t.Logf("recommend %-40s %-11s %v%s saves %d (%s; formula %d) %s", r.Metric, r.Kind, r.Labels, r.Match, r.SeriesSaved, r.Estimate.Method, r.Estimate.Formula, r.Estimate.Detail)
 	}
 	for m, k := range want {
 		r := recs[m]
-		if got := strings.TrimSpace(r.Kind + " " + strings.Join(r.Labels, ",")); got != k {
+		if got := strings.TrimSpace(r.Kind + " " + strings.Join(r.Labels, ",") + r.Match); got != k {
 			t.Errorf("%s: recommended %q, want %q", m, got, k)
 		}
 	}
@@ -225,7 +255,7 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 	// Preview every recommendation, and the pod rule, side by side.
 	previewOf := map[string]string{}
 	for m := range recs {
-		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/preview", nil); code != http.StatusAccepted {
+		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/preview?kind="+recs[m].Kind, nil); code != http.StatusAccepted {
 			t.Fatalf("preview %s: %d", m, code)
 		}
 		previewOf[m] = recs[m].Kind
@@ -281,7 +311,7 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 	}
 	for m := range recs {
 		var a adaptive.Applied
-		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/apply", &a); code != 200 {
+		if code := apiJSON(t, "POST", base+"/metrics/"+m+"/apply?kind="+recs[m].Kind, &a); code != 200 {
 			var l adaptive.List
 			apiJSON(t, "GET", base+"/", &l)
 			t.Fatalf("apply %s: %d; list %+v", m, code, l)
@@ -301,6 +331,25 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		t.Logf("stored %-40s before %5d after %5d: saved %5d, preview %5d", m, before[m], after, saved, previews[m].SeriesSaved)
 		if !within(saved, previews[m].SeriesSaved, 0.02, 0) {
 			t.Errorf("%s: stored series fell by %d, the preview measured %d", m, saved, previews[m].SeriesSaved)
+		}
+	}
+	// Counters stay true: the increase of the aggregated buckets is the sum
+	// of the inputs' increases, which the workload knows.
+	truth := 0.0
+	for p := range 20 {
+		for u := range 10 {
+			truth += float64(4*(1+(p+u)%3)) * 20
+		}
+	}
+	// (After the rule only: before it, the window holds less than 20 s of
+	// this test's samples.)
+	for _, at := range []time.Time{t1} {
+		for _, root := range []string{vm, e.srv.URL} {
+			got := vector(t, root, `sum(increase(http_request_duration_seconds_bucket{le="+Inf"}[20s]))`, at)
+			t.Logf("sum(increase()) at %s through %s: %v, truth %v", at.Format(time.TimeOnly), root, got, truth)
+			if v, ok := got[""]; !ok || math.Abs(v-truth) > 0.02*truth {
+				t.Errorf("sum(increase()) at %s through %s: %v, truth %v", at.Format(time.TimeOnly), root, got, truth)
+			}
 		}
 	}
 	for _, q := range queries {

@@ -56,7 +56,7 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 		return spec, Estimate{}, errf(http.StatusBadRequest, "bad metric name: empty or longer than 256 bytes")
 	}
 	var est Estimate
-	if spec.Kind == "" || (spec.Kind == KindAggregate && len(spec.Labels) == 0) {
+	if spec.Kind == "" || (spec.Kind == KindAggregate && len(spec.Labels) == 0) || (spec.Kind == KindDropSeries && spec.Match == "") {
 		rec, ok := e.cached(t, metric, spec.Kind)
 		if !ok {
 			rec, ok = e.find(ctx, t, metric, spec.Kind)
@@ -147,9 +147,9 @@ func (e *Engine) PreviewOf(t tenant.ID, metric, kind string) (Preview, bool) {
 }
 
 // previewOf is the preview of exactly this rule, or nil.
-func (e *Engine) previewOf(t tenant.ID, metric, kind string, lbls []string) *Preview {
+func (e *Engine) previewOf(t tenant.ID, metric, kind string, lbls []string, match string) *Preview {
 	p, ok := e.PreviewOf(t, metric, kind)
-	if !ok || !slices.Equal(p.Labels, lbls) {
+	if !ok || !slices.Equal(p.Labels, lbls) || p.Match != match {
 		return nil
 	}
 	return &p
@@ -225,7 +225,7 @@ func (e *Engine) Apply(ctx context.Context, t tenant.ID, metric string, spec Rul
 		return Applied{}, errf(http.StatusBadRequest, "rule does not compile: %v", err)
 	}
 	a := Applied{Metric: metric, Kind: spec.Kind, Labels: spec.Labels, Match: spec.Match, Rule: rule,
-		AppliedBy: by, AppliedAt: e.o.Now().UTC(), Estimate: est, Preview: e.previewOf(t, metric, spec.Kind, spec.Labels)}
+		AppliedBy: by, AppliedAt: e.o.Now().UTC(), Estimate: est, Preview: e.previewOf(t, metric, spec.Kind, spec.Labels, spec.Match)}
 	if refusal != nil {
 		a.Forced, a.Overrode = true, refusal.Readers
 	}

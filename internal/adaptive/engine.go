@@ -11,6 +11,7 @@ import (
 	"maps"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/cardguard/cardguard/internal/relabel"
+	"github.com/cardguard/cardguard/internal/seriesusage"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -89,8 +91,10 @@ type Options struct {
 	Tenants func() []tenant.ID
 	// Counter may be nil: every estimate is then the sketches'.
 	Counter Counter
-	Sources []Source
-	Store   Store
+	// SeriesUsage may be nil: no drop_series recommendations then.
+	SeriesUsage SeriesUsage
+	Sources     []Source
+	Store       Store
 	// Epoch is the pipeline's cardinality bucket (the tracker's Epoch).
 	Epoch func() int64
 	// Replica names this replica in previews; empty without shared state.
@@ -238,8 +242,17 @@ func (e *Engine) Rules() map[tenant.ID][]relabel.Config {
 	defer e.mu.Unlock()
 	out := make(map[tenant.ID][]relabel.Config, len(e.state))
 	for t, ts := range e.state {
+		// Drops first: a drop_series rule may match a label an aggregation
+		// applied later removes.
 		for _, a := range ts.Rules {
-			out[t] = append(out[t], a.Rule)
+			if a.Kind != KindAggregate {
+				out[t] = append(out[t], a.Rule)
+			}
+		}
+		for _, a := range ts.Rules {
+			if a.Kind == KindAggregate {
+				out[t] = append(out[t], a.Rule)
+			}
 		}
 	}
 	return out
@@ -451,10 +464,13 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 	answers := e.gather(t)
 	e.mu.Lock()
 	ex := e.exempt[t]
-	appliedTo := map[string]bool{}
+	appliedTo := map[string]map[string]bool{}
 	if ts := e.state[t]; ts != nil {
 		for _, a := range ts.Rules {
-			appliedTo[a.Metric] = true
+			if appliedTo[a.Metric] == nil {
+				appliedTo[a.Metric] = map[string]bool{}
+			}
+			appliedTo[a.Metric][a.Kind] = true
 		}
 	}
 	e.mu.Unlock()
@@ -468,7 +484,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 	}
 	var cands []candidate
 	for _, metric := range e.o.Series.MetricNames(t) {
-		if appliedTo[metric] {
+		if appliedTo[metric][KindDrop] {
 			continue
 		}
 		if _, ok := ex.match(metric); ok {
@@ -483,6 +499,14 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		m := merge(answers, metric)
 		rec := Recommendation{Metric: metric, Series: series}
 		rec.Evidence = Evidence{Sources: m.checks, Reads: m.reads, LastRead: m.last, Readers: dedupRefs(m.refs, 10)}
+		if !appliedTo[metric][KindDropSeries] {
+			if ds, ok := e.dropSeries(t, metric, m, rec); ok {
+				cands = append(cands, candidate{ds, distinct})
+			}
+		}
+		if appliedTo[metric][KindAggregate] {
+			continue
+		}
 		switch {
 		case !m.used && len(m.blind) > 0:
 			l.Withheld = append(l.Withheld, Withheld{Metric: metric, Series: series, Reason: fmt.Sprintf(
@@ -567,7 +591,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			continue
 		}
 		rec.Segments = e.segments.values(t, rec.Metric)
-		rec.Preview = e.previewOf(t, rec.Metric, rec.Kind, rec.Labels)
+		rec.Preview = e.previewOf(t, rec.Metric, rec.Kind, rec.Labels, rec.Match)
 		l.Items = append(l.Items, rec)
 		l.SeriesSaveable += rec.SeriesSaved
 	}
@@ -683,7 +707,7 @@ func (e *Engine) Recommendations(ctx context.Context, t tenant.ID, refresh bool)
 	out.Items = slices.Clone(l.Items)
 	for i := range out.Items {
 		r := &out.Items[i]
-		r.Preview = e.previewOf(t, r.Metric, r.Kind, r.Labels)
+		r.Preview = e.previewOf(t, r.Metric, r.Kind, r.Labels, r.Match)
 		r.Segments = e.segments.values(t, r.Metric)
 	}
 	return &out
@@ -714,4 +738,50 @@ func (e *Engine) find(ctx context.Context, t tenant.ID, metric, kind string) (Re
 		}
 	}
 	return Recommendation{}, false
+}
+
+// SeriesUsage is the series-level usage of seriesusage.Book: which series of
+// a metric no recorded selector selects, and the label values that explain them.
+type SeriesUsage interface {
+	Report(t tenant.ID, metric string) (seriesusage.Report, bool)
+}
+
+// dropSeries recommends dropping the series of metric that no recorded query
+// selects, when one label value explains them (env="dev"). Only the queries
+// through cardguard record selectors: a metric some other source reads
+// (dashboards, rules, an unseen reader) gets no such recommendation.
+func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommendation) (Recommendation, bool) {
+	if e.o.SeriesUsage == nil || !m.used || m.all {
+		return Recommendation{}, false
+	}
+	for _, c := range m.checks {
+		if c.Used && c.Name != "queries" && !slices.Contains(m.blind, c.Name) {
+			return Recommendation{}, false
+		}
+	}
+	rep, ok := e.o.SeriesUsage.Report(t, metric)
+	if !ok || rep.AllSelected || !rep.Bucket.Complete || rep.NeverSelected <= 0 || len(rep.Explaining) == 0 || rep.Coverage.Queries == 0 {
+		return Recommendation{}, false
+	}
+	ex := rep.Explaining[0]
+	if ex.Label == labels.MetricName || !labelNameRE.MatchString(ex.Label) || ex.Series <= 0 {
+		return Recommendation{}, false
+	}
+	rec := base
+	rec.Kind = KindDropSeries
+	rec.Match = "{__name__=" + strconv.Quote(metric) + "," + ex.Label + "=" + strconv.Quote(ex.Value) + "}"
+	rec.Rule, rec.RuleText = ruleFor(metric, KindDropSeries, nil, rec.Match)
+	rec.Estimate = Estimate{Method: MethodSeriesUsage, Series: rep.ActiveSeries, After: rep.ActiveSeries - ex.Series, Saved: ex.Series, Formula: ex.Series,
+		Detail: "series of the last complete bucket that no recorded selector selects and that carry " + ex.Label + "=" + strconv.Quote(ex.Value)}
+	rec.Reason = fmt.Sprintf("%d of %d series carry %s=%q and none of the %d selectors recorded from %d queries selects them",
+		ex.Series, rep.ActiveSeries, ex.Label, ex.Value, rep.Coverage.Selectors, rep.Coverage.Queries)
+	rec.Evidence.Notes = append(slices.Clone(rec.Evidence.Notes),
+		fmt.Sprintf("selectors recorded on this replica since %s (not kept across restarts)", rep.Coverage.RecordingSince.Format(time.RFC3339)))
+	for i, sel := range rep.Selectors {
+		if i == 10 {
+			break
+		}
+		rec.Evidence.Notes = append(rec.Evidence.Notes, "selector: "+sel)
+	}
+	return rec, true
 }

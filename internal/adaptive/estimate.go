@@ -28,6 +28,9 @@ const (
 	// independently of the kept ones (queryaudit.SavingsEstimate): an upper
 	// bound when a removed label follows a kept one.
 	MethodSketch = "sketch"
+	// MethodSeriesUsage: the series of the last complete bucket that no
+	// recorded selector selects (drop_series).
+	MethodSeriesUsage = "series_usage"
 )
 
 // Estimate is the series a rule is expected to save, and how that was found.
@@ -60,9 +63,15 @@ type Upstream struct {
 	window time.Duration
 }
 
-// NewUpstream returns a Counter over the last window of series.
+// minCountWindow floors the window counted: VictoriaMetrics makes samples
+// searchable a second or two after they arrive, so a window of a few seconds
+// may hold none of a metric's series.
+const minCountWindow = time.Minute
+
+// NewUpstream returns a Counter over the last window of series (at least a
+// minute).
 func NewUpstream(scheme *upstream.Scheme, window time.Duration, timeout time.Duration) *Upstream {
-	return &Upstream{scheme: scheme, client: &http.Client{Timeout: timeout}, window: window}
+	return &Upstream{scheme: scheme, client: &http.Client{Timeout: timeout}, window: max(window, minCountWindow)}
 }
 
 var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
