@@ -14,6 +14,9 @@ type SeriesUsage struct {
 	// Complete: the figures are from a complete bucket; otherwise from the
 	// current one, which has seen only part of the series yet.
 	Complete bool
+	// SelectorsChanged: selectors were recorded (or expired) during the
+	// bucket; series seen before a new selector count as not selected by it.
+	SelectorsChanged bool
 	// Explaining are label values only never-selected series carry, most
 	// series first.
 	Explaining []ValueExplain

@@ -31,10 +31,19 @@ func TestSeriesUsageBar(t *testing.T) {
 		`x="&lt;b&gt;&#34;"`, // values are escaped
 		`Selectors from 37 queries since`,
 		`the last complete bucket`,
+		`1 selector recorded`,
 	} {
 		if !strings.Contains(body, want) {
 			t.Errorf("metric page lacks %s", want)
 		}
+	}
+	if strings.Contains(body, "su-changed") {
+		t.Error("selectors changed note for a bucket they did not change in")
+	}
+	d.SeriesUsage.SelectorsChanged, d.SeriesUsage.Complete = true, false
+	_, _, body = get(t, u, "/fragment/metric?tenant=1:0&metric=http_requests_total")
+	if !strings.Contains(body, `class="su-changed"`) || !strings.Contains(body, "the current bucket (still filling)") {
+		t.Error("no note that selectors changed during the current bucket")
 	}
 	// Without series usage, no section.
 	_, _, body = get(t, u, "/fragment/metric?tenant=1:0&metric=node_cpu_seconds_total")

@@ -59,7 +59,8 @@ func (s uiSource) seriesUsage(t tenant.ID, name string) *web.SeriesUsage {
 	}
 	su := &web.SeriesUsage{
 		ActiveSeries: rep.ActiveSeries, Selected: rep.Selected, NeverSelected: rep.NeverSelected,
-		AllSelected: rep.AllSelected, Complete: rep.Bucket.Complete, Selectors: rep.Selectors,
+		AllSelected: rep.AllSelected, Complete: rep.Bucket.Complete, SelectorsChanged: rep.Bucket.SelectorsChanged,
+		Selectors: rep.Selectors,
 		Queries: rep.Coverage.Queries, Since: rep.Coverage.Since,
 	}
 	for _, x := range rep.Explaining {
