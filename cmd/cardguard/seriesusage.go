@@ -61,7 +61,7 @@ func (s uiSource) seriesUsage(t tenant.ID, name string) *web.SeriesUsage {
 		ActiveSeries: rep.ActiveSeries, Selected: rep.Selected, NeverSelected: rep.NeverSelected,
 		AllSelected: rep.AllSelected, Complete: rep.Bucket.Complete, SelectorsChanged: rep.Bucket.SelectorsChanged,
 		Selectors: rep.Selectors,
-		Queries: rep.Coverage.Queries, Since: rep.Coverage.Since,
+		Queries:   rep.Coverage.Queries, Since: rep.Coverage.Since,
 	}
 	for _, x := range rep.Explaining {
 		su.Explaining = append(su.Explaining, web.ValueExplain{Label: x.Label, Value: x.Value, Series: x.Series})
