@@ -56,6 +56,11 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 		return spec, Estimate{}, errf(http.StatusBadRequest, "bad metric name: empty or longer than 256 bytes")
 	}
 	var est Estimate
+	for _, a := range e.Applied(t) {
+		if a.Metric == metric && (spec.Kind == "" || spec.Kind == a.Kind) {
+			return spec, est, errf(http.StatusConflict, "a %s rule for %q is already applied; revert it first", a.Kind, clip(metric, 64))
+		}
+	}
 	if spec.Kind == "" || (spec.Kind == KindAggregate && len(spec.Labels) == 0) || (spec.Kind == KindDropSeries && spec.Match == "") {
 		rec, ok := e.cached(t, metric, spec.Kind)
 		if !ok {
