@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/promql/parser"
 
@@ -109,7 +110,7 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 func selectsOnly(ms []*labels.Matcher, metric string) bool {
 	name := false
 	for _, m := range ms {
-		if m.Name == labels.MetricName {
+		if m.Name == model.MetricNameLabel {
 			name = m.Type == labels.MatchEqual && m.Value == metric
 		}
 	}

@@ -16,7 +16,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/common/model"
 
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/seriesusage"
@@ -447,9 +447,9 @@ func union(a, b []string) []string {
 // le, without which histogram buckets are meaningless.
 func (e *Engine) neverRemoved(l string) (string, bool) {
 	switch {
-	case l == labels.MetricName:
+	case l == model.MetricNameLabel:
 		return "the metric name", true
-	case l == labels.BucketLabel:
+	case l == model.BucketLabel:
 		return "histogram bucket bound", true
 	case l == "__overflow__":
 		return "cardinality overflow entry", true
@@ -611,7 +611,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 func (e *Engine) labelRows(distinct map[string]int64, m merged, removed []string, kind string) []LabelRow {
 	var rows []LabelRow
 	for _, lbl := range slices.Sorted(maps.Keys(distinct)) {
-		if lbl == labels.MetricName {
+		if lbl == model.MetricNameLabel {
 			continue
 		}
 		row := LabelRow{Label: lbl, DistinctValues: distinct[lbl], LabelEvidence: m.labels[lbl], Sources: m.labelSrc[lbl]}
@@ -764,7 +764,7 @@ func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommend
 		return Recommendation{}, false
 	}
 	ex := rep.Explaining[0]
-	if ex.Label == labels.MetricName || !labelNameRE.MatchString(ex.Label) || ex.Series <= 0 {
+	if ex.Label == model.MetricNameLabel || !labelNameRE.MatchString(ex.Label) || ex.Series <= 0 {
 		return Recommendation{}, false
 	}
 	rec := base
