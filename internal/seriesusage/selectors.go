@@ -322,19 +322,35 @@ func (b *Book) Prune(now time.Time) {
 	b.pruneLocked(now)
 }
 
+// pruneLocked needs selMu. It holds the write path's locks only to delete:
+// Observe looks tenants and metrics up under read locks meanwhile.
 func (b *Book) pruneLocked(now time.Time) {
 	b.lastPrune = now
 	cutoff := now.Add(-b.cfg.Retention)
 	epoch := b.cfg.Epoch()
 	last := b.lastComplete(epoch)
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	for id, tb := range b.tenants {
+	idle := func(mb *metricBook) bool { // needs mb.mu
+		return mb.cur.series == 0 || (mb.cur.epoch < epoch && (last < 0 || mb.cur.epoch < last))
+	}
+	b.mu.RLock()
+	tbs := make([]*tenantBook, 0, len(b.tenants))
+	for _, tb := range b.tenants {
+		tbs = append(tbs, tb)
+	}
+	b.mu.RUnlock()
+	var idleTenants []*tenantBook
+	for _, tb := range tbs {
 		if tb.namelessSets.expire(cutoff) {
 			tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
 		}
-		tb.mu.Lock()
-		for name, mb := range tb.metrics {
+		tb.mu.RLock()
+		mbs := make([]*metricBook, 0, len(tb.metrics))
+		for _, mb := range tb.metrics {
+			mbs = append(mbs, mb)
+		}
+		tb.mu.RUnlock()
+		var drop []*metricBook
+		for _, mb := range mbs {
 			if mb.sets.expire(cutoff) {
 				mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
 			}
@@ -342,17 +358,37 @@ func (b *Book) pruneLocked(now time.Time) {
 				continue
 			}
 			mb.mu.Lock()
-			if mb.cur.series == 0 || (mb.cur.epoch < epoch && (last < 0 || mb.cur.epoch < last)) {
+			if idle(mb) {
+				drop = append(drop, mb)
+			}
+			mb.mu.Unlock()
+		}
+		tb.mu.Lock()
+		for _, mb := range drop {
+			mb.mu.Lock()
+			if idle(mb) { // Observe may have counted a series since
 				mb.evicted = true
 				b.release(&mb.cur)
 				b.release(&mb.prev)
-				delete(tb.metrics, name)
+				delete(tb.metrics, mb.name)
 			}
 			mb.mu.Unlock()
 		}
 		if len(tb.metrics) == 0 && tb.namelessSets.empty() {
+			idleTenants = append(idleTenants, tb)
+		}
+		tb.mu.Unlock()
+	}
+	if len(idleTenants) == 0 {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for _, tb := range idleTenants {
+		tb.mu.Lock()
+		if len(tb.metrics) == 0 { // nameless sets change under selMu only
 			tb.evicted = true
-			delete(b.tenants, id)
+			delete(b.tenants, tb.id)
 		}
 		tb.mu.Unlock()
 	}
