@@ -13,7 +13,7 @@ import (
 // every read from the usage recorder and matches them against every series
 // the pipeline observes, on the tracker's buckets. Call it after the usage
 // recorder and the tracker exist and before ingest.New.
-func (a *app) newSeriesUsage() {
+func (a *app) newSeriesUsage() error {
 	window := a.cfg.Cardinality.Window
 	if window == 0 {
 		window = time.Hour
@@ -28,8 +28,12 @@ func (a *app) newSeriesUsage() {
 		Epoch:                 a.tracker.Epoch,
 		Window:                window,
 	})
+	if err := a.seriesUsage.Register(a.reg); err != nil {
+		return err
+	}
 	a.usage.AddListener(a.seriesUsage)
 	a.observers.more = append(a.observers.more, a.seriesUsage)
+	return nil
 }
 
 // runSeriesUsage forgets expired selectors and idle metrics until ctx ends.

@@ -136,7 +136,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.observers.tracker = a.tracker
-	a.newSeriesUsage()
+	if err := a.newSeriesUsage(); err != nil {
+		return nil, err
+	}
 	if err := a.newAdaptive(); err != nil {
 		return nil, err
 	}

@@ -125,8 +125,9 @@ type Book struct {
 		prev int64
 	}
 	overflow struct {
-		tenants, metrics, longNames, values atomic.Uint64
+		tenants, metrics, longNames, values, selectors atomic.Uint64
 	}
+	selectors atomic.Int64 // sets kept in all stores
 }
 
 // New returns an empty Book.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/tenant"
@@ -210,6 +211,31 @@ func TestSelectorCap(t *testing.T) {
 	c.epoch.Add(1)
 	if rep, _ := b.Report(tn, "other"); !rep.AllSelected || rep.Selected != 4 || rep.SelectorOverflow != 1 {
 		t.Errorf("nameless over the cap: %+v", rep)
+	}
+	reg := prometheus.NewRegistry()
+	if err := b.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, l := range m.GetLabel() {
+				key += "/" + l.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	if got["cardguard_series_usage_selectors"] != 5 || got["cardguard_series_usage_overflow_total/selectors"] != 3 ||
+		got["cardguard_series_usage_overflow_total/tenants"] != 0 || len(got) != 7 {
+		t.Errorf("own metrics %v: want 5 selectors kept (3 of m, 2 without a name), 3 refused", got)
+	}
+	if got := b.overflow.selectors.Load(); got != 3 {
+		t.Errorf("selector overflow %d, want 3 (2 of m, 1 without a name)", got)
 	}
 }
 

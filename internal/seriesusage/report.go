@@ -104,8 +104,8 @@ type Summary struct {
 	Metrics []MetricSummary `json:"metrics"`
 	Total   int             `json:"total"`
 	// Overflow counts what was not tracked, for all tenants: tenants and
-	// metrics past their caps, metric names too long, label values past
-	// their caps.
+	// metrics past their caps, metric names too long, label values and
+	// selectors past their caps.
 	Overflow map[string]uint64 `json:"overflow"`
 	// Selectors without a metric name recorded for the tenant.
 	NamelessSelectors int `json:"nameless_selectors"`
@@ -269,6 +269,7 @@ func (b *Book) Summary(t tenant.ID, limit int) Summary {
 	sum := Summary{Tenant: t.String(), Metrics: []MetricSummary{}, Overflow: map[string]uint64{
 		"tenants": b.overflow.tenants.Load(), "metrics": b.overflow.metrics.Load(),
 		"long_names": b.overflow.longNames.Load(), "label_values": b.overflow.values.Load(),
+		"selectors": b.overflow.selectors.Load(),
 	}}
 	tb := b.tenant(t, false)
 	if tb == nil {

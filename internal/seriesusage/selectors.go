@@ -190,7 +190,7 @@ func (s *store) compile(now time.Time, retention time.Duration) *compiled {
 // add records that a read used set at now; it reports whether the store's
 // snapshot must be rebuilt, and credits the read when credit is true.
 // ms is kept, never modified.
-func (s *store) add(key string, ms []*labels.Matcher, now time.Time, max int, credit bool) bool {
+func (s *store) add(b *Book, key string, ms []*labels.Matcher, now time.Time, max int, credit bool) bool {
 	for _, set := range s.sets {
 		if set.key == key {
 			set.last = now
@@ -201,6 +201,7 @@ func (s *store) add(key string, ms []*labels.Matcher, now time.Time, max int, cr
 		}
 	}
 	if len(s.sets) >= max {
+		b.overflow.selectors.Add(1)
 		s.overflow++
 		first := s.overflowLast.IsZero()
 		s.overflowLast = now
@@ -211,14 +212,16 @@ func (s *store) add(key string, ms []*labels.Matcher, now time.Time, max int, cr
 		set.reads = 1
 	}
 	s.sets = append(s.sets, set)
+	b.selectors.Add(1)
 	return true
 }
 
 // expire drops the sets last used before cutoff; it reports whether any went.
-func (s *store) expire(cutoff time.Time) bool {
+func (s *store) expire(b *Book, cutoff time.Time) bool {
 	n := len(s.sets)
 	s.sets = slices.DeleteFunc(s.sets, func(set *selectorSet) bool { return !set.last.After(cutoff) })
 	changed := len(s.sets) != n
+	b.selectors.Add(int64(len(s.sets) - n))
 	if s.overflow > 0 && !s.overflowLast.After(cutoff) {
 		s.overflow, s.overflowLast = 0, time.Time{}
 		changed = true
@@ -256,7 +259,7 @@ func (b *Book) OnRead(r *queryaudit.Read) {
 		if s.Name == "" {
 			for _, ms := range s.MatcherSets {
 				key, ms := b.setKey(ms)
-				if tb.namelessSets.add(key, ms, now, b.cfg.MaxNamelessPerTenant, !creditedNameless) {
+				if tb.namelessSets.add(b, key, ms, now, b.cfg.MaxNamelessPerTenant, !creditedNameless) {
 					rebuildNameless = true
 				}
 				creditedNameless = true
@@ -273,7 +276,7 @@ func (b *Book) OnRead(r *queryaudit.Read) {
 		}
 		for _, ms := range sets {
 			key, ms := b.setKey(ms)
-			if mb.sets.add(key, ms, now, b.cfg.MaxSelectorsPerMetric, !credited[mb]) && !slices.Contains(rebuild, mb) {
+			if mb.sets.add(b, key, ms, now, b.cfg.MaxSelectorsPerMetric, !credited[mb]) && !slices.Contains(rebuild, mb) {
 				rebuild = append(rebuild, mb)
 			}
 			credited[mb] = true
@@ -340,7 +343,7 @@ func (b *Book) pruneLocked(now time.Time) {
 	b.mu.RUnlock()
 	var idleTenants []*tenantBook
 	for _, tb := range tbs {
-		if tb.namelessSets.expire(cutoff) {
+		if tb.namelessSets.expire(b, cutoff) {
 			tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
 		}
 		tb.mu.RLock()
@@ -351,7 +354,7 @@ func (b *Book) pruneLocked(now time.Time) {
 		tb.mu.RUnlock()
 		var drop []*metricBook
 		for _, mb := range mbs {
-			if mb.sets.expire(cutoff) {
+			if mb.sets.expire(b, cutoff) {
 				mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
 			}
 			if !mb.sets.empty() {
