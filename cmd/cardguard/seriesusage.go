@@ -27,6 +27,11 @@ func (a *app) newSeriesUsage() error {
 		BucketWidth:           a.tracker.BucketWidth(),
 		Epoch:                 a.tracker.Epoch,
 		Window:                window,
+		Unseen: func(t tenant.ID) (uint64, uint64) {
+			// This replica's reads: the ones its book has seen or not.
+			tot := a.usage.MetricsReport(t, nil, "all", "name", "asc", 0, 0, 0).Totals
+			return tot.UnparsedQueries, tot.DroppedEvents
+		},
 	})
 	if err := a.seriesUsage.Register(a.reg); err != nil {
 		return err

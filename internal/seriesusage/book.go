@@ -69,6 +69,11 @@ type Config struct {
 	Window time.Duration
 	// Now is the clock of reports and expiry. Default time.Now.
 	Now func() time.Time
+	// Unseen, when set, tells how many reads of tenant t in the retention
+	// never reached the book: unparsed, or dropped when the usage recorder's
+	// queue was full. Such a read may select series the report counts as
+	// never selected; reports show the counts (Coverage).
+	Unseen func(t tenant.ID) (unparsed, dropped uint64)
 }
 
 func (c Config) withDefaults() Config {

@@ -381,7 +381,12 @@ func TestConcurrent(t *testing.T) {
 
 func TestAPI(t *testing.T) {
 	t.Parallel()
-	b, c := newTestBook(t, Config{})
+	b, c := newTestBook(t, Config{Unseen: func(t tenant.ID) (uint64, uint64) {
+		if t == tn {
+			return 2, 1
+		}
+		return 0, 0
+	}})
 	read(t, b, c.Now(), tn, `m{env="prod"}`)
 	writeEnvs(b, tn, "m", 3, "prod", "dev")
 	r := chi.NewRouter()
@@ -421,6 +426,9 @@ func TestAPI(t *testing.T) {
 	_, v := get("/usage/tenants/1/metrics/m/series")
 	if v["active_series"].(float64) != 6 || v["never_selected"].(float64) != 3 {
 		t.Errorf("report %v", v)
+	}
+	if cov := v["coverage"].(map[string]any); cov["unparsed_reads"].(float64) != 2 || cov["dropped_reads"].(float64) != 1 {
+		t.Errorf("coverage %v: want 2 unparsed and 1 dropped read", cov)
 	}
 	ex := v["explaining"].([]any)
 	if len(ex) == 0 || ex[0].(map[string]any)["value"] != "dev" {

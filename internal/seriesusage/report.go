@@ -64,6 +64,12 @@ type Coverage struct {
 	RecordingSince time.Time `json:"recording_since"`
 	// Retention is how long an unused selector is kept.
 	Retention string `json:"retention"`
+	// UnparsedReads and DroppedReads are the tenant's reads in the retention
+	// whose selectors are unknown (no parser read them; the usage recorder's
+	// queue was full). When not 0, some never-selected series may be
+	// selected by them.
+	UnparsedReads uint64 `json:"unparsed_reads"`
+	DroppedReads  uint64 `json:"dropped_reads"`
 }
 
 // Bucket is what one series bucket saw of a metric. A bucket lasts from one
@@ -126,6 +132,9 @@ func (b *Book) Report(t tenant.ID, metric string) (Report, bool) {
 	rep := Report{Tenant: t.String(), Metric: metric, Explaining: []ValueExplain{}, Selectors: []string{},
 		Coverage: Coverage{RecordingSince: b.start.UTC(), Retention: b.cfg.Retention.String()}}
 	b.selectorsOf(tb, mb, now, &rep)
+	if b.cfg.Unseen != nil {
+		rep.Coverage.UnparsedReads, rep.Coverage.DroppedReads = b.cfg.Unseen(t)
+	}
 
 	main, cur, explain := b.buckets(mb, true)
 	rep.Bucket = main
