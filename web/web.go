@@ -70,6 +70,11 @@ type Options struct {
 	Limits    Limits
 	// Costs fills the tenant page's "Costly queries" panel; nil leaves it out.
 	Costs Costs
+	// Adaptive fills the recommendations page (adaptive.go); nil leaves it out.
+	Adaptive Adaptive
+	// AdaptiveAPI is the URL path of the recommendations API, a tenant appended
+	// (default "/api/cardguard/v1/recommendations/tenants").
+	AdaptiveAPI string
 	// History draws rejections over time on the overview; nil leaves the chart out.
 	History *History
 	// Protect wraps the data routes; nil leaves them open.
@@ -96,6 +101,7 @@ func New(o Options) (*UI, error) {
 	}
 	o.Base = strings.TrimSuffix(cmp.Or(o.Base, "/ui"), "/")
 	o.LimitsAPI = strings.TrimSuffix(cmp.Or(o.LimitsAPI, "/api/cardguard/v1/limits"), "/")
+	o.AdaptiveAPI = strings.TrimSuffix(cmp.Or(o.AdaptiveAPI, "/api/cardguard/v1/recommendations/tenants"), "/")
 	if o.PageSize <= 0 {
 		o.PageSize = 100
 	}
@@ -107,7 +113,7 @@ func New(o Options) (*UI, error) {
 	}
 	u := &UI{o: o}
 	var err error
-	u.tmpl, err = template.New("pages").Funcs(u.funcs()).ParseFS(templateFS, "templates/pages.html")
+	u.tmpl, err = template.New("pages").Funcs(u.funcs()).Funcs(u.adaptiveFuncs()).ParseFS(templateFS, "templates/pages.html", "templates/adaptive.html")
 	if err != nil {
 		return nil, err
 	}
@@ -136,6 +142,7 @@ func New(o Options) (*UI, error) {
 	m.Handle("GET /fragment/tenant", frag(u.tenantPage))
 	m.Handle("GET /fragment/metric", frag(u.metricPage))
 	m.Handle("GET /fragment/limits", frag(u.limitsPage))
+	u.adaptiveRoutes(m, frag)
 	u.mux = m
 	return u, nil
 }

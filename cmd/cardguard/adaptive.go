@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -10,6 +12,7 @@ import (
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/state"
 	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/web"
 )
 
 // adaptiveHash is the Redis hash of the applied adaptive rules and exemptions.
@@ -185,4 +188,86 @@ func (a *app) appliedBy(r *http.Request) string {
 		return "admin (" + u + ")"
 	}
 	return "admin"
+}
+
+// adaptiveUI is the engine as the dashboard sees it.
+type adaptiveUI struct{ e *adaptive.Engine }
+
+func (u adaptiveUI) Recommendations(r *http.Request, t tenant.ID, segment string, refresh bool) web.AdaptiveList {
+	l := u.e.Recommendations(r.Context(), t, refresh)
+	applied := u.e.Applied(t)
+	broken := u.e.BrokenAll(t)
+	out := web.AdaptiveList{Computed: l.Computed, SegmentLabel: u.e.SegmentLabel(), SeriesSaved: adaptive.SavedBy(applied)}
+	for _, s := range l.Sources {
+		out.Sources = append(out.Sources, web.AdaptiveSource{Name: s.Name, Detail: s.Detail, OK: s.OK})
+	}
+	for _, rec := range l.Items {
+		if segment != "" && !slices.Contains(rec.Segments, segment) {
+			continue
+		}
+		out.SeriesSaveable += rec.SeriesSaved
+		wr := web.Recommendation{
+			Metric: rec.Metric, Kind: rec.Kind, Labels: strings.Join(rec.Labels, ", "), Match: rec.Match, RuleText: rec.RuleText,
+			Series: rec.Series, SeriesSaved: rec.SeriesSaved, Method: rec.Estimate.Method, EstimateDetail: rec.Estimate.Detail,
+			Formula: rec.Estimate.Formula, Segments: rec.Segments, Reason: rec.Reason, Notes: rec.Evidence.Notes,
+		}
+		if p := rec.Preview; p != nil {
+			wr.Preview = &web.AdaptivePreview{State: p.State, SeriesIn: p.SeriesIn, SeriesOut: p.SeriesOut, SeriesSaved: p.SeriesSaved,
+				Truncated: p.Truncated, MeasuredFrom: p.MeasuredFrom, Measured: p.MeasuredTo, Replica: p.Replica}
+		}
+		for _, row := range rec.Evidence.Labels {
+			er := web.EvidenceRow{Label: row.Label, DistinctValues: row.DistinctValues, Kept: row.Kept, Why: row.Why, Last: row.Last}
+			for _, w := range row.Who {
+				er.Who = append(er.Who, refText(w))
+			}
+			wr.Evidence = append(wr.Evidence, er)
+		}
+		for _, ref := range rec.Evidence.Readers {
+			wr.Readers = append(wr.Readers, refText(ref))
+		}
+		for _, c := range rec.Evidence.Sources {
+			wr.Checked = append(wr.Checked, c.Name)
+		}
+		out.Items = append(out.Items, wr)
+	}
+	for _, wh := range l.Withheld {
+		out.Withheld = append(out.Withheld, web.Withheld{Metric: wh.Metric, Series: wh.Series, Reason: wh.Reason})
+	}
+	for _, a := range applied {
+		out.Applied = append(out.Applied, appliedRow(a, broken[a.Metric].Count))
+	}
+	return out
+}
+
+func (u adaptiveUI) MetricRules(t tenant.ID, metric string) web.AdaptiveMetric {
+	var out web.AdaptiveMetric
+	b := u.e.BrokenBy(t, metric)
+	for _, a := range u.e.Applied(t) {
+		if a.Metric == metric {
+			out.Rules = append(out.Rules, appliedRow(a, b.Count))
+		}
+	}
+	out.Broken = b.Count
+	for _, r := range b.Reads {
+		out.BrokenReads = append(out.BrokenReads, web.BrokenRead{Query: r.Reader.Query, Reader: r.Reader.Kind + " " + r.Reader.Name,
+			Labels: strings.Join(r.Labels, ", "), Kind: r.Kind, Last: r.Reader.Last})
+	}
+	return out
+}
+
+func appliedRow(a adaptive.Applied, broken uint64) web.AppliedRule {
+	row := web.AppliedRule{Metric: a.Metric, Kind: a.Kind, Labels: strings.Join(a.Labels, ", "), Match: a.Match,
+		AppliedBy: a.AppliedBy, AppliedAt: a.AppliedAt, Forced: a.Forced, Estimated: a.Estimate.Saved, Broken: broken}
+	if p := a.Preview; p != nil && p.State == adaptive.PreviewDone {
+		row.Measured, row.HasMeasured = p.SeriesSaved, true
+	}
+	return row
+}
+
+func refText(r adaptive.Ref) string {
+	s := r.Kind + " " + r.Name
+	if r.Query != "" {
+		s += ": " + r.Query
+	}
+	return s
 }

@@ -44,6 +44,7 @@ func newDashboard(a *app) (*dashboard, error) {
 		Metrics:   src,
 		Limits:    src,
 		Costs:     src,
+		Adaptive:  adaptiveUI{a.adaptive.engine},
 		History:   d.history,
 		Protect:   a.auth.RequireAdmin,
 	})

@@ -161,6 +161,9 @@ func New(o Options) (*Engine, error) {
 	return e, nil
 }
 
+// SegmentLabel is the configured segment label, or "".
+func (e *Engine) SegmentLabel() string { return e.o.Config.SegmentLabel }
+
 // AddSource adds a source of evidence; call it before serving.
 func (e *Engine) AddSource(s Source) {
 	e.mu.Lock()

@@ -96,11 +96,11 @@ func (e *Engine) serveList(w http.ResponseWriter, r *http.Request) {
 		SegmentLabel string    `json:"segmentLabel,omitempty"`
 		Applied      []Applied `json:"applied"`
 		SeriesSaved  int64     `json:"seriesSavedByApplied"`
-	}{l, e.o.Config.SegmentLabel, applied, savedBy(applied)})
+	}{l, e.o.Config.SegmentLabel, applied, SavedBy(applied)})
 }
 
-// savedBy sums the measured savings of applied rules, or their estimates.
-func savedBy(as []Applied) int64 {
+// SavedBy sums the measured savings of applied rules, or their estimates.
+func SavedBy(as []Applied) int64 {
 	var n int64
 	for _, a := range as {
 		if a.Preview != nil && a.Preview.State == PreviewDone {
@@ -118,7 +118,7 @@ func (e *Engine) serveApplied(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	applied := e.Applied(t)
-	writeJSON(w, http.StatusOK, map[string]any{"tenant": t.String(), "rules": applied, "seriesSaved": savedBy(applied), "broken": e.BrokenAll(t)})
+	writeJSON(w, http.StatusOK, map[string]any{"tenant": t.String(), "rules": applied, "seriesSaved": SavedBy(applied), "broken": e.BrokenAll(t)})
 }
 
 func (e *Engine) serveMetric(w http.ResponseWriter, r *http.Request) {

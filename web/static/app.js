@@ -10,7 +10,7 @@
   const tokenInput = document.getElementById('token');
   const tokenForget = document.getElementById('token-forget');
   const tokenState = document.getElementById('token-state');
-  const pages = { '/': 'overview', '': 'overview', '/tenant': 'tenant', '/metric': 'metric', '/limits': 'limits' };
+  const pages = { '/': 'overview', '': 'overview', '/tenant': 'tenant', '/metric': 'metric', '/limits': 'limits', '/recommendations': 'recommendations' };
 
   function token() {
     try { return sessionStorage.getItem(tokenKey) || ''; } catch (e) { return ''; }
