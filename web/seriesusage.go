@@ -37,6 +37,14 @@ type seriesUsageView struct {
 	SelectedPct, NeverPct float64
 }
 
+// QueryNoun is "query" or "queries" after Queries.
+func (v *seriesUsageView) QueryNoun() string {
+	if v.Queries == 1 {
+		return "query"
+	}
+	return "queries"
+}
+
 func newSeriesUsageView(su *SeriesUsage) *seriesUsageView {
 	if su == nil {
 		return nil

@@ -40,8 +40,11 @@ func TestSeriesUsageBar(t *testing.T) {
 	if strings.Contains(body, "su-changed") {
 		t.Error("selectors changed note for a bucket they did not change in")
 	}
-	d.SeriesUsage.SelectorsChanged, d.SeriesUsage.Complete = true, false
+	d.SeriesUsage.SelectorsChanged, d.SeriesUsage.Complete, d.SeriesUsage.Queries = true, false, 1
 	_, _, body = get(t, u, "/fragment/metric?tenant=1:0&metric=http_requests_total")
+	if !strings.Contains(body, "Selectors from 1 query since") {
+		t.Error("1 query, singular")
+	}
 	if !strings.Contains(body, `class="su-changed"`) || !strings.Contains(body, "the current bucket (still filling)") {
 		t.Error("no note that selectors changed during the current bucket")
 	}

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strconv"
 	"testing"
 	"time"
@@ -136,6 +138,17 @@ func TestSeriesUsageInBrowser(t *testing.T) {
 	}
 	if got := eval(`getComputedStyle(document.querySelector("#series-usage .su-never")).fill`); got == getFillOf(t, ctx, ".su-selected") {
 		t.Errorf("selected and never-selected parts drawn alike (%s)", got)
+	}
+
+	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(screenshotDir, "08-metric-series-usage.png"), png, 0o644); err != nil {
+		t.Fatal(err)
 	}
 
 	do("open the tenant page sorted by never selected",
