@@ -153,6 +153,13 @@ func TestAdaptiveRulesPersist(t *testing.T) {
 		e.vm.Flush()
 		return vmScalar(t, e2, `count(logins_total{user_id=""})`) == 1
 	})
+	// A config reload (SIGHUP) keeps the applied rules after the config's.
+	if err := a2.reload(a2.cfg); err != nil {
+		t.Fatal(err)
+	}
+	if a2.rules.RulesFor(tenant.ID{}) == nil {
+		t.Fatal("a config reload dropped the applied rule")
+	}
 	if code, _ := call(t, "POST", srv.URL+"/api/cardguard/v1/recommendations/tenants/0:0/metrics/logins_total/revert", "", ""); code != 200 {
 		t.Fatalf("revert: %d", code)
 	}

@@ -165,7 +165,7 @@ func queriesUsing() fixedSource {
 	}}
 }
 
-func newTestEngine(t *testing.T, s series, epoch *atomic.Int64, sources ...Source) (*Engine, *counter, *atomic.Int64) {
+func newTestEngine(t testing.TB, s series, epoch *atomic.Int64, sources ...Source) (*Engine, *counter, *atomic.Int64) {
 	t.Helper()
 	c := &counter{s: s}
 	var changes atomic.Int64
