@@ -15,6 +15,7 @@ const (
 	cardinalityFile = "cardinality.snapshot"
 	usageFile       = "query_usage.json"
 	membershipFile  = "series_membership.snapshot"
+	selectorsFile   = "series_usage_selectors.json"
 )
 
 // snapshotInterval is how often state is written to the data directory, so that
@@ -48,6 +49,7 @@ func (a *app) start(ctx context.Context) error {
 		cardinalityFile: a.tracker.LoadFile,
 		usageFile:       a.usage.LoadFile,
 		membershipFile:  loadMembership,
+		selectorsFile:   a.seriesUsage.LoadFile,
 	} {
 		p := filepath.Join(a.opts.dataDir, name)
 		if err := load(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
@@ -111,5 +113,8 @@ func (a *app) saveSnapshots() {
 	}
 	if err := a.enforcer.SaveMembership(filepath.Join(a.opts.dataDir, membershipFile)); err != nil {
 		a.logger.Warn("cannot save series-limit membership", "err", err)
+	}
+	if err := a.seriesUsage.SaveFile(filepath.Join(a.opts.dataDir, selectorsFile)); err != nil {
+		a.logger.Warn("cannot save series usage selectors", "err", err)
 	}
 }

@@ -3,7 +3,10 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"math"
+	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -13,6 +16,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 
 	"github.com/cardguard/cardguard/internal/seriesusage"
+	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // seriesSet is n series per value of env (none when envs is empty) of each
@@ -177,5 +181,50 @@ func TestSeriesUsage(t *testing.T) {
 		if code, body := get(t, e.srv.URL+path); code != want {
 			t.Errorf("%s: %d %s, want %d", path, code, body, want)
 		}
+	}
+}
+
+// TestSeriesUsageSurvivesRestart: the selectors are saved with the other
+// snapshots, so that after a restart series are matched against the queries
+// of before it, not counted as never selected until those run again.
+func TestSeriesUsageSurvivesRestart(t *testing.T) {
+	e := newEnv(t, nil)
+	if code, body := e.push("/api/v1/write", &prompb.WriteRequest{Timeseries: seriesSet(time.Now().UnixMilli(), 5, []string{"restart_total"}, "prod", "dev")}); code != 204 {
+		t.Fatalf("write: %d %s", code, body)
+	}
+	if code, body := get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {`restart_total{env="prod"}`}}.Encode()); code != 200 {
+		t.Fatalf("query: %d %s", code, body)
+	}
+	var before seriesusage.Report
+	for deadline := time.Now().Add(10 * time.Second); before.Coverage.Selectors != 1; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("selector not recorded: %+v", before)
+		}
+		before, _ = e.app.seriesUsage.Report(tenant.ID{}, "restart_total")
+	}
+	e.app.stop()
+
+	a2, err := newApp(e.app.cfg, e.app.opts, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a2.start(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(a2.stop)
+	after, ok := a2.seriesUsage.Report(tenant.ID{}, "restart_total")
+	if !ok || !slices.Equal(after.Selectors, before.Selectors) || after.Coverage.Queries != 1 ||
+		!after.Coverage.RecordingSince.Equal(before.Coverage.RecordingSince) {
+		t.Errorf("after restart %+v, before %+v", after.Coverage, before.Coverage)
+	}
+	// The restarted replica matches new series against them.
+	srv := httptest.NewServer(a2.routes())
+	t.Cleanup(srv.Close)
+	e2 := &env{t: t, vm: e.vm, app: a2, srv: srv}
+	if code, body := e2.push("/api/v1/write", &prompb.WriteRequest{Timeseries: seriesSet(time.Now().UnixMilli(), 5, []string{"restart_total"}, "prod", "dev")}); code != 204 {
+		t.Fatalf("write after restart: %d %s", code, body)
+	}
+	if rep, _ := a2.seriesUsage.Report(tenant.ID{}, "restart_total"); rep.Bucket.ActiveSeries != 10 || rep.Bucket.Selected != 5 {
+		t.Errorf("after restart: %+v, want 5 of 10 series selected", rep.Bucket)
 	}
 }

@@ -59,8 +59,8 @@ type Coverage struct {
 	Since     time.Time `json:"since,omitzero"`
 	Queries   uint64    `json:"queries"`
 	Selectors int       `json:"selectors"`
-	// RecordingSince is when this replica started recording selectors: they
-	// are not kept across restarts.
+	// RecordingSince is when this replica started recording selectors, kept
+	// across restarts by the snapshot (SaveFile, LoadFile).
 	RecordingSince time.Time `json:"recording_since"`
 	// Retention is how long an unused selector is kept.
 	Retention string `json:"retention"`
