@@ -412,6 +412,15 @@ func (e *Engine) OnRead(rd *queryaudit.Read) {
 				if len(br.Labels) == 0 {
 					continue
 				}
+			case KindDropSeries:
+				if !selectsDropped(rd.Extraction, name, a.matchers) {
+					continue
+				}
+				for _, m := range a.matchers {
+					if m.Name != model.MetricNameLabel {
+						br.Labels = append(br.Labels, m.Name)
+					}
+				}
 			default:
 				continue
 			}
@@ -464,4 +473,56 @@ func (e *Engine) BrokenAll(t tenant.ID) map[string]Broken {
 		}
 	}
 	return out
+}
+
+// selectsDropped says whether a read may select series of metric that the
+// drop_series matchers drop: some selector of the metric has a matcher set
+// that every dropped series satisfies as far as the dropped labels go (the
+// other labels' values are unknown: taken to match).
+func selectsDropped(ex queryaudit.Extraction, metric string, drop []*labels.Matcher) bool {
+	if len(drop) == 0 {
+		return false
+	}
+	for _, sel := range ex.Selectors {
+		if sel.Name != metric && (sel.Name != "" || !matchAll(sel.NameMatchers, metric)) {
+			continue
+		}
+		if len(sel.MatcherSets) == 0 {
+			return true
+		}
+		for _, set := range sel.MatcherSets {
+			if admits(set, metric, drop) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func matchAll(ms []*labels.Matcher, v string) bool {
+	for _, m := range ms {
+		if !m.Matches(v) {
+			return false
+		}
+	}
+	return true
+}
+
+// admits says whether the matchers set may select a series of metric whose
+// labels satisfy the equality matchers of drop.
+func admits(set []*labels.Matcher, metric string, drop []*labels.Matcher) bool {
+	for _, m := range set {
+		if m.Name == model.MetricNameLabel {
+			if !m.Matches(metric) {
+				return false
+			}
+			continue
+		}
+		for _, d := range drop {
+			if d.Name == m.Name && d.Type == labels.MatchEqual && !m.Matches(d.Value) {
+				return false
+			}
+		}
+	}
+	return true
 }

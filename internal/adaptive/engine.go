@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/seriesusage"
@@ -229,6 +230,10 @@ func (e *Engine) publishApplied() {
 		for _, a := range ts.Rules {
 			if m[t] == nil {
 				m[t] = make(map[string][]Applied)
+			}
+			if a.Kind == KindDropSeries {
+				// Parsed once here: OnRead matches every read against it.
+				a.matchers, _ = parser.NewParser(parser.Options{}).ParseMetricSelector(a.Match)
 			}
 			m[t][a.Metric] = append(m[t][a.Metric], a)
 		}

@@ -15,6 +15,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/go-chi/chi/v5"
 
+	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -467,6 +468,39 @@ func TestAPI(t *testing.T) {
 	for _, it := range list["recommendations"].([]any) {
 		if it.(map[string]any)["metric"] == "node_cpu" {
 			t.Error("node_cpu is exempt but recommended")
+		}
+	}
+}
+
+// TestBrokenByDropSeries: a read that may select dropped series counts as
+// broken; one whose matchers exclude them does not.
+func TestBrokenByDropSeries(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, workload(), &epoch, queriesUsing())
+	if _, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindDropSeries, Match: `{__name__="app_requests",user_id="u3"}`}, "admin", false); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		query  string
+		broken bool
+	}{
+		{`sum(rate(app_requests{user_id="u7"}[5m]))`, false},
+		{`sum(rate(app_requests{user_id=~"u1|u2"}[5m]))`, false},
+		{`sum(rate(app_requests{user_id="u3"}[5m]))`, true},
+		{`sum(rate(app_requests{user_id=~"u.*",instance="i1"}[5m]))`, true},
+		{`sum by (instance) (rate(app_requests[5m]))`, true},
+		{`sum(rate({__name__=~"app_req.*",user_id!="u3"}[5m]))`, false},
+	} {
+		ex, err := queryaudit.Extract(tc.query)
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := e.BrokenBy(tn, "app_requests").Count
+		e.OnRead(&queryaudit.Read{Tenant: tn, Query: tc.query, At: time.Now(), Extraction: ex,
+			Metrics: map[string]queryaudit.MetricUse{"app_requests": {}}})
+		if got := e.BrokenBy(tn, "app_requests").Count > before; got != tc.broken {
+			t.Errorf("%s: broken %v, want %v", tc.query, got, tc.broken)
 		}
 	}
 }

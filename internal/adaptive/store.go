@@ -12,6 +12,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
+
 	"github.com/cardguard/cardguard/internal/atomicfile"
 	"github.com/cardguard/cardguard/internal/relabel"
 )
@@ -104,6 +106,8 @@ type Applied struct {
 	Overrode []Ref    `json:"overrode,omitempty"`
 	Estimate Estimate `json:"estimate"`
 	Preview  *Preview `json:"preview,omitempty"`
+
+	matchers []*labels.Matcher // drop_series: Match, parsed
 }
 
 // Exemptions are metric names never recommended for anything.
