@@ -166,6 +166,15 @@ func (e *Engine) readersOf(t tenant.ID, metric string, spec RuleSpec) (*Refusal,
 	m := merge(e.gather(t), metric)
 	ref := &Refusal{Metric: metric}
 	switch spec.Kind {
+	case KindDropSeries:
+		drop, err := parser.NewParser(parser.Options{}).ParseMetricSelector(spec.Match)
+		if err != nil {
+			return nil, err
+		}
+		ref.Readers, ref.Sources = e.seriesReaders(t, metric, drop, m)
+		if len(ref.Readers) > 0 {
+			ref.Message = fmt.Sprintf("reads may select series of %s that %s drops", metric, spec.Match)
+		}
 	case KindDrop:
 		if m.used || len(m.blind) > 0 {
 			ref.Readers = m.refs
@@ -525,4 +534,44 @@ func admits(set []*labels.Matcher, metric string, drop []*labels.Matcher) bool {
 		}
 	}
 	return true
+}
+
+// seriesReaders lists the readers that may select series of metric the drop
+// matchers drop: the selectors the series usage recorded, the expressions of
+// the assets, and reads VictoriaMetrics counted that nobody accounts for.
+func (e *Engine) seriesReaders(t tenant.ID, metric string, drop []*labels.Matcher, m merged) ([]Ref, []string) {
+	var (
+		refs    []Ref
+		sources []string
+	)
+	p := parser.NewParser(parser.Options{})
+	if e.o.SeriesUsage != nil {
+		if rep, ok := e.o.SeriesUsage.Report(t, metric); ok {
+			for _, sel := range rep.Selectors {
+				ms, err := p.ParseMetricSelector(sel)
+				if err == nil && !admits(ms, metric, drop) {
+					continue
+				}
+				refs = append(refs, Ref{Kind: "query", Name: "recorded selector", Query: sel})
+				sources = union(sources, []string{"queries"})
+			}
+			if rep.AllSelected {
+				refs = append(refs, Ref{Kind: "query", Name: "more selectors than are kept: every series counts as selected"})
+				sources = union(sources, []string{"queries"})
+			}
+		}
+	}
+	for _, r := range m.refs {
+		if r.Query == "" || r.Kind == "victoriametrics" {
+			continue
+		}
+		if ex, err := queryaudit.Extract(r.Query); err != nil || selectsDropped(ex, metric, drop) {
+			refs = append(refs, r)
+		}
+	}
+	if len(m.blind) > 0 && !m.used {
+		sources = union(sources, m.blind)
+		refs = append(refs, Ref{Kind: "victoriametrics", Name: "reads nobody cardguard sees accounts for"})
+	}
+	return dedupRefs(refs, 50), sources
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/go-chi/chi/v5"
 
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/seriesusage"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -502,5 +503,29 @@ func TestBrokenByDropSeries(t *testing.T) {
 		if got := e.BrokenBy(tn, "app_requests").Count > before; got != tc.broken {
 			t.Errorf("%s: broken %v, want %v", tc.query, got, tc.broken)
 		}
+	}
+}
+
+// seriesBook is the series usage of app_requests: one recorded selector.
+type seriesBook struct{ selectors []string }
+
+func (b seriesBook) Report(_ tenant.ID, metric string) (seriesusage.Report, bool) {
+	return seriesusage.Report{Metric: metric, ActiveSeries: 1000, Selectors: b.selectors}, true
+}
+
+// TestDropSeriesRefusal: a drop_series that would drop series a recorded
+// selector selects is refused, naming the selector.
+func TestDropSeriesRefusal(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, workload(), &epoch, queriesUsing())
+	e.o.SeriesUsage = seriesBook{selectors: []string{`app_requests{user_id="u3"}`, `app_requests{user_id=~"u[12]"}`}}
+	_, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindDropSeries, Match: `{__name__="app_requests",user_id="u3"}`}, "admin", false)
+	ae, ok := err.(*Error)
+	if !ok || ae.Status != http.StatusConflict || len(ae.Refusal.Readers) != 1 || ae.Refusal.Readers[0].Query != `app_requests{user_id="u3"}` {
+		t.Fatalf("want a 409 naming the selector of u3: %v %+v", err, ae)
+	}
+	if _, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindDropSeries, Match: `{__name__="app_requests",user_id="u7"}`}, "admin", false); err != nil {
+		t.Errorf("u7, which no selector selects: %v", err)
 	}
 }
