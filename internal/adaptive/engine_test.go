@@ -529,3 +529,25 @@ func TestDropSeriesRefusal(t *testing.T) {
 		t.Errorf("u7, which no selector selects: %v", err)
 	}
 }
+
+type downCounter struct{}
+
+func (downCounter) Count(context.Context, tenant.ID, string, []string) (int64, error) {
+	return 0, fmt.Errorf("connection refused")
+}
+func (downCounter) LabelValues(context.Context, tenant.ID, string, string) ([]string, error) {
+	return nil, fmt.Errorf("connection refused")
+}
+
+// TestEstimateFallsBackToSketches: with the upstream down, the estimate is
+// the sketches', marked as such with the reason.
+func TestEstimateFallsBackToSketches(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, workload(), &epoch, queriesUsing())
+	e.o.Counter = downCounter{}
+	r := byMetric(e.Recommendations(context.Background(), tn, true))["app_requests"]
+	if r.Estimate.Method != MethodSketch || r.SeriesSaved != 900 || !strings.Contains(r.Estimate.Detail, "connection refused") {
+		t.Errorf("estimate %+v", r.Estimate)
+	}
+}
