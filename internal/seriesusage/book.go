@@ -187,8 +187,8 @@ type tenantBook struct {
 	// nameless is the compiled snapshot of the selectors without a name; the
 	// write path matches it against every metric's series.
 	nameless atomic.Pointer[compiled]
-	// namelessSets: selMu.
-	namelessSets store
+	// namelessSets: selMu; namelessRemote the other replicas'.
+	namelessSets, namelessRemote store
 }
 
 type metricBook struct {
@@ -196,8 +196,8 @@ type metricBook struct {
 
 	// sel is the compiled snapshot of the metric's selectors.
 	sel atomic.Pointer[compiled]
-	// sets: selMu.
-	sets store
+	// sets: selMu. remote holds the other replicas' (ReplaceRemote).
+	sets, remote store
 
 	mu      sync.Mutex // guards the fields below
 	evicted bool

@@ -155,26 +155,34 @@ func (b *Book) selectorsOf(tb *tenantBook, mb *metricBook, now time.Time, rep *R
 	cutoff := now.Add(-b.cfg.Retention)
 	b.selMu.Lock()
 	defer b.selMu.Unlock()
+	// A set read through this replica and others is listed once; its reads
+	// add up.
 	add := func(prefix string, set *selectorSet) {
 		if !set.last.After(cutoff) {
 			return
 		}
-		rep.Selectors = append(rep.Selectors, prefix+set.key)
-		rep.Coverage.Selectors++
 		rep.Coverage.Queries += set.reads
 		if rep.Coverage.Since.IsZero() || set.first.Before(rep.Coverage.Since) {
 			rep.Coverage.Since = set.first.UTC()
 		}
-	}
-	for _, set := range mb.sets.sets {
-		add(mb.name, set)
-	}
-	for _, set := range tb.namelessSets.sets {
-		if nameSetMatches(set, mb.name) {
-			add("", set)
+		if s := prefix + set.key; !slices.Contains(rep.Selectors, s) {
+			rep.Selectors = append(rep.Selectors, s)
+			rep.Coverage.Selectors++
 		}
 	}
-	for _, s := range []*store{&mb.sets, &tb.namelessSets} {
+	for _, s := range []*store{&mb.sets, &mb.remote} {
+		for _, set := range s.sets {
+			add(mb.name, set)
+		}
+	}
+	for _, s := range []*store{&tb.namelessSets, &tb.namelessRemote} {
+		for _, set := range s.sets {
+			if nameSetMatches(set, mb.name) {
+				add("", set)
+			}
+		}
+	}
+	for _, s := range []*store{&mb.sets, &mb.remote, &tb.namelessSets, &tb.namelessRemote} {
 		if s.overflow > 0 && s.overflowLast.After(cutoff) {
 			rep.AllSelected = true
 			rep.SelectorOverflow += s.overflow
@@ -298,20 +306,29 @@ func (b *Book) Summary(t tenant.ID, limit int) Summary {
 		all bool
 	}
 	sels := make(map[*metricBook]sel, len(mbs))
-	namelessAll := tb.namelessSets.overflow > 0 && tb.namelessSets.overflowLast.After(cutoff)
-	for _, s := range tb.namelessSets.sets {
-		if s.last.After(cutoff) {
-			sum.NamelessSelectors++
-		}
-	}
-	for _, mb := range mbs {
-		n := 0
-		for _, s := range mb.sets.sets {
-			if s.last.After(cutoff) {
-				n++
+	overflowing := func(ss ...*store) bool {
+		for _, s := range ss {
+			if s.overflow > 0 && s.overflowLast.After(cutoff) {
+				return true
 			}
 		}
-		sels[mb] = sel{n: n, all: namelessAll || (mb.sets.overflow > 0 && mb.sets.overflowLast.After(cutoff))}
+		return false
+	}
+	live := func(ss ...*store) int {
+		var keys []string
+		for _, s := range ss {
+			for _, set := range s.sets {
+				if set.last.After(cutoff) && !slices.Contains(keys, set.key) {
+					keys = append(keys, set.key)
+				}
+			}
+		}
+		return len(keys)
+	}
+	namelessAll := overflowing(&tb.namelessSets, &tb.namelessRemote)
+	sum.NamelessSelectors = live(&tb.namelessSets, &tb.namelessRemote)
+	for _, mb := range mbs {
+		sels[mb] = sel{n: live(&mb.sets, &mb.remote), all: namelessAll || overflowing(&mb.sets, &mb.remote)}
 	}
 	b.selMu.Unlock()
 	for _, mb := range mbs {

@@ -21,6 +21,9 @@ type store struct {
 	// refusal: until it expires, everything counts as selected.
 	overflow     uint64
 	overflowLast time.Time
+	// remote: the other replicas' selectors, which the book's own metrics
+	// (kept, overflow) do not count.
+	remote bool
 }
 
 type selectorSet struct {
@@ -142,49 +145,61 @@ func (c *compiled) mayMatchName(name string) bool {
 	return false
 }
 
-// compile builds the write path's snapshot of s at now; expired sets are left
-// out. nil when s holds nothing live.
-func (s *store) compile(now time.Time, retention time.Duration) *compiled {
+// compile builds the write path's snapshot of the stores (this replica's
+// and the other replicas') at now; expired sets are left out, a set in both
+// is compiled once. nil when they hold nothing live.
+func compile(now time.Time, retention time.Duration, stores ...*store) *compiled {
 	cutoff := now.Add(-retention)
 	c := &compiled{}
-	if s.overflow > 0 && s.overflowLast.After(cutoff) {
-		c.all = true
-		return c
+	var keys []string
+	for _, s := range stores {
+		if s.overflow > 0 && s.overflowLast.After(cutoff) {
+			c.all = true
+			return c
+		}
 	}
-	for _, set := range s.sets {
-		if !set.last.After(cutoff) {
-			continue
-		}
-		if len(set.ms) == 0 {
-			return &compiled{all: true}
-		}
-		cs := make([]int, 0, len(set.ms))
-		var ns []*labels.Matcher
-		for _, m := range set.ms {
-			idx := slices.Index(c.names, m.Name)
-			if idx < 0 {
-				idx = len(c.names)
-				c.names = append(c.names, m.Name)
+	for _, s := range stores {
+		for _, set := range s.sets {
+			if !set.last.After(cutoff) || slices.Contains(keys, set.key) {
+				continue
 			}
-			u := slices.IndexFunc(c.uniq, func(im indexedMatcher) bool {
-				return im.m.Name == m.Name && im.m.Type == m.Type && im.m.Value == m.Value
-			})
-			if u < 0 {
-				u = len(c.uniq)
-				c.uniq = append(c.uniq, indexedMatcher{idx: idx, m: m})
+			keys = append(keys, set.key)
+			if len(set.ms) == 0 {
+				return &compiled{all: true}
 			}
-			cs = append(cs, u)
-			if m.Name == model.MetricNameLabel {
-				ns = append(ns, m)
-			}
+			c.add(set)
 		}
-		c.sets = append(c.sets, cs)
-		c.nameSets = append(c.nameSets, ns)
 	}
 	if len(c.sets) == 0 {
 		return nil
 	}
 	return c
+}
+
+// add compiles one set into c.
+func (c *compiled) add(set *selectorSet) {
+	cs := make([]int, 0, len(set.ms))
+	var ns []*labels.Matcher
+	for _, m := range set.ms {
+		idx := slices.Index(c.names, m.Name)
+		if idx < 0 {
+			idx = len(c.names)
+			c.names = append(c.names, m.Name)
+		}
+		u := slices.IndexFunc(c.uniq, func(im indexedMatcher) bool {
+			return im.m.Name == m.Name && im.m.Type == m.Type && im.m.Value == m.Value
+		})
+		if u < 0 {
+			u = len(c.uniq)
+			c.uniq = append(c.uniq, indexedMatcher{idx: idx, m: m})
+		}
+		cs = append(cs, u)
+		if m.Name == model.MetricNameLabel {
+			ns = append(ns, m)
+		}
+	}
+	c.sets = append(c.sets, cs)
+	c.nameSets = append(c.nameSets, ns)
 }
 
 // add records that a read used set at now; it reports whether the store's
@@ -221,7 +236,9 @@ func (s *store) expire(b *Book, cutoff time.Time) bool {
 	n := len(s.sets)
 	s.sets = slices.DeleteFunc(s.sets, func(set *selectorSet) bool { return !set.last.After(cutoff) })
 	changed := len(s.sets) != n
-	b.selectors.Add(int64(len(s.sets) - n))
+	if !s.remote {
+		b.selectors.Add(int64(len(s.sets) - n))
+	}
 	if s.overflow > 0 && !s.overflowLast.After(cutoff) {
 		s.overflow, s.overflowLast = 0, time.Time{}
 		changed = true
@@ -230,6 +247,17 @@ func (s *store) expire(b *Book, cutoff time.Time) bool {
 }
 
 func (s *store) empty() bool { return len(s.sets) == 0 && s.overflow == 0 }
+
+// recompile publishes mb's selectors, this replica's and the others', to the
+// write path. Needs selMu.
+func (b *Book) recompile(mb *metricBook, now time.Time) {
+	mb.sel.Store(compile(now, b.cfg.Retention, &mb.sets, &mb.remote))
+}
+
+// recompileNameless is recompile for tb's selectors without a name.
+func (b *Book) recompileNameless(tb *tenantBook, now time.Time) {
+	tb.nameless.Store(compile(now, b.cfg.Retention, &tb.namelessSets, &tb.namelessRemote))
+}
 
 // OnRead records the matcher sets of the selectors of one read: it is the
 // queryaudit.ReadListener of the usage recorder. Selectors with an exact
@@ -283,10 +311,10 @@ func (b *Book) OnRead(r *queryaudit.Read) {
 		}
 	}
 	for _, mb := range rebuild {
-		mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
+		b.recompile(mb, now)
 	}
 	if rebuildNameless {
-		tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
+		b.recompileNameless(tb, now)
 	}
 	if now.Sub(b.lastPrune) >= time.Minute {
 		b.pruneLocked(now)
@@ -343,8 +371,8 @@ func (b *Book) pruneLocked(now time.Time) {
 	b.mu.RUnlock()
 	var idleTenants []*tenantBook
 	for _, tb := range tbs {
-		if tb.namelessSets.expire(b, cutoff) {
-			tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
+		if e1, e2 := tb.namelessSets.expire(b, cutoff), tb.namelessRemote.expire(b, cutoff); e1 || e2 {
+			b.recompileNameless(tb, now)
 		}
 		tb.mu.RLock()
 		mbs := make([]*metricBook, 0, len(tb.metrics))
@@ -354,10 +382,10 @@ func (b *Book) pruneLocked(now time.Time) {
 		tb.mu.RUnlock()
 		var drop []*metricBook
 		for _, mb := range mbs {
-			if mb.sets.expire(b, cutoff) {
-				mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
+			if e1, e2 := mb.sets.expire(b, cutoff), mb.remote.expire(b, cutoff); e1 || e2 {
+				b.recompile(mb, now)
 			}
-			if !mb.sets.empty() {
+			if !mb.sets.empty() || !mb.remote.empty() {
 				continue
 			}
 			mb.mu.Lock()
@@ -377,7 +405,7 @@ func (b *Book) pruneLocked(now time.Time) {
 			}
 			mb.mu.Unlock()
 		}
-		if len(tb.metrics) == 0 && tb.namelessSets.empty() {
+		if len(tb.metrics) == 0 && tb.namelessSets.empty() && tb.namelessRemote.empty() {
 			idleTenants = append(idleTenants, tb)
 		}
 		tb.mu.Unlock()

@@ -142,7 +142,7 @@ func (b *Book) restore(snap snapshot) error {
 			continue
 		}
 		if b.restoreStore(&tb.namelessSets, st.Nameless, cutoff, b.cfg.MaxNamelessPerTenant) {
-			tb.nameless.Store(tb.namelessSets.compile(now, b.cfg.Retention))
+			b.recompileNameless(tb, now)
 		}
 		for name, ss := range st.Metrics {
 			mb := b.metric(tb, name, true)
@@ -150,7 +150,7 @@ func (b *Book) restore(snap snapshot) error {
 				continue
 			}
 			if b.restoreStore(&mb.sets, ss, cutoff, b.cfg.MaxSelectorsPerMetric) {
-				mb.sel.Store(mb.sets.compile(now, b.cfg.Retention))
+				b.recompile(mb, now)
 			}
 		}
 	}
@@ -209,9 +209,12 @@ func (s *store) restore(b *Book, key string, ms []*labels.Matcher, saved snapSet
 		}
 	}
 	if len(s.sets) >= max {
-		// The cap was lowered: a set no longer kept counts as the overflow
-		// it would have been, so that nothing it selected looks unselected.
-		b.overflow.selectors.Add(1)
+		// The cap was lowered (or the other replicas together have more): a
+		// set not kept counts as the overflow it would have been, so that
+		// nothing it selected looks unselected.
+		if !s.remote {
+			b.overflow.selectors.Add(1)
+		}
 		s.overflow++
 		if saved.Last.After(s.overflowLast) {
 			s.overflowLast = saved.Last
@@ -219,6 +222,8 @@ func (s *store) restore(b *Book, key string, ms []*labels.Matcher, saved snapSet
 		return true
 	}
 	s.sets = append(s.sets, &selectorSet{key: key, ms: ms, first: saved.First, last: saved.Last, reads: saved.Reads})
-	b.selectors.Add(1)
+	if !s.remote {
+		b.selectors.Add(1)
+	}
 	return true
 }
