@@ -198,6 +198,10 @@ func (e *Engine) readersOf(t tenant.ID, metric string, spec RuleSpec) (*Refusal,
 			ref.Readers = append(ref.Readers, m.refs...)
 			ref.Message = metric + " is read with all its labels: "
 		}
+		if len(m.notSummed) > 0 {
+			ref.Readers = append(ref.Readers, m.notSummed...)
+			ref.Message += metric + " is read by queries that combine its series other than by a sum: "
+		}
 		if len(m.blind) > 0 && !m.used {
 			ref.Sources = union(ref.Sources, m.blind)
 			ref.Message = metric + " is read by someone cardguard cannot see, with labels unknown: "

@@ -375,6 +375,7 @@ type merged struct {
 	labels    map[string]LabelEvidence
 	labelSrc  map[string][]string
 	refs      []Ref
+	notSummed []Ref
 	reads     uint64
 	last      time.Time
 	allSrcsOK bool
@@ -418,6 +419,7 @@ func merge(answers []sourceAnswer, metric string) merged {
 			m.last = ev.Last
 		}
 		m.refs = append(m.refs, ev.Refs...)
+		m.notSummed = append(m.notSummed, ev.NotSummed...)
 		if !ev.LabelsKnown {
 			m.blind = append(m.blind, a.name)
 			continue
@@ -530,6 +532,12 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			rec.Reason = "no read in " + strings.Join(names(m.checks), ", ")
 		case m.all:
 			continue // keep: a read gets every label
+		case len(m.notSummed) > 0:
+			r := m.notSummed[0]
+			l.Withheld = append(l.Withheld, Withheld{Metric: metric, Series: series, Reason: fmt.Sprintf(
+				"%d reads combine its series other than by summing them first, so aggregating any label away changes their answers; e.g. %s %s: %s",
+				len(m.notSummed), r.Kind, r.Name, clip(r.Query, 200))})
+			continue
 		default:
 			rec.Kind = KindAggregate
 			for lbl := range distinct {

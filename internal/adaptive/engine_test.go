@@ -551,3 +551,42 @@ func TestEstimateFallsBackToSketches(t *testing.T) {
 		t.Errorf("estimate %+v", r.Estimate)
 	}
 }
+
+// TestNotSummedWithheld: a metric some read counts or averages keeps all its
+// series, whatever labels the read names; the refusal names the read.
+func TestNotSummedWithheld(t *testing.T) {
+	t.Parallel()
+	readers := NewReaders()
+	for _, q := range []string{`sum by (instance) (rate(app_requests[5m]))`, `count by (instance) (app_requests)`} {
+		ex, err := queryaudit.Extract(q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		readers.OnRead(&queryaudit.Read{Tenant: tn, Query: q, At: time.Now(), Extraction: ex,
+			Metrics: map[string]queryaudit.MetricUse{"app_requests": {Labels: map[string]queryaudit.LabelUse{"instance": queryaudit.UseGrouping}}}})
+	}
+	src := queriesUsing()
+	ev := src.ev["app_requests"]
+	ev.NotSummed = readers.notSummed(tn, "app_requests")
+	src.ev["app_requests"] = ev
+	if len(ev.NotSummed) != 1 || ev.NotSummed[0].Query != `count by (instance) (app_requests)` {
+		t.Fatalf("not summed: %+v", ev.NotSummed)
+	}
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, workload(), &epoch, src)
+	l := e.Recommendations(context.Background(), tn, true)
+	if _, ok := byMetric(l)["app_requests"]; ok {
+		t.Error("app_requests is counted by a read, yet recommended for aggregation")
+	}
+	found := false
+	for _, w := range l.Withheld {
+		found = found || (w.Metric == "app_requests" && strings.Contains(w.Reason, "count"))
+	}
+	if !found {
+		t.Errorf("withheld: %+v", l.Withheld)
+	}
+	_, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindAggregate, Labels: []string{"user_id"}}, "admin", false)
+	if statusOf(err) != http.StatusConflict {
+		t.Errorf("apply over a counting read: %v", err)
+	}
+}

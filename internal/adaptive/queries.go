@@ -63,6 +63,7 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 		}
 		if q.readers != nil {
 			ev.Refs = append(ev.Refs, q.readers.whole(t, name)...)
+			ev.NotSummed = q.readers.notSummed(t, name)
 		}
 		out[name] = ev
 	}
@@ -116,7 +117,14 @@ func firstNonEmpty(s ...string) string {
 type Readers struct {
 	mu   sync.Mutex
 	keys map[readerKey]*readerEntry
+	// summed caches sumsFirst: dashboards repeat the same queries.
+	summed map[summedKey]string
 }
+
+type summedKey struct{ query, metric string }
+
+// maxSummed bounds the cache of sumsFirst answers; it is emptied when full.
+const maxSummed = 10000
 
 const (
 	maxReaderKeys = 20000
@@ -130,12 +138,29 @@ type readerKey struct {
 }
 
 type readerEntry struct {
-	labels map[string][]Ref
-	whole  []Ref
+	labels    map[string][]Ref
+	whole     []Ref
+	notSummed []Ref
 }
 
 // NewReaders returns an empty Readers.
-func NewReaders() *Readers { return &Readers{keys: make(map[readerKey]*readerEntry)} }
+func NewReaders() *Readers {
+	return &Readers{keys: make(map[readerKey]*readerEntry), summed: make(map[summedKey]string)}
+}
+
+// whyNotSummed is sumsFirst's reason, "" when the read sums first; rs.mu held.
+func (rs *Readers) whyNotSummed(query, metric string) string {
+	k := summedKey{query, metric}
+	if why, ok := rs.summed[k]; ok {
+		return why
+	}
+	_, why := sumsFirst(query, metric)
+	if len(rs.summed) >= maxSummed {
+		clear(rs.summed)
+	}
+	rs.summed[k] = why
+	return why
+}
 
 // OnRead implements queryaudit.ReadListener.
 func (rs *Readers) OnRead(rd *queryaudit.Read) {
@@ -156,6 +181,10 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 		}
 		if mu.AllLabels {
 			e.whole = addRef(e.whole, ref)
+		} else if why := rs.whyNotSummed(rd.Query, name); why != "" {
+			r := ref
+			r.Name += ": " + why
+			e.notSummed = addRef(e.notSummed, r)
 		}
 		for l := range mu.Labels {
 			if _, ok := e.labels[l]; !ok && len(e.labels) >= 100 {
@@ -182,6 +211,15 @@ func (rs *Readers) label(t tenant.ID, metric, label string) []Ref {
 	defer rs.mu.Unlock()
 	if e := rs.keys[readerKey{t, metric}]; e != nil {
 		return slices.Clone(e.labels[label])
+	}
+	return nil
+}
+
+func (rs *Readers) notSummed(t tenant.ID, metric string) []Ref {
+	rs.mu.Lock()
+	defer rs.mu.Unlock()
+	if e := rs.keys[readerKey{t, metric}]; e != nil {
+		return slices.Clone(e.notSummed)
 	}
 	return nil
 }

@@ -53,6 +53,11 @@ type MetricEvidence struct {
 	Labels map[string]LabelEvidence
 	// Refs are the readers: queries, dashboard panels, rules, users.
 	Refs []Ref
+	// NotSummed are reads that combine the metric's series other than by
+	// summing them first (count, avg, max, max_over_time, x > 0 …): their
+	// answers change when series are aggregated, whatever labels they name.
+	// Ref.Name says why.
+	NotSummed []Ref
 }
 
 // LabelEvidence is how one label of a metric is used.

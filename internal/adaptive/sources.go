@@ -39,6 +39,12 @@ func (s *AssetSource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 			refs = append(refs, assetRef(r))
 		}
 		ev.Refs = refs
+		for _, r := range refs {
+			if ok, why := sumsFirst(r.Query, name); !ok && !u.AllLabels {
+				r.Name += ": " + why
+				ev.NotSummed = append(ev.NotSummed, r)
+			}
+		}
 		for l, how := range u.Labels {
 			le := LabelEvidence{Uses: how.Strings()}
 			for _, r := range refs {
