@@ -228,3 +228,33 @@ func TestSeriesUsageSurvivesRestart(t *testing.T) {
 		t.Errorf("after restart: %+v, want 5 of 10 series selected", rep.Bucket)
 	}
 }
+
+// TestSeriesUsageAcrossReplicas: two replicas sharing a real Redis. The query
+// goes through one, the series through the other: the other still counts
+// them as selected, since the replicas share their selectors.
+func TestSeriesUsageAcrossReplicas(t *testing.T) {
+	c := newCluster(t, "")
+	if code, body := get(t, c.srvs[0].URL+"/select/1/prometheus/api/v1/query?"+url.Values{"query": {`shared_total{env="prod"}`}}.Encode()); code != 200 {
+		t.Fatalf("query through replica 0: %d %s", code, body)
+	}
+	t1 := tenant.ID{AccountID: 1}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if rep, _ := c.apps[0].seriesUsage.Report(t1, "shared_total"); rep.Coverage.Selectors == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("replica 0 did not record the selector")
+		}
+	}
+	c.syncAll()
+	c.next = 1 // to replica 1
+	c.push("1", seriesSet(time.Now().UnixMilli(), 5, []string{"shared_total"}, "prod", "dev"))
+	rep, ok := c.apps[1].seriesUsage.Report(t1, "shared_total")
+	if !ok || rep.ActiveSeries != 10 || rep.Selected != 5 || !slices.Equal(rep.Selectors, []string{`shared_total{env="prod"}`}) || rep.Coverage.Queries != 1 {
+		t.Errorf("replica 1: %+v, want 5 of 10 series selected by replica 0's query", rep)
+	}
+	// Replica 1 keeps replica 0's selectors out of its own snapshot.
+	if n := c.apps[1].seriesUsage.Summary(t1, 0).Overflow; n["selectors"] != 0 {
+		t.Errorf("overflow %v", n)
+	}
+}

@@ -113,6 +113,9 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		MaxMetricsPerTenant: cfg.QueryAudit.MaxMetricsPerTenant,
 	}
 	a.usage = queryaudit.NewRecorder(usageCfg, a.tracker, reg, logger)
+	if err := a.newSeriesUsage(); err != nil { // before attach, which shares its selectors
+		return nil, err
+	}
 	if err := a.shared.attach(a, usageCfg); err != nil {
 		return nil, err
 	}
@@ -136,9 +139,6 @@ func newApp(cfg Config, opts options, logger *slog.Logger) (*app, error) {
 		return nil, err
 	}
 	a.observers.tracker = a.tracker
-	if err := a.newSeriesUsage(); err != nil {
-		return nil, err
-	}
 	if err := a.newAdaptive(); err != nil {
 		return nil, err
 	}

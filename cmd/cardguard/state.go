@@ -103,6 +103,7 @@ func (s *shared) attach(a *app, usageCfg queryaudit.RecorderConfig) error {
 		Usage:          a.usage,
 		UsageView:      s.view,
 		UsageRetention: a.cfg.QueryAudit.Retention,
+		Selectors:      a.seriesUsage,
 		AdvertiseURL:   s.cfg.AdvertiseURL,
 		Ring:           rs,
 		Registerer:     a.reg,

@@ -19,6 +19,7 @@ type Backend interface {
 	SeriesLog
 	SketchStore
 	UsageStore
+	SelectorStore
 	LimitsBackend
 	RulesBackend
 }
@@ -79,6 +80,14 @@ type UsageStore interface {
 	PutUsage(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error
 	// AllUsage returns every replica's snapshot written within retention.
 	AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error)
+}
+
+// SelectorStore holds each replica's series usage selectors (the matchers its
+// reads used) for the retention.
+type SelectorStore interface {
+	PutSelectors(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error
+	// AllSelectors returns every replica's selectors written within retention.
+	AllSelectors(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error)
 }
 
 // LimitsBackend holds the limits overrides set through the API, by tenant.

@@ -26,6 +26,7 @@ type Memory struct {
 	seq      int64
 	sketches map[string]map[string]Blob
 	usage    map[string]usageEntry
+	sels     map[string]usageEntry
 	limits   map[string][]byte
 	rules    map[string][]byte // nil: no rules were ever set
 	watchers map[int]func()
@@ -51,6 +52,7 @@ func (m *Memory) resetLocked() {
 	m.logs = map[int64][]SeriesBatch{}
 	m.sketches = map[string]map[string]Blob{}
 	m.usage = map[string]usageEntry{}
+	m.sels = map[string]usageEntry{}
 	m.limits = map[string][]byte{}
 	m.rules = nil
 }
@@ -232,6 +234,31 @@ func (m *Memory) AllUsage(ctx context.Context, now time.Time, retention time.Dur
 	defer m.mu.Unlock()
 	out := map[string][]byte{}
 	for r, e := range m.usage {
+		if now.Sub(e.at) <= retention {
+			out[r] = slices.Clone(e.data)
+		}
+	}
+	return out, nil
+}
+
+// PutSelectors implements SelectorStore.
+func (m *Memory) PutSelectors(ctx context.Context, replica string, data []byte, now time.Time, _ time.Duration) error {
+	if err := m.lock(ctx); err != nil {
+		return err
+	}
+	defer m.mu.Unlock()
+	m.sels[replica] = usageEntry{data: slices.Clone(data), at: now}
+	return nil
+}
+
+// AllSelectors implements SelectorStore.
+func (m *Memory) AllSelectors(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+	if err := m.lock(ctx); err != nil {
+		return nil, err
+	}
+	defer m.mu.Unlock()
+	out := map[string][]byte{}
+	for r, e := range m.sels {
 		if now.Sub(e.at) <= retention {
 			out[r] = slices.Clone(e.data)
 		}

@@ -265,14 +265,34 @@ func (r *Redis) getAll(ctx context.Context, keys []string) ([][]byte, error) {
 	return out, nil
 }
 
-// PutUsage implements UsageStore: a string per replica and a sorted set of the
-// replicas by last write. They are in different slots of a cluster, so not in
-// one transaction: a reader that comes between the two writes sees the
-// previous snapshot, or misses a new replica for one round.
+// PutUsage implements UsageStore (putPerReplica).
 func (r *Redis) PutUsage(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error {
-	idx := r.key("usage")
+	return r.putPerReplica(ctx, "usage", replica, data, now, retention)
+}
+
+// AllUsage implements UsageStore.
+func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+	return r.allPerReplica(ctx, "usage", now, retention)
+}
+
+// PutSelectors implements SelectorStore, as PutUsage under its own keys.
+func (r *Redis) PutSelectors(ctx context.Context, replica string, data []byte, now time.Time, retention time.Duration) error {
+	return r.putPerReplica(ctx, "selectors", replica, data, now, retention)
+}
+
+// AllSelectors implements SelectorStore.
+func (r *Redis) AllSelectors(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+	return r.allPerReplica(ctx, "selectors", now, retention)
+}
+
+// putPerReplica stores one replica's blob of kind for retention: a string per
+// replica and a sorted set of the replicas by last write. They are in different
+// slots of a cluster, so not in one transaction: a reader that comes between the
+// two writes sees the previous blob, or misses a new replica for one round.
+func (r *Redis) putPerReplica(ctx context.Context, kind, replica string, data []byte, now time.Time, retention time.Duration) error {
+	idx := r.key(kind)
 	p := r.c.Pipeline()
-	p.Set(ctx, r.key("usage", replica), data, retention)
+	p.Set(ctx, r.key(kind, replica), data, retention)
 	p.ZAdd(ctx, idx, redis.Z{Score: float64(now.UnixMilli()), Member: replica})
 	p.ZRemRangeByScore(ctx, idx, "-inf", "("+strconv.FormatInt(now.Add(-retention).UnixMilli(), 10))
 	p.PExpire(ctx, idx, retention)
@@ -280,10 +300,10 @@ func (r *Redis) PutUsage(ctx context.Context, replica string, data []byte, now t
 	return err
 }
 
-// AllUsage implements UsageStore.
-func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Duration) (map[string][]byte, error) {
+// allPerReplica returns every replica's blob of kind written within retention.
+func (r *Redis) allPerReplica(ctx context.Context, kind string, now time.Time, retention time.Duration) (map[string][]byte, error) {
 	reps, err := r.c.ZRangeArgs(ctx, redis.ZRangeArgs{
-		Key: r.key("usage"), ByScore: true,
+		Key: r.key(kind), ByScore: true,
 		Start: strconv.FormatInt(now.Add(-retention).UnixMilli(), 10), Stop: "+inf",
 	}).Result()
 	if err != nil || len(reps) == 0 {
@@ -291,7 +311,7 @@ func (r *Redis) AllUsage(ctx context.Context, now time.Time, retention time.Dura
 	}
 	keys := make([]string, len(reps))
 	for i, rep := range reps {
-		keys[i] = r.key("usage", rep)
+		keys[i] = r.key(kind, rep)
 	}
 	vals, err := r.getAll(ctx, keys)
 	if err != nil {

@@ -54,6 +54,9 @@ type Options struct {
 	Usage, UsageView *queryaudit.Recorder
 	// UsageRetention is how long a replica's usage snapshot is kept (default 30 days).
 	UsageRetention time.Duration
+	// Selectors, when set, shares the selectors of series usage: this
+	// replica's are published, the others' handed to it.
+	Selectors SelectorSharer
 
 	// AdvertiseURL is where other replicas reach this one; with Ring set, the
 	// live replicas and their URLs are handed to it after every heartbeat.
@@ -63,6 +66,15 @@ type Options struct {
 	Registerer prometheus.Registerer
 	Logger     *slog.Logger
 	Now        func() time.Time
+}
+
+// SelectorSharer is series usage's side of sharing selectors
+// (seriesusage.Book).
+type SelectorSharer interface {
+	// ExportShared returns this replica's selectors.
+	ExportShared() ([]byte, error)
+	// ReplaceRemote replaces the other replicas' selectors, by replica.
+	ReplaceRemote(blobs map[string][]byte) error
 }
 
 // RingSetter receives the live replicas (ring.Ring).
@@ -110,6 +122,8 @@ type Syncer struct {
 	usageDigest uint64
 	usageAt     time.Time
 	othersUsage []queryaudit.Snapshot
+	selDigest   uint64
+	selAt       time.Time
 	limitsMu    sync.Mutex
 }
 
@@ -477,6 +491,11 @@ func (s *Syncer) SyncOnce(ctx context.Context) {
 			s.fail("usage", err)
 		}
 	}
+	if s.o.Selectors != nil {
+		if err := s.syncSelectors(ctx); err != nil {
+			s.fail("selectors", err)
+		}
+	}
 	if s.o.Registry != nil {
 		if err := s.reloadLimits(ctx); err != nil {
 			s.fail("limits", err)
@@ -689,6 +708,34 @@ func (s *Syncer) syncUsage(ctx context.Context) error {
 		return err
 	}
 	return firstErr
+}
+
+// Series usage selectors.
+
+// syncSelectors publishes this replica's selectors when they changed (and
+// hourly, so that they do not expire while unchanged) and hands the others'
+// to series usage. Other replicas' selectors that cannot be read are left out.
+func (s *Syncer) syncSelectors(ctx context.Context) error {
+	data, err := s.o.Selectors.ExportShared()
+	if err != nil {
+		return err
+	}
+	now := s.now()
+	if d := xxhash.Sum64(data); d != s.selDigest || now.Sub(s.selAt) > time.Hour {
+		if err := s.b.PutSelectors(ctx, s.o.Replica, data, now, s.o.UsageRetention); err != nil {
+			return err
+		}
+		s.selDigest, s.selAt = d, now
+	}
+	all, err := s.b.AllSelectors(ctx, now, s.o.UsageRetention)
+	if err != nil {
+		return err // the others' stay as last read
+	}
+	delete(all, s.o.Replica) // our own are local, and fresher
+	if err := s.o.Selectors.ReplaceRemote(all); err != nil {
+		s.log.Warn("damaged series usage selectors of another replica; skipped", "err", err)
+	}
+	return nil
 }
 
 // Limits.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"sync"
 	"testing"
 	"time"
 
@@ -354,5 +355,69 @@ func TestBucketExpiry(t *testing.T) {
 		if got := s.bucketExpiry(b); !got.Equal(start.Add(10*time.Minute + c.want)) {
 			t.Errorf("%s: expires %s, want %s after the bucket", c.level, got, c.want)
 		}
+	}
+}
+
+// fakeSelectors stands in for series usage: what it exports, what it got.
+type fakeSelectors struct {
+	mu     sync.Mutex
+	own    []byte
+	remote map[string][]byte
+}
+
+func (f *fakeSelectors) ExportShared() ([]byte, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.own, nil
+}
+
+func (f *fakeSelectors) ReplaceRemote(blobs map[string][]byte) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.remote = blobs
+	return nil
+}
+
+func TestSelectorsShared(t *testing.T) {
+	t.Parallel()
+	backends(t, testSelectorsShared)
+}
+
+func testSelectorsShared(t *testing.T, b testBackend) {
+	sels := map[string]*fakeSelectors{"a": {own: []byte(`"a's"`)}, "b": {own: []byte(`"b's"`)}}
+	syncers := map[string]*Syncer{}
+	for id, f := range sels {
+		s, err := NewSyncer(Options{
+			Backend: b, Replica: id, Timeout: time.Second, SyncInterval: time.Second,
+			Enforcer: limits.NewEnforcer(limits.EnforcerOptions{Window: time.Hour}), Selectors: f,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		syncers[id] = s
+	}
+	for range 2 {
+		syncers["a"].SyncOnce(context.Background())
+		syncers["b"].SyncOnce(context.Background())
+	}
+	for id, want := range map[string]string{"a": `"b's"`, "b": `"a's"`} {
+		f := sels[id]
+		f.mu.Lock()
+		got := f.remote
+		f.mu.Unlock()
+		if len(got) != 1 || string(got[map[string]string{"a": "b", "b": "a"}[id]]) != want {
+			t.Errorf("replica %s got %q, want the other's %s only", id, got, want)
+		}
+	}
+	// A changed export reaches the other replica at the next round.
+	sels["a"].mu.Lock()
+	sels["a"].own = []byte(`"a's, new"`)
+	sels["a"].mu.Unlock()
+	syncers["a"].SyncOnce(context.Background())
+	syncers["b"].SyncOnce(context.Background())
+	sels["b"].mu.Lock()
+	defer sels["b"].mu.Unlock()
+	if got := string(sels["b"].remote["a"]); got != `"a's, new"` {
+		t.Errorf("b got %s after a changed", got)
 	}
 }
