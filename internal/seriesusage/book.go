@@ -122,6 +122,11 @@ type Book struct {
 	selMu     sync.Mutex
 	lastPrune time.Time
 
+	// remoteMu serialises ReplaceRemote; remoteDigests are the blobs it
+	// took last.
+	remoteMu      sync.Mutex
+	remoteDigests map[string]uint64
+
 	values atomic.Int64 // label values kept, all buckets (MaxValues)
 	// epochs are the current and the previous epoch the write path saw.
 	epochs struct {

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"time"
 
+	"github.com/cespare/xxhash/v2"
+
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -32,6 +34,18 @@ type remoteKey struct {
 // replica as ExportShared returned them. A blob that cannot be read is left
 // out and reported; the others are taken.
 func (b *Book) ReplaceRemote(blobs map[string][]byte) error {
+	// The others' selectors change rarely, and the syncer hands them over
+	// every few seconds: unchanged, they are not parsed and compiled again.
+	digests := make(map[string]uint64, len(blobs))
+	for rep, data := range blobs {
+		digests[rep] = xxhash.Sum64(data)
+	}
+	b.remoteMu.Lock()
+	defer b.remoteMu.Unlock()
+	if b.remoteDigests != nil && maps.Equal(digests, b.remoteDigests) {
+		return nil
+	}
+	b.remoteDigests = digests
 	now := b.cfg.Now()
 	cutoff := now.Add(-b.cfg.Retention)
 	fresh := map[remoteKey]*store{}

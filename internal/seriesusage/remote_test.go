@@ -44,6 +44,10 @@ func TestReplicasShareSelectors(t *testing.T) {
 		t.Errorf("b keeps %d selectors of its own, want 1", got)
 	}
 
+	// The same blobs again change nothing, and cost no parsing.
+	if err := b.ReplaceRemote(map[string][]byte{"a": shared, "broken": []byte("{")}); err != nil {
+		t.Errorf("unchanged blobs: %v", err)
+	}
 	// Replica a reads more than b's cap: m counts as all selected on b.
 	read(t, a, ca.Now(), tn, `m{env="qa"}`)
 	shared, _ = a.ExportShared()
