@@ -31,6 +31,8 @@ import (
 //   - app_requests_total{pod (100), instance, user_id (10)}: each pod on its own
 //     instance, 1000 series; the queries use instance and user_id, so dropping
 //     pod, the one unused label, saves nothing.
+//   - app_queue_depth{instance (5), worker (4)}: 20 gauges read with max by
+//     (instance): worker is unused, but folding workers would change the max.
 //   - app_logins_total{env (prod, dev), instance (10)}: 20 counters; the
 //     queries select env="prod" only, so the dev series are never selected.
 //
@@ -69,6 +71,9 @@ func (w adaptiveWorkload) request(at time.Time) *prompb.WriteRequest {
 		}
 		add(false, "__name__", "node_memory_bytes", "instance", inst)
 		add(false, "__name__", "node_load1", "instance", inst)
+		for wk := range 4 {
+			add(false, "__name__", "app_queue_depth", "instance", inst, "worker", strconv.Itoa(wk))
+		}
 	}
 	les := []string{"0.1", "0.5", "1", "+Inf"}
 	for p := range 20 {
@@ -183,6 +188,7 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		`sum by (instance, user_id) (rate(app_requests_total[20s]))`,
 		`node_load1`,
 		`sum by (instance) (rate(app_logins_total{env="prod"}[20s]))`,
+		`max by (instance) (app_queue_depth)`,
 	}
 	time.Sleep(6 * time.Second) // a whole cardinality window of series
 	for _, q := range queries {
@@ -247,6 +253,13 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		if wh.Metric == "app_requests_total" {
 			podCase = &list.Withheld[i]
 		}
+	}
+	queue := false
+	for _, wh := range list.Withheld {
+		queue = queue || (wh.Metric == "app_queue_depth" && strings.Contains(wh.Reason, "max combines the series"))
+	}
+	if !queue {
+		t.Errorf("app_queue_depth, read with max by (instance), is not withheld: %+v", list.Withheld)
 	}
 	if podCase == nil || podCase.Estimate == nil || podCase.Estimate.Method != adaptive.MethodUpstream || podCase.Estimate.Saved != 0 || podCase.Estimate.Formula < 800 {
 		t.Fatalf("app_requests_total: want an upstream estimate of 0 saved where the formula says about 900: %+v", podCase)
