@@ -277,6 +277,8 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 		{item: "P aggregation rules of another tenant", method: "GET", path: "/api/cardguard/v1/aggregate/tenants/2/usage", token: tokA, want: both(403)},
 		{item: "P aggregation rules set by a tenant", method: "PUT", path: "/api/cardguard/v1/aggregate/tenants/1", token: tokA, body: []byte("- interval: 1m\n  outputs: [total]\n"), want: both(403)},
 		{item: "P top queries of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/top_queries", token: tokA, want: both(403)},
+		{item: "P series usage of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/series", token: tokA, want: both(403)},
+		{item: "P series usage of another tenant's metric", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/metrics/atk_secret/series", token: tokA, want: both(403)},
 
 		// Transparency: malformed form pairs are skipped as VictoriaMetrics does.
 		{item: "T malformed pair", method: "POST", path: sel + "api/v1/query", token: tokA, ctype: "application/x-www-form-urlencoded", body: []byte("query=atk_secret&foo=%zz"), want: both(200), has: "tenant-one"},

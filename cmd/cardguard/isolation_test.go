@@ -205,6 +205,10 @@ func TestTenantIsolation(t *testing.T) {
 		{"GET", "/cardinality/tenants/2:0/status/tsdb", tokA, 403},
 		{"GET", "/usage/tenants/2/metrics", tokA, 403},
 		{"GET", "/usage/tenants/1/metrics", tokA, 200},
+		{"GET", "/usage/tenants/2/series", tokA, 403},
+		{"GET", "/usage/tenants/2/metrics/iso_secret/series", tokA, 403},
+		{"GET", "/usage/tenants/1/series", tokA, 200},
+		{"GET", "/usage/tenants/1/series", "", 401},
 		{"GET", "/guard/tenants/2", tokA, 403},
 		{"POST", "/relabel/debug", tokA, 403},
 	} {
