@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"testing"
 	"time"
@@ -118,7 +119,7 @@ func TestAdaptiveRulesPersist(t *testing.T) {
 	ts := time.Now().Add(-time.Minute).UnixMilli()
 	e.push("/api/v1/write", userSeries("logins_total", 20, ts))
 	// Read by job only: user_id may go.
-	get(t, e.srv.URL+"/api/v1/query?query=sum+by+(job)+(logins_total)")
+	get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {"sum by (job) (rate(logins_total[5m]))"}}.Encode())
 	base := e.srv.URL + "/api/cardguard/v1/recommendations/tenants/0:0"
 	waitFor(t, 5*time.Second, "the recommendation", func() bool {
 		e.app.usage.Flush()

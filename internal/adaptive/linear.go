@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strings"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
+
 	"github.com/prometheus/prometheus/promql/parser"
 )
 
@@ -14,6 +16,10 @@ import (
 // doing anything a sum does not commute with: sum by (kept labels) (rate(m[5m]))
 // is the same on the inputs and on their aggregate, count by (job) (m),
 // avg by (job) (m) and max by (job) (m) are not, whatever labels they name.
+
+// counterFuncs read a counter's increases, which its aggregate keeps; its
+// raw values it does not (the aggregate counts increases from when it starts).
+var counterFuncs = map[string]bool{"rate": true, "irate": true, "increase": true}
 
 // linearFuncs commute with a sum of series: f(a+b) = f(a)+f(b) per series.
 // irate and idelta are linear on aligned samples, as the aggregate's are.
@@ -33,10 +39,11 @@ func sumsFirst(query, metric string) (bool, string) {
 		return false, "not PromQL: how it combines series cannot be checked"
 	}
 	var why string
+	counter := aggregate.KindOf(metric) == aggregate.Counter
 	var walk func(n parser.Node, path []parser.Node) bool
 	walk = func(n parser.Node, path []parser.Node) bool {
 		if vs, ok := n.(*parser.VectorSelector); ok && selects(vs, metric) {
-			if ok, w := linearUpTo(append(path, vs)); !ok {
+			if ok, w := linearUpTo(append(path, vs), counter); !ok {
 				why = w
 				return false
 			}
@@ -69,14 +76,21 @@ func selects(vs *parser.VectorSelector, metric string) bool {
 }
 
 // linearUpTo checks the ancestors of a selector, the last of chain, up to
-// the first sum.
-func linearUpTo(chain []parser.Node) (bool, string) {
+// the first sum; a counter must be read through rate, irate or increase
+// before it.
+func linearUpTo(chain []parser.Node, counter bool) (bool, string) {
+	increases := false
 	for i := len(chain) - 2; i >= 0; i-- {
 		switch n := chain[i].(type) {
 		case *parser.ParenExpr, *parser.MatrixSelector, *parser.StepInvariantExpr, *parser.SubqueryExpr:
 		case *parser.AggregateExpr:
 			switch n.Op {
-			case parser.SUM, parser.GROUP:
+			case parser.GROUP:
+				return true, ""
+			case parser.SUM:
+				if counter && !increases {
+					return false, "sum of a counter's raw values: its aggregate counts increases from when the rule applies, read it through rate() or increase()"
+				}
 				return true, ""
 			}
 			return false, fmt.Sprintf("%s combines the series before any sum", n.Op)
@@ -84,6 +98,10 @@ func linearUpTo(chain []parser.Node) (bool, string) {
 			if !linearFuncs[n.Func.Name] {
 				return false, fmt.Sprintf("%s() applies to each series before any sum", n.Func.Name)
 			}
+			if counter && !counterFuncs[n.Func.Name] {
+				return false, fmt.Sprintf("%s() of a counter's raw values: its aggregate counts increases from when the rule applies", n.Func.Name)
+			}
+			increases = increases || counterFuncs[n.Func.Name]
 		case *parser.BinaryExpr:
 			if n.Op == parser.LOR {
 				// A union of series sets (and the match[] of a series read,

@@ -1,6 +1,9 @@
 package adaptive
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSumsFirst(t *testing.T) {
 	t.Parallel()
@@ -39,6 +42,28 @@ func TestSumsFirst(t *testing.T) {
 		{`avg by (job) (rate(m{job="$job"}[$__rate_interval]))`, false},
 	} {
 		if got, why := sumsFirst(tc.query, "m"); got != tc.want {
+			t.Errorf("%s: %v (%s), want %v", tc.query, got, why, tc.want)
+		}
+	}
+	// Counters: only their increases survive aggregation.
+	for _, tc := range []struct {
+		query string
+		want  bool
+	}{
+		{`sum by (job) (rate(m_total[5m]))`, true},
+		{`sum(increase(m_total[1h])) * 2`, true},
+		{`histogram_quantile(0.9, sum by (le) (rate(m_bucket[5m])))`, true},
+		{`sum(m_total)`, false},
+		{`sum by (le) (m_bucket)`, false},
+		{`sum(delta(m_total[5m]))`, false},
+		{`sum(avg_over_time(m_total[5m]))`, false},
+		{`group by (job) (m_total)`, true},
+	} {
+		metric := "m_total"
+		if strings.Contains(tc.query, "m_bucket") {
+			metric = "m_bucket"
+		}
+		if got, why := sumsFirst(tc.query, metric); got != tc.want {
 			t.Errorf("%s: %v (%s), want %v", tc.query, got, why, tc.want)
 		}
 	}
