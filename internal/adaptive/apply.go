@@ -400,7 +400,11 @@ type BrokenRead struct {
 	Kind   string   `json:"kind"`
 }
 
-const maxBrokenKeys = 10000
+// Broken reads are kept for maxBrokenKeys metrics, maxBrokenReads each.
+const (
+	maxBrokenKeys  = 5000
+	maxBrokenReads = 10
+)
 
 // OnRead implements queryaudit.ReadListener: a read that uses a label an
 // applied rule removes, or reads a dropped metric, is counted broken_by_rule.
@@ -453,8 +457,8 @@ func (e *Engine) OnRead(rd *queryaudit.Read) {
 			br.Reader.Last = b.Last
 			b.Reads = slices.DeleteFunc(b.Reads, func(x BrokenRead) bool { return x.Reader.Query == br.Reader.Query && x.Reader.Name == br.Reader.Name })
 			b.Reads = slices.Insert(b.Reads, 0, br)
-			if len(b.Reads) > 20 {
-				b.Reads = b.Reads[:20]
+			if len(b.Reads) > maxBrokenReads {
+				b.Reads = b.Reads[:maxBrokenReads]
 			}
 		}
 	}

@@ -590,3 +590,26 @@ func TestNotSummedWithheld(t *testing.T) {
 		t.Errorf("apply over a counting read: %v", err)
 	}
 }
+
+// TestReadersBounded: however many distinct reads come, the readers hold at
+// most maxRefs references.
+func TestReadersBounded(t *testing.T) {
+	t.Parallel()
+	rs := NewReaders()
+	for i := range 3 * maxRefs / maxRefsPerKey {
+		q := fmt.Sprintf("sum by (l%d) (rate(m%d_total[5m]))", i%7, i%(maxRefs/2))
+		rs.OnRead(&queryaudit.Read{Tenant: tn, Query: q, At: time.Now(), Metrics: map[string]queryaudit.MetricUse{
+			fmt.Sprintf("m%d_total", i%(maxRefs/2)): {Labels: map[string]queryaudit.LabelUse{fmt.Sprintf("l%d", i%7): queryaudit.UseGrouping, "job": queryaudit.UseMatcher}},
+		}})
+	}
+	n := 0
+	for _, e := range rs.keys {
+		n += len(e.whole) + len(e.notSummed)
+		for _, refs := range e.labels {
+			n += len(refs)
+		}
+	}
+	if n != rs.refs || n > maxRefs {
+		t.Errorf("%d refs held, counted %d, cap %d", n, rs.refs, maxRefs)
+	}
+}

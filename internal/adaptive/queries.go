@@ -111,24 +111,32 @@ func firstNonEmpty(s ...string) string {
 
 // Readers remembers, from live reads, the last few queries that used each
 // label of each metric, and those that read a metric with all its labels. It
-// is bounded (maxReaderKeys metrics, maxRefsPerKey queries each), in memory,
+// is bounded (maxReaderKeys metrics, maxRefsPerKey queries per label, maxRefs
+// in all, queries clipped to maxQueryBytes: about 30 MiB at most), in memory,
 // and per replica: it adds names to the evidence; the decisions rest on the
 // usage retention of the sources. Safe for concurrent use.
 type Readers struct {
 	mu   sync.Mutex
 	keys map[readerKey]*readerEntry
+	refs int // refs held in keys
 	// summed caches sumsFirst: dashboards repeat the same queries.
-	summed map[summedKey]string
+	summed      map[summedKey]string
+	summedBytes int
 }
 
 type summedKey struct{ query, metric string }
 
-// maxSummed bounds the cache of sumsFirst answers; it is emptied when full.
-const maxSummed = 10000
+// The cache of sumsFirst answers holds queries up to maxSummedQuery bytes,
+// maxSummedBytes in all; it is emptied when full.
+const (
+	maxSummedQuery = 4 << 10
+	maxSummedBytes = 4 << 20
+)
 
 const (
 	maxReaderKeys = 20000
 	maxRefsPerKey = 5
+	maxRefs       = 50000
 	maxQueryBytes = 512
 )
 
@@ -155,10 +163,15 @@ func (rs *Readers) whyNotSummed(query, metric string) string {
 		return why
 	}
 	_, why := sumsFirst(query, metric)
-	if len(rs.summed) >= maxSummed {
+	if len(query) > maxSummedQuery {
+		return why
+	}
+	if rs.summedBytes >= maxSummedBytes {
 		clear(rs.summed)
+		rs.summedBytes = 0
 	}
 	rs.summed[k] = why
+	rs.summedBytes += len(query) + len(metric) + len(why) + 64
 	return why
 }
 
@@ -180,29 +193,34 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 			rs.keys[readerKey{rd.Tenant, clip(name, 256)}] = e
 		}
 		if mu.AllLabels {
-			e.whole = addRef(e.whole, ref)
+			e.whole = rs.addRef(e.whole, ref)
 		} else if why := rs.whyNotSummed(rd.Query, name); why != "" {
 			r := ref
 			r.Name += ": " + why
-			e.notSummed = addRef(e.notSummed, r)
+			e.notSummed = rs.addRef(e.notSummed, r)
 		}
 		for l := range mu.Labels {
 			if _, ok := e.labels[l]; !ok && len(e.labels) >= 100 {
 				continue
 			}
-			e.labels[l] = addRef(e.labels[l], ref)
+			e.labels[l] = rs.addRef(e.labels[l], ref)
 		}
 	}
 }
 
 // addRef puts r first, replacing an older ref of the same query and reader,
-// keeping maxRefsPerKey.
-func addRef(refs []Ref, r Ref) []Ref {
+// keeping maxRefsPerKey, and maxRefs in all; rs.mu held.
+func (rs *Readers) addRef(refs []Ref, r Ref) []Ref {
+	n := len(refs)
 	refs = slices.DeleteFunc(refs, func(x Ref) bool { return x.Kind == r.Kind && x.Name == r.Name && x.Query == r.Query })
+	if len(refs) == n && n < maxRefsPerKey && rs.refs >= maxRefs {
+		return refs // a new ref would grow the total over the cap
+	}
 	refs = slices.Insert(refs, 0, r)
 	if len(refs) > maxRefsPerKey {
 		refs = refs[:maxRefsPerKey]
 	}
+	rs.refs += len(refs) - n
 	return refs
 }
 
