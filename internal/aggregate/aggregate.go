@@ -31,6 +31,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
@@ -165,7 +166,7 @@ type Aggregator struct {
 	cfg    Config
 	sink   Sink
 	logger *slog.Logger
-	now    func() time.Time
+	clock  atomic.Pointer[func() time.Time] // see now and SetClock
 
 	shards [numShards]shard
 
@@ -216,7 +217,7 @@ type input struct {
 
 // New builds an Aggregator; cfg must have been validated.
 func New(cfg Config, sink Sink, logger *slog.Logger) *Aggregator {
-	a := &Aggregator{cfg: cfg, sink: sink, logger: logger, now: time.Now, pending: map[tenant.ID][]prompb.TimeSeries{},
+	a := &Aggregator{cfg: cfg, sink: sink, logger: logger, pending: map[tenant.ID][]prompb.TimeSeries{},
 		dry: NewDryRun(cfg.Staleness, cfg.MaxInputs)}
 	for i := range a.shards {
 		a.shards[i].outputs = map[outKey]*output{}
@@ -610,5 +611,13 @@ func truncate(s string) string {
 }
 
 // SetClock replaces the clock, for simulations and tests that write at times
-// of their own choosing. Call it before the first Add.
-func (a *Aggregator) SetClock(now func() time.Time) { a.now = now }
+// of their own choosing. Call it before the first Add; it is safe while Run
+// flushes.
+func (a *Aggregator) SetClock(now func() time.Time) { a.clock.Store(&now) }
+
+func (a *Aggregator) now() time.Time {
+	if f := a.clock.Load(); f != nil {
+		return (*f)()
+	}
+	return time.Now()
+}
