@@ -73,6 +73,9 @@ func (a *app) newAdaptive() error {
 		return err
 	}
 	a.adaptive.engine = eng
+	if err := eng.Register(a.reg); err != nil {
+		return err
+	}
 	a.usage.AddListener(eng)
 	a.observers.more = append(a.observers.more, eng)
 	a.setRelabel(a.cfg.Relabel)

@@ -14,6 +14,7 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/cespare/xxhash/v2"
 	"github.com/go-chi/chi/v5"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/seriesusage"
@@ -611,5 +612,42 @@ func TestReadersBounded(t *testing.T) {
 	}
 	if n != rs.refs || n > maxRefs {
 		t.Errorf("%d refs held, counted %d, cap %d", n, rs.refs, maxRefs)
+	}
+}
+
+func TestMetrics(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, workload(), &epoch, queriesUsing())
+	reg := prometheus.NewRegistry()
+	if err := e.Register(reg); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Apply(context.Background(), tn, "node_cpu", RuleSpec{}, "admin", false); err != nil {
+		t.Fatal(err)
+	}
+	e.OnRead(&queryaudit.Read{Tenant: tn, Query: "node_cpu", At: time.Now(), Metrics: map[string]queryaudit.MetricUse{"node_cpu": {AllLabels: true}}})
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			key := mf.GetName()
+			for _, lp := range m.GetLabel() {
+				key += " " + lp.GetName() + "=" + lp.GetValue()
+			}
+			got[key] = m.GetGauge().GetValue() + m.GetCounter().GetValue()
+		}
+	}
+	for k, v := range map[string]float64{
+		"cardguard_adaptive_applied_rules kind=drop tenant=1:0": 1,
+		"cardguard_adaptive_broken_reads_total tenant=1:0":      1,
+		"cardguard_adaptive_previews_running":                   0,
+	} {
+		if got[k] != v {
+			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
+		}
 	}
 }
