@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -119,6 +121,19 @@ func TestRecommendationsInBrowser(t *testing.T) {
 		}
 		return s
 	}
+	if err := os.MkdirAll(screenshotDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	shot := func(name string) {
+		t.Helper()
+		b, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+		if err != nil {
+			t.Fatalf("screenshot %s: %v", name, err)
+		}
+		if err := os.WriteFile(filepath.Join(screenshotDir, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	base := e.srv.URL
 	row := `#recommendations tr[data-metric="req_total"]`
 
@@ -155,11 +170,13 @@ func TestRecommendationsInBrowser(t *testing.T) {
 		t.Errorf("status after preview: %q", got)
 	}
 
+	shot("10-recommendation-previewed.png")
 	do("apply", chromedp.Click(chromedp.CSS(row+` [data-adaptive-action="apply"]`)),
 		waitJS(`!!document.querySelector('#applied tr[data-metric="req_total"]')`))
 	if got := eval(`document.querySelector('#applied tr[data-metric="req_total"]').innerText`); !strings.Contains(got, "27 measured") || !strings.Contains(got, "by admin") {
 		t.Errorf("applied row %q", got)
 	}
+	shot("11-recommendation-applied.png")
 	if rules := e.app.adaptive.engine.Rules()[tenant.ID{}]; len(rules) != 1 || rules[0].Regex != "user_id" {
 		t.Errorf("rules after apply: %+v", rules)
 	}

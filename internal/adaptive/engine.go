@@ -529,7 +529,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			continue
 		case !m.used:
 			rec.Kind = KindDrop
-			rec.Reason = "no read in " + strings.Join(names(m.checks), ", ")
+			rec.Reason = "nothing reads the metric (checked: " + strings.Join(names(m.checks), ", ") + ")"
 		case m.all:
 			continue // keep: a read gets every label
 		case len(m.notSummed) > 0:
@@ -552,7 +552,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			if len(rec.Labels) == 0 {
 				continue
 			}
-			rec.Reason = "no read in " + strings.Join(names(m.checks), ", ") + " uses " + strings.Join(rec.Labels, ", ")
+			rec.Reason = "no read uses " + strings.Join(rec.Labels, ", ") + " (checked: " + strings.Join(names(m.checks), ", ") + ")"
 		}
 		rec.Evidence.Labels = e.labelRows(distinct, m, rec.Labels, rec.Kind)
 		if m.all {
