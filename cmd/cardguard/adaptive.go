@@ -15,14 +15,20 @@ import (
 	"github.com/cardguard/cardguard/web"
 )
 
-// adaptiveHash is the Redis hash of the applied adaptive rules and exemptions.
-const adaptiveHash = "adaptive_rules"
+// adaptiveHash is the Redis hash of the applied adaptive rules and exemptions;
+// adaptiveReadsHash the one of the reads that keep a metric from aggregation,
+// which every replica must know of (adaptive.Readers.Share).
+const (
+	adaptiveHash      = "adaptive_rules"
+	adaptiveReadsHash = "adaptive_reads"
+)
 
 // adaptiveWiring is what the app keeps for the recommendations: the engine,
 // and the lock that orders the rebuilds of the relabel rules (config reloads
 // and applied rules).
 type adaptiveWiring struct {
 	engine  *adaptive.Engine
+	readers *adaptive.Readers
 	rulesMu sync.Mutex
 	relabel RelabelConfig // the config's rules, as last loaded
 }
@@ -50,6 +56,10 @@ func (a *app) newAdaptive() error {
 	}
 	cfg := a.cfg.Adaptive.WithDefaults()
 	readers := adaptive.NewReaders()
+	if a.shared != nil {
+		readers.Share(state.NewRulesStore(a.shared.redis.RulesIn(adaptiveReadsHash), nil, a.shared.cfg.Redis.SyncInterval, a.logger), a.logger)
+	}
+	a.adaptive.readers = readers
 	a.usage.AddListener(readers)
 	eng, err := adaptive.New(adaptive.Options{
 		Config:  cfg,
@@ -138,6 +148,7 @@ func (a *app) installRulesLocked(c RelabelConfig) {
 // sync interval in case an announcement was missed.
 func (a *app) startAdaptive(ctx context.Context) {
 	a.loops.goLoop(ctx, a.adaptive.engine.Run)
+	a.loops.goLoop(ctx, a.adaptive.readers.Run)
 	if a.shared == nil {
 		return
 	}

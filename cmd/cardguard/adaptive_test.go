@@ -183,4 +183,32 @@ func TestAdaptiveRulesShared(t *testing.T) {
 	waitFor(t, 10*time.Second, "the revert on the first replica", func() bool {
 		return len(apps[0].adaptive.engine.Rules()[tenant.ID{}]) == 0 && apps[0].rules.RulesFor(tenant.ID{}) == nil
 	})
+
+	// A read through the first replica that counts a metric's series keeps
+	// the second from aggregating it.
+	get(t, srvs[0].URL+"/api/v1/query?"+url.Values{"query": {"count by (job) (queue_depth)"}}.Encode())
+	waitFor(t, 10*time.Second, "the counting read in Redis and in the second replica's usage", func() bool {
+		apps[0].usage.Flush()
+		m, _, err := apps[1].shared.redis.RulesIn(adaptiveReadsHash).LoadRules(t.Context())
+		code, _ := call(t, "GET", srvs[1].URL+"/api/cardguard/v1/usage/tenants/0:0/metrics/queue_depth", "", "")
+		return err == nil && len(m) == 1 && code == 200
+	})
+	// The second replica reads the shared reads again at most 10 s later.
+	waitFor(t, 15*time.Second, "the second replica refusing to aggregate the counted metric", func() bool {
+		code, body := call(t, "POST", srvs[1].URL+"/api/cardguard/v1/recommendations/tenants/0:0/metrics/queue_depth/preview", "", `{"kind":"aggregate","labels":["user_id"]}`)
+		if code != http.StatusAccepted {
+			t.Fatalf("preview: %d %s", code, body)
+		}
+		e := apps[1].adaptive.engine
+		_, err := e.Apply(t.Context(), tenant.ID{}, "queue_depth", adaptive.RuleSpec{Kind: adaptive.KindAggregate, Labels: []string{"user_id"}}, "admin", false)
+		if err == nil {
+			// Its cache of the shared reads is from before they were
+			// published: undo, and try again once it has expired.
+			if _, err := e.Revert(tenant.ID{}, "queue_depth", ""); err != nil {
+				t.Fatal(err)
+			}
+			return false
+		}
+		return strings.Contains(err.Error(), "other than by a sum")
+	})
 }

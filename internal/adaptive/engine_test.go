@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -650,4 +651,65 @@ func TestMetrics(t *testing.T) {
 			t.Errorf("%s = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
+}
+
+type usageOf map[string]queryaudit.MetricUsage
+
+func (u usageOf) Usage(tenant.ID) (queryaudit.Window, map[string]queryaudit.MetricUsage) {
+	return queryaudit.Window{From: time.Now().Add(-24 * time.Hour)}, u
+}
+
+// TestSharedNotSummed: a read that counts a metric's series, proxied by one
+// replica, keeps another replica from aggregating the metric.
+func TestSharedNotSummed(t *testing.T) {
+	t.Parallel()
+	store := &syncStore{m: map[string][]byte{}}
+	one, two := NewReaders(), NewReaders()
+	one.Share(store, nil)
+	two.Share(store, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go one.Run(ctx)
+	q := `count by (instance) (app_requests)`
+	ex, _ := queryaudit.Extract(q)
+	one.OnRead(&queryaudit.Read{Tenant: tn, Query: q, At: time.Now(), Extraction: ex,
+		Metrics: map[string]queryaudit.MetricUse{"app_requests": {Labels: map[string]queryaudit.LabelUse{"instance": queryaudit.UseGrouping}}}})
+	uses := usageOf{"app_requests": {Queries: 1, Labels: []queryaudit.LabelDetail{{Label: "instance", Uses: []string{"grouping"}}}}}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		ev, _ := NewQuerySource(uses, two).Evidence(tn)
+		if n := ev["app_requests"].NotSummed; len(n) == 1 && n[0].Query == q {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the other replica does not see the counting read: %+v", ev["app_requests"])
+		}
+		time.Sleep(20 * time.Millisecond)
+		two.shared.mu.Lock()
+		two.shared.cache = nil // as if sharedCacheTime had passed
+		two.shared.mu.Unlock()
+	}
+}
+
+// syncStore is memStore safe for concurrent use.
+type syncStore struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+func (s *syncStore) Load() (map[string][]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string][]byte{}
+	for k, v := range s.m {
+		out[k] = v
+	}
+	return out, nil
+}
+
+func (s *syncStore) Save(k string, v []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.m[k] = v
+	return nil
 }

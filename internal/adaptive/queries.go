@@ -34,6 +34,10 @@ func (q *QuerySource) Name() string { return "queries" }
 func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceStatus) {
 	win, uses := q.rec.Usage(t)
 	out := make(map[string]MetricEvidence, len(uses))
+	var shared map[string][]Ref
+	if q.readers != nil {
+		shared = q.readers.sharedNotSummed(t, win.From)
+	}
 	for name, u := range uses {
 		ev := MetricEvidence{
 			Reads:       u.Queries,
@@ -63,7 +67,7 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 		}
 		if q.readers != nil {
 			ev.Refs = append(ev.Refs, q.readers.whole(t, name)...)
-			ev.NotSummed = q.readers.notSummed(t, name)
+			ev.NotSummed = dedupRefs(append(q.readers.notSummed(t, name), shared[name]...), maxRefsPerKey*2)
 		}
 		out[name] = ev
 	}
@@ -122,6 +126,7 @@ type Readers struct {
 	// summed caches sumsFirst: dashboards repeat the same queries.
 	summed      map[summedKey]string
 	summedBytes int
+	shared      *sharedReads // shared.go; nil: this replica's reads only
 }
 
 type summedKey struct{ query, metric string }
@@ -198,6 +203,7 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 			r := ref
 			r.Name += ": " + why
 			e.notSummed = rs.addRef(e.notSummed, r)
+			rs.publish(k, r)
 		}
 		for l := range mu.Labels {
 			if _, ok := e.labels[l]; !ok && len(e.labels) >= 100 {
