@@ -58,6 +58,10 @@ func (a *app) newAdaptive() error {
 	readers := adaptive.NewReaders()
 	if a.shared != nil {
 		readers.Share(state.NewRulesStore(a.shared.redis.RulesIn(adaptiveReadsHash), nil, a.shared.cfg.Redis.SyncInterval, a.logger), a.logger)
+	} else {
+		// Kept across restarts: a weekly report that counts a metric's
+		// series must keep it from aggregation after a restart too.
+		readers.Share(adaptive.NewFileStoreAt(a.opts.dataDir, adaptive.ReadsFile), a.logger)
 	}
 	a.adaptive.readers = readers
 	a.usage.AddListener(readers)

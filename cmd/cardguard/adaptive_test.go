@@ -118,8 +118,9 @@ func TestAdaptiveRulesPersist(t *testing.T) {
 	e := newEnv(t, nil)
 	ts := time.Now().Add(-time.Minute).UnixMilli()
 	e.push("/api/v1/write", userSeries("logins_total", 20, ts))
-	// Read by job only: user_id may go.
+	// Read by job only: user_id may go. Another metric is counted.
 	get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {"sum by (job) (rate(logins_total[5m]))"}}.Encode())
+	get(t, e.srv.URL+"/api/v1/query?"+url.Values{"query": {"count by (job) (queue_depth)"}}.Encode())
 	base := e.srv.URL + "/api/cardguard/v1/recommendations/tenants/0:0"
 	waitFor(t, 5*time.Second, "the recommendation", func() bool {
 		e.app.usage.Flush()
@@ -154,6 +155,12 @@ func TestAdaptiveRulesPersist(t *testing.T) {
 		e.vm.Flush()
 		return vmScalar(t, e2, `count(logins_total{user_id=""})`) == 1
 	})
+	// The counting read, made before the restart, still keeps queue_depth
+	// from aggregation.
+	_, err = a2.adaptive.engine.Apply(t.Context(), tenant.ID{}, "queue_depth", adaptive.RuleSpec{Kind: adaptive.KindAggregate, Labels: []string{"user_id"}}, "admin", false)
+	if err == nil || !strings.Contains(err.Error(), "other than by a sum") {
+		t.Errorf("aggregating queue_depth after the restart: %v, want a refusal", err)
+	}
 	// A config reload (SIGHUP) keeps the applied rules after the config's.
 	if err := a2.reload(a2.cfg); err != nil {
 		t.Fatal(err)

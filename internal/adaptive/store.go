@@ -36,8 +36,15 @@ type FileStore struct {
 	mu   sync.Mutex
 }
 
+// ReadsFile is the file of the reads that keep metrics from aggregation,
+// when no Redis shares them (Readers.Share).
+const ReadsFile = "adaptive_reads.json"
+
 // NewFileStore returns a store writing dir/adaptive_rules.json.
-func NewFileStore(dir string) *FileStore { return &FileStore{path: filepath.Join(dir, StoreFile)} }
+func NewFileStore(dir string) *FileStore { return NewFileStoreAt(dir, StoreFile) }
+
+// NewFileStoreAt returns a store writing dir/name.
+func NewFileStoreAt(dir, name string) *FileStore { return &FileStore{path: filepath.Join(dir, name)} }
 
 // Load implements Store. A missing file holds nothing.
 func (f *FileStore) Load() (map[string][]byte, error) {
