@@ -779,6 +779,10 @@ func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommend
 	if !ok || rep.AllSelected || !rep.Bucket.Complete || rep.NeverSelected <= 0 || len(rep.Explaining) == 0 || rep.Coverage.Queries == 0 {
 		return Recommendation{}, false
 	}
+	if rep.Coverage.UnparsedReads > 0 || rep.Coverage.DroppedReads > 0 {
+		// Reads whose selectors nobody knows may select the series.
+		return Recommendation{}, false
+	}
 	ex := rep.Explaining[0]
 	if ex.Label == model.MetricNameLabel || !labelNameRE.MatchString(ex.Label) || ex.Series <= 0 {
 		return Recommendation{}, false
@@ -792,7 +796,7 @@ func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommend
 	rec.Reason = fmt.Sprintf("%d of %d series carry %s=%q and none of the %d selectors recorded from %d queries selects them",
 		ex.Series, rep.ActiveSeries, ex.Label, ex.Value, rep.Coverage.Selectors, rep.Coverage.Queries)
 	rec.Evidence.Notes = append(slices.Clone(rec.Evidence.Notes),
-		fmt.Sprintf("selectors recorded on this replica since %s (not kept across restarts)", rep.Coverage.RecordingSince.Format(time.RFC3339)))
+		fmt.Sprintf("selectors recorded since %s; no read of the tenant went unparsed or dropped", rep.Coverage.RecordingSince.Format(time.RFC3339)))
 	for i, sel := range rep.Selectors {
 		if i == 10 {
 			break
