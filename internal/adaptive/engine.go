@@ -561,6 +561,9 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		if len(m.blind) > 0 {
 			rec.Evidence.Notes = append(rec.Evidence.Notes, strings.Join(m.blind, ", ")+" also report reads, accounted for by the sources that know the labels")
 		}
+		if !m.allSrcsOK {
+			rec.Evidence.Notes = append(rec.Evidence.Notes, "could not answer in full: "+strings.Join(failed(m.checks), "; "))
+		}
 		rec.Estimate = sketchEstimate(series, distinct, rec.Labels, nil)
 		if rec.Kind == KindDrop {
 			rec.Estimate = Estimate{Method: MethodSketch, Series: series, Saved: series, Formula: series, Detail: "cardinality sketch of the metric's series (HyperLogLog, about 1%); dropping a metric saves all of them"}

@@ -655,8 +655,8 @@ func TestMetrics(t *testing.T) {
 
 type usageOf map[string]queryaudit.MetricUsage
 
-func (u usageOf) Usage(tenant.ID) (queryaudit.Window, map[string]queryaudit.MetricUsage) {
-	return queryaudit.Window{From: time.Now().Add(-24 * time.Hour)}, u
+func (u usageOf) Usage(tenant.ID) (queryaudit.Window, queryaudit.TenantTotals, map[string]queryaudit.MetricUsage) {
+	return queryaudit.Window{From: time.Now().Add(-24 * time.Hour)}, queryaudit.TenantTotals{}, u
 }
 
 // TestSharedNotSummed: a read that counts a metric's series, proxied by one
@@ -712,4 +712,29 @@ func (s *syncStore) Save(k string, v []byte) error {
 	defer s.mu.Unlock()
 	s.m[k] = v
 	return nil
+}
+
+type unparsedUsage struct{ usageOf }
+
+func (u unparsedUsage) Usage(t tenant.ID) (queryaudit.Window, queryaudit.TenantTotals, map[string]queryaudit.MetricUsage) {
+	w, _, m := u.usageOf.Usage(t)
+	return w, queryaudit.TenantTotals{UnparsedQueries: 2}, m
+}
+
+// TestUnparsedReadsWithholdDrops: a read nobody parsed may read any metric,
+// so no metric is called unused while the tenant has one in the retention.
+func TestUnparsedReadsWithholdDrops(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	uses := usageOf{"app_requests": {Queries: 1, Labels: []queryaudit.LabelDetail{{Label: "instance", Uses: []string{"grouping"}}}}}
+	for _, tc := range []struct {
+		rec     UsageRecorder
+		dropped bool
+	}{{uses, true}, {unparsedUsage{uses}, false}} {
+		e, _, _ := newTestEngine(t, workload(), &epoch, NewQuerySource(tc.rec, nil))
+		l := e.Recommendations(context.Background(), tn, true)
+		if _, ok := byMetric(l)["node_cpu"]; ok != tc.dropped {
+			t.Errorf("%T: node_cpu recommended for drop %v, want %v; withheld %+v", tc.rec, ok, tc.dropped, l.Withheld)
+		}
+	}
 }

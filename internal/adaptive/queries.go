@@ -1,6 +1,7 @@
 package adaptive
 
 import (
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -11,7 +12,7 @@ import (
 
 // UsageRecorder is the query usage of queryaudit.Recorder.
 type UsageRecorder interface {
-	Usage(t tenant.ID) (queryaudit.Window, map[string]queryaudit.MetricUsage)
+	Usage(t tenant.ID) (queryaudit.Window, queryaudit.TenantTotals, map[string]queryaudit.MetricUsage)
 }
 
 // QuerySource is the evidence of the queries that went through cardguard, over
@@ -32,7 +33,7 @@ func (q *QuerySource) Name() string { return "queries" }
 
 // Evidence implements Source.
 func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceStatus) {
-	win, uses := q.rec.Usage(t)
+	win, totals, uses := q.rec.Usage(t)
 	out := make(map[string]MetricEvidence, len(uses))
 	var shared map[string][]Ref
 	if q.readers != nil {
@@ -71,7 +72,13 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 		}
 		out[name] = ev
 	}
-	return out, SourceStatus{OK: true, Since: win.From, Detail: "queries read through cardguard"}
+	st := SourceStatus{OK: true, Since: win.From, Detail: "queries read through cardguard"}
+	if n := totals.UnparsedQueries + totals.DroppedEvents; n > 0 {
+		// A read nobody parsed may read any metric with any label.
+		st.OK = false
+		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention were not parsed or not recorded (queue full): they may read any metric", n)
+	}
+	return out, st
 }
 
 // refOf names the reader of a query usage source.

@@ -21,9 +21,10 @@ type MetricUsage struct {
 	Sources        []SourceDetail
 }
 
-// Usage returns the usage of every metric t read in the retention window, and
-// the window. Metrics not read in it are absent.
-func (r *Recorder) Usage(t tenant.ID) (Window, map[string]MetricUsage) {
+// Usage returns the usage of every metric t read in the retention window, the
+// window and t's totals in it (unparsed and dropped reads). Metrics not read
+// in it are absent.
+func (r *Recorder) Usage(t tenant.ID) (Window, TenantTotals, map[string]MetricUsage) {
 	v := r.view(t, true)
 	out := make(map[string]MetricUsage, len(v.metrics))
 	for name, mv := range v.metrics {
@@ -37,5 +38,5 @@ func (r *Recorder) Usage(t tenant.ID) (Window, map[string]MetricUsage) {
 		slices.SortFunc(mu.Labels, func(a, b LabelDetail) int { return strings.Compare(a.Label, b.Label) })
 		out[name] = mu
 	}
-	return v.window, out
+	return v.window, v.totals, out
 }
