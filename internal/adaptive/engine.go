@@ -122,6 +122,8 @@ type Engine struct {
 	previews map[previewKey]*previewRun
 	raw      map[string][]byte // the store's content, as last loaded
 
+	outside outsideBook // outside.go
+
 	brokenMu sync.Mutex
 	applied  map[tenant.ID]map[string][]Applied // copy for OnRead, under brokenMu
 	broken   map[readerKey]*Broken
@@ -507,8 +509,19 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		}
 		distinct := e.o.Series.LabelValues(t, metric)
 		m := merge(answers, metric)
+		var own time.Time
+		if o, ok := e.o.Counter.(OwnReads); ok {
+			own = o.LastRead(t, metric)
+		}
+		outside := e.outside.check(t, metric, answers, own, querySince(answers))
 		rec := Recommendation{Metric: metric, Series: series}
 		rec.Evidence = Evidence{Sources: m.checks, Reads: m.reads, LastRead: m.last, Readers: dedupRefs(m.refs, 10)}
+		if m.used && !outside.IsZero() {
+			l.Withheld = append(l.Withheld, Withheld{Metric: metric, Series: series, Reason: fmt.Sprintf(
+				"VictoriaMetrics saw it read at %s, later than every read through cardguard: a reader that bypasses cardguard uses labels and series nobody can name; neither aggregated nor any series dropped",
+				outside.UTC().Format(time.RFC3339))})
+			continue
+		}
 		if !appliedTo[metric][KindDropSeries] {
 			if ds, ok := e.dropSeries(t, metric, m, rec); ok {
 				cands = append(cands, candidate{ds, distinct})
@@ -807,4 +820,15 @@ func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommend
 		rec.Evidence.Notes = append(rec.Evidence.Notes, "selector: "+sel)
 	}
 	return rec, true
+}
+
+// querySince is the start of the queries source's retention: an outside read
+// before it is forgotten like every other read.
+func querySince(answers []sourceAnswer) time.Time {
+	for _, a := range answers {
+		if a.name == "queries" {
+			return a.st.Since
+		}
+	}
+	return time.Time{}
 }

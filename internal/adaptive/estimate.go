@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/cardguard/cardguard/internal/queryaudit"
@@ -61,6 +62,47 @@ type Upstream struct {
 	scheme *upstream.Scheme
 	client *http.Client
 	window time.Duration
+
+	mu    sync.Mutex
+	reads map[ownRead]time.Time // see LastRead
+}
+
+type ownRead struct {
+	t      tenant.ID
+	metric string
+}
+
+// maxOwnReads bounds the reads Upstream remembers; past it, those older than
+// an hour go, and if that is not enough, all of them. A read forgotten can only
+// make a later poll of metric_names_stats look like a reader outside cardguard:
+// a metric left alone, never one reduced.
+const maxOwnReads = 100000
+
+// LastRead implements OwnReads: when Count last read metric.
+func (u *Upstream) LastRead(t tenant.ID, metric string) time.Time {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	return u.reads[ownRead{t, metric}]
+}
+
+func (u *Upstream) noteRead(t tenant.ID, metric string, at time.Time) {
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.reads == nil {
+		u.reads = make(map[ownRead]time.Time)
+	}
+	k := ownRead{t, metric}
+	if _, ok := u.reads[k]; !ok && len(u.reads) >= maxOwnReads {
+		for k, v := range u.reads {
+			if at.Sub(v) > time.Hour {
+				delete(u.reads, k)
+			}
+		}
+		if len(u.reads) >= maxOwnReads {
+			clear(u.reads)
+		}
+	}
+	u.reads[k] = at
 }
 
 // minCountWindow floors the window counted: VictoriaMetrics makes samples
@@ -92,6 +134,10 @@ func (u *Upstream) Count(ctx context.Context, t tenant.ID, metric string, withou
 		}
 		q = "count(count without (" + strings.Join(without, ",") + ") (" + inner + "))"
 	}
+	// VictoriaMetrics counts this query as a read of metric in
+	// metric_names_stats: remember it, so that it is not taken for a reader
+	// outside cardguard (outside.go).
+	u.noteRead(t, metric, time.Now())
 	var resp struct {
 		Status string `json:"status"`
 		Error  string `json:"error"`

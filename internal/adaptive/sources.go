@@ -96,7 +96,7 @@ type NameStatsSource struct{ p NameStats }
 func NewNameStatsSource(p NameStats) *NameStatsSource { return &NameStatsSource{p: p} }
 
 // Name implements Source.
-func (s *NameStatsSource) Name() string { return "metric_names_stats" }
+func (s *NameStatsSource) Name() string { return nameStatsSource }
 
 // Evidence implements Source.
 func (s *NameStatsSource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceStatus) {
