@@ -73,6 +73,11 @@ type Status struct {
 type Config struct {
 	// Interval between polls. Default 5m.
 	Interval time.Duration
+	// NewTenantsEvery is how often the tenant list is checked for tenants
+	// never polled, which are polled at once rather than at the next
+	// Interval: until a tenant is polled, no metric of it can be called
+	// unused. Default 1s, at most Interval.
+	NewTenantsEvery time.Duration
 	// Timeout bounds one request. Default 30s.
 	Timeout time.Duration
 	// MaxNames is the limit asked of VictoriaMetrics per tenant; an answer that
@@ -90,6 +95,10 @@ func (c Config) withDefaults() Config {
 	if c.Interval <= 0 {
 		c.Interval = 5 * time.Minute
 	}
+	if c.NewTenantsEvery <= 0 {
+		c.NewTenantsEvery = time.Second
+	}
+	c.NewTenantsEvery = min(c.NewTenantsEvery, c.Interval)
 	if c.Timeout <= 0 {
 		c.Timeout = 30 * time.Second
 	}
@@ -197,16 +206,24 @@ func (p *Poller) Stats(t tenant.ID) (map[string]NameStat, Status) {
 	return ts.names, ts.status
 }
 
-// Run polls at once and then every Config.Interval until ctx is done.
+// Run polls at once and then every Config.Interval until ctx is done; in
+// between, every Config.NewTenantsEvery, it polls the tenants that appeared
+// since. Tenants appear after cardguard starts (with their first write), so
+// without that every tenant would wait a whole Interval for its first stats.
 func (p *Poller) Run(ctx context.Context) {
 	tick := time.NewTicker(p.cfg.Interval)
 	defer tick.Stop()
+	check := time.NewTicker(p.cfg.NewTenantsEvery)
+	defer check.Stop()
+	p.Poll(ctx)
 	for {
-		p.Poll(ctx)
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
+			p.Poll(ctx)
+		case <-check.C:
+			p.PollNew(ctx)
 		}
 	}
 }
@@ -215,14 +232,37 @@ func (p *Poller) Run(ctx context.Context) {
 func (p *Poller) Poll(ctx context.Context) {
 	p.pollMu.Lock()
 	defer p.pollMu.Unlock()
+	ids := p.tenantIDs()
+	p.poll(ctx, ids)
+	p.forget(ids)
+}
+
+// PollNew polls the tenants never polled, if any; the others keep their last
+// answer until the next Poll.
+func (p *Poller) PollNew(ctx context.Context) {
+	p.pollMu.Lock()
+	defer p.pollMu.Unlock()
+	ids := p.tenantIDs()
+	p.mu.RLock()
+	ids = slices.DeleteFunc(ids, func(t tenant.ID) bool { return p.state[t] != nil })
+	p.mu.RUnlock()
+	p.poll(ctx, ids)
+}
+
+// tenantIDs are the tenants to poll: sorted, so that which tenants the cap
+// leaves out does not change per poll.
+func (p *Poller) tenantIDs() []tenant.ID {
 	ids := p.tenants.TenantIDs()
-	// Sorted, so that which tenants a cap leaves out does not change per poll.
 	slices.SortFunc(ids, func(a, b tenant.ID) int {
 		return cmp.Or(cmp.Compare(a.AccountID, b.AccountID), cmp.Compare(a.ProjectID, b.ProjectID))
 	})
 	if len(ids) > p.cfg.MaxTenants {
 		ids = ids[:p.cfg.MaxTenants]
 	}
+	return ids
+}
+
+func (p *Poller) poll(ctx context.Context, ids []tenant.ID) {
 	shared := p.scheme.Mode() == upstream.ModeSingle
 	var one *answer
 	for _, t := range ids {
@@ -240,7 +280,6 @@ func (p *Poller) Poll(ctx context.Context) {
 		}
 		p.store(t, a, shared)
 	}
-	p.forget(ids)
 }
 
 // answer is the outcome of one request.

@@ -5,7 +5,9 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -240,4 +242,73 @@ func TestStatsWhilePolling(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// growingTenants is a tenant list that grows while the poller runs.
+type growingTenants struct {
+	mu  sync.Mutex
+	ids []tenant.ID
+}
+
+func (g *growingTenants) TenantIDs() []tenant.ID {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return slices.Clone(g.ids)
+}
+
+func (g *growingTenants) add(t tenant.ID) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.ids = append(g.ids, t)
+}
+
+// A tenant that first writes after the first poll is polled within
+// NewTenantsEvery, not a whole Interval later; the tenants already polled
+// wait for the Interval.
+func TestRunPollsNewTenantsPromptly(t *testing.T) {
+	t.Parallel()
+	var mu sync.Mutex
+	asked := map[string]int{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked[strings.Split(r.URL.Path, "/")[2]]++
+		mu.Unlock()
+		_, _ = w.Write([]byte(`{"status":"success","statsCollectedSince":1700000000,"trackerMemoryMaxSizeBytes":100,"records":[{"metricName":"x","queryRequestsCount":1}]}`))
+	}))
+	defer srv.Close()
+	s, err := upstream.New(upstream.Config{Mode: upstream.ModeCluster, InsertURL: srv.URL, SelectURL: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, late := tenant.MustParse("1"), tenant.MustParse("2")
+	ids := &growingTenants{ids: []tenant.ID{first}}
+	p := New(Config{Interval: time.Hour, NewTenantsEvery: 10 * time.Millisecond}, s, ids, nil, prometheus.NewRegistry(), nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); p.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+
+	waitStats := func(tn tenant.ID) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			if _, st := p.Stats(tn); st.Available {
+				return
+			}
+			if time.Now().After(deadline) {
+				_, st := p.Stats(tn)
+				t.Fatalf("tenant %s not polled within 5s (interval 1h): %+v", tn, st)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	waitStats(first)
+	ids.add(late)
+	waitStats(late)
+	time.Sleep(50 * time.Millisecond) // several checks for new tenants
+	mu.Lock()
+	defer mu.Unlock()
+	if asked["1:0"] != 1 || asked["2:0"] != 1 {
+		t.Errorf("requests per tenant %v: want one each, the known tenant not polled again before the interval", asked)
+	}
 }
