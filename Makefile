@@ -7,6 +7,7 @@ GO        ?= go
 BIN       := .cache/bin
 VM_BIN    := $(BIN)/victoria-metrics
 VMAGENT   := $(BIN)/vmagent
+VMALERT   := $(BIN)/vmalert
 TOOLS_MOD := tools/vm/go.mod
 PROM_BIN  := $(BIN)/prometheus
 PROM_MOD  := tools/prometheus/go.mod
@@ -19,9 +20,9 @@ all: build
 build:
 	$(GO) build -o bin/cardguard ./cmd/cardguard
 
-# Test binaries (victoria-metrics, vmagent, prometheus) are built from the Go module proxy at the versions pinned in tools/
+# Test binaries (victoria-metrics, vmagent, vmalert, prometheus) are built from the Go module proxy at the versions pinned in tools/
 # and cached under .cache/ (git-ignored): a second run rebuilds nothing.
-tools: $(VM_BIN) $(VMAGENT) $(PROM_BIN)
+tools: $(VM_BIN) $(VMAGENT) $(VMALERT) $(PROM_BIN)
 
 $(VM_BIN): $(TOOLS_MOD)
 	@mkdir -p $(BIN)
@@ -30,6 +31,12 @@ $(VM_BIN): $(TOOLS_MOD)
 $(VMAGENT): $(TOOLS_MOD)
 	@mkdir -p $(BIN)
 	cd tools/vm && $(GO) build -o $(CURDIR)/$(VMAGENT) github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent
+
+# vmalert evaluating rules against VictoriaMetrics directly: the reader that
+# bypasses cardguard in the recommendations' end-to-end test.
+$(VMALERT): $(TOOLS_MOD)
+	@mkdir -p $(BIN)
+	cd tools/vm && $(GO) build -o $(CURDIR)/$(VMALERT) github.com/VictoriaMetrics/VictoriaMetrics/app/vmalert
 
 # Prometheus at the version the main module requires, for the end-to-end tests of
 # remote write (retries through a VictoriaMetrics outage, remote write 2.0).

@@ -7,4 +7,5 @@ package tools
 import (
 	_ "github.com/VictoriaMetrics/VictoriaMetrics/app/victoria-metrics"
 	_ "github.com/VictoriaMetrics/VictoriaMetrics/app/vmagent"
+	_ "github.com/VictoriaMetrics/VictoriaMetrics/app/vmalert"
 )
