@@ -95,5 +95,13 @@ bench-memory: build $(VM_BIN) $(VMAGENT)
 	$(GO) build -o $(BIN)/loadgen ./e2e/loadgen
 	$(GO) run ./e2e/bench -memory $(BENCH_FLAGS)
 
+# Two tenants on one VictoriaMetrics: tenant B's query latency with tenant A idle and
+# with A at 10x its read limits, through cardguard and direct, with VictoriaMetrics'
+# defaults and with -search.maxWorkersPerQuery=1; rewrites its section of
+# BENCHMARKS.md (about 8 minutes, not part of test or CI).
+.PHONY: bench-readlimits
+bench-readlimits: build $(VM_BIN)
+	$(GO) run ./e2e/bench -readlimits $(BENCH_FLAGS)
+
 clean:
 	rm -rf bin .cache

@@ -223,10 +223,10 @@ func TestTopQueriesPerTenantAgainstVictoriaMetrics(t *testing.T) {
 // alternating rounds with A idle and A busy, in one run, and compared by the
 // median over rounds. B is also measured straight against VictoriaMetrics in the
 // same rounds: what A's admitted queries cost VictoriaMetrics' CPU shows there
-// too, and is what the limits' values bound (with 2 concurrent and 5/s of these
-// queries, B's p99 went from ~3 ms to ~50 ms on a 2-core machine, direct to
-// VictoriaMetrics as well as through cardguard). The issue's target is 20%; on a
-// shared machine the assertion is looser and the figures are logged.
+// too, and is what the limits' values bound. The timing itself (B's p50 and p99
+// within 20%, what its p99 is made of, VictoriaMetrics' per-query parallelism) is
+// measured by `make bench-readlimits` and recorded in BENCHMARKS.md; on a shared
+// machine this test asserts the answers and a loose p50 bound, and logs the rest.
 func TestReadLimitsIsolateTenantsAgainstVictoriaMetrics(t *testing.T) {
 	if testing.Short() {
 		t.Skip("integration")
@@ -348,7 +348,7 @@ func TestReadLimitsIsolateTenantsAgainstVictoriaMetrics(t *testing.T) {
 	if total.limited == 0 || total.retryAfter != total.limited || total.ok == 0 || total.other != 0 {
 		t.Errorf("tenant 1 at 10x its limits: %+v, want 429s with Retry-After and some answers", total)
 	}
-	// A bound well above the issue's 20%, on the median p50 only: it catches a
+	// A bound well above the 20% target, on the median p50 only: it catches a
 	// tenant queueing behind another, not the noise of a shared machine. p99 is
 	// logged, never asserted: on 2 shared cores it moves by 100x from round to
 	// round, direct to VictoriaMetrics too. That no tenant waits for another's

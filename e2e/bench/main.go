@@ -1,12 +1,13 @@
 // Command bench measures cardguard's write path against VictoriaMetrics directly
 // and against vmagent, on identical payloads from e2e/loadgen (remote write, and
 // the same series over OTLP/HTTP), plus the latency cardguard adds to typical
-// Grafana queries, and (with -memory) its memory with a million active series. It
-// writes the results into BENCHMARKS.md.
+// Grafana queries, (with -memory) its memory with a million active series, and
+// (with -readlimits) how much one tenant at 10× its read limits moves another
+// tenant's query latency. It writes the results into BENCHMARKS.md.
 //
-// Run it with `make bench` (or `make bench-memory`), which builds the binaries it
-// needs first. Everything listens on loopback ports chosen at start, lives under a
-// temporary directory, and is stopped before the command returns.
+// Run it with `make bench` (or `make bench-memory`, `make bench-readlimits`), which
+// builds the binaries it needs first. Everything listens on loopback ports chosen at
+// start, lives under a temporary directory, and is stopped before the command returns.
 package main
 
 import (
@@ -54,6 +55,9 @@ type config struct {
 	memSeries    int
 	memLabels    int
 	memTargetMiB int
+
+	readLimits bool
+	rl         readLimitsFlags
 }
 
 // workloadFlags are passed to every loadgen run of a benchmark, so that all
@@ -143,6 +147,19 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.memSeries, "memory.series-per-metric", 1000, "series per metric for -memory")
 	fs.IntVar(&c.memLabels, "memory.labels", 10, "labels per series for -memory")
 	fs.IntVar(&c.memTargetMiB, "memory.target-mib", 512, "RSS target for -memory")
+	fs.BoolVar(&c.readLimits, "readlimits", false, "run only the read-limits scenario: tenant A at -readlimits.load times its read limits, tenant B's latency with A idle and busy, through cardguard and direct")
+	fs.StringVar(&c.rl.workers, "readlimits.workers", "default,1", "VictoriaMetrics -search.maxWorkersPerQuery values, one configuration each, in this order; \"default\" leaves the flag unset")
+	fs.StringVar(&c.rl.vmFlags, "readlimits.vm-flags", "", "more VictoriaMetrics flags for every configuration, space-separated")
+	fs.IntVar(&c.rl.rounds, "readlimits.rounds", 5, "pairs of rounds (A idle, A busy, the order swapped every pair) per configuration")
+	fs.DurationVar(&c.rl.round, "readlimits.round", 8*time.Second, "measured time of B per round")
+	fs.IntVar(&c.rl.maxConcurrent, "readlimits.max-concurrent", 1, "tenant A's max_concurrent_queries")
+	fs.Float64Var(&c.rl.queryRate, "readlimits.query-rate", 1, "tenant A's query_rate")
+	fs.IntVar(&c.rl.load, "readlimits.load", 10, "tenant A sends load × max-concurrent queries at once, at load × query-rate per second")
+	fs.IntVar(&c.rl.heavySeries, "readlimits.heavy-series", 10_000, "series of each of tenant A's two metrics")
+	fs.Func("readlimits.query", "tenant A's heavy query over heavy_metric_0 and heavy_metric_1; repeat the flag for more, each measured with every -readlimits.workers (default: the end-to-end test's, whose two sides VictoriaMetrics evaluates in parallel, and one selector alone)", func(q string) error {
+		c.rl.queries = append(c.rl.queries, q)
+		return nil
+	})
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -157,6 +174,12 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.agg.duration <= 0 || c.agg.duration > 10*time.Minute {
 		return c, fmt.Errorf("-aggregate.duration %s out of range (0, 10m]", c.agg.duration)
+	}
+	if len(c.rl.queries) == 0 {
+		c.rl.queries = []string{`count(heavy_metric_0) + count(heavy_metric_1 > 10)`, `count(heavy_metric_0)`}
+	}
+	if c.rl.rounds < 1 || c.rl.round <= 0 || c.rl.maxConcurrent < 1 || c.rl.queryRate <= 0 || c.rl.load < 1 || c.rl.heavySeries < 1 {
+		return c, errors.New("-readlimits.rounds, .round, .max-concurrent, .query-rate, .load and .heavy-series must be positive")
 	}
 	if c.otlpDuration <= 0 || c.otlpDuration > 10*time.Minute {
 		return c, fmt.Errorf("-otlp.duration %s out of range (0, 10m]", c.otlpDuration)
@@ -204,7 +227,11 @@ func (e *env) logf(format string, args ...any) {
 }
 
 func bench(ctx context.Context, c config, argv []string) error {
-	for _, b := range []string{filepath.Join(c.binDir, "victoria-metrics"), filepath.Join(c.binDir, "vmagent"), filepath.Join(c.binDir, "loadgen"), c.cardguardBin} {
+	need := []string{filepath.Join(c.binDir, "victoria-metrics"), c.cardguardBin}
+	if !c.readLimits {
+		need = append(need, filepath.Join(c.binDir, "vmagent"), filepath.Join(c.binDir, "loadgen"))
+	}
+	for _, b := range need {
 		if _, err := os.Stat(b); err != nil {
 			return fmt.Errorf("%s missing: run through `make bench`, which builds it", b)
 		}
@@ -241,6 +268,16 @@ func bench(ctx context.Context, c config, argv []string) error {
 		info.finish()
 		e.saveJSON("memory.json", map[string]any{"info": info, "memory": res})
 		return updateSection(c.out, "memory", renderMemory(info, res, c))
+	}
+
+	if c.readLimits {
+		res, err := e.readLimits(ctx)
+		if err != nil {
+			return err
+		}
+		info.finish()
+		e.saveJSON("readlimits.json", map[string]any{"info": info, "configurations": res})
+		return updateSection(c.out, "readlimits", renderReadLimits(info, res, c))
 	}
 
 	// Timestamps in the recent past, the same for every target.
@@ -316,8 +353,9 @@ func (e *env) saveJSON(name string, v any) {
 }
 
 // startVM starts a VictoriaMetrics on an empty data directory, dir under the
-// work directory, and stops the one started before, if any.
-func (e *env) startVM(dir string) error {
+// work directory, with the flags of the benchmark and extra, and stops the one
+// started before, if any.
+func (e *env) startVM(dir string, extra ...string) error {
 	if e.vm != nil {
 		e.vm.stop(15 * time.Second)
 	}
@@ -325,12 +363,12 @@ func (e *env) startVM(dir string) error {
 	if err != nil {
 		return err
 	}
-	vm, err := startProcess("victoria-metrics", filepath.Join(e.cfg.binDir, "victoria-metrics"), []string{
+	vm, err := startProcess("victoria-metrics", filepath.Join(e.cfg.binDir, "victoria-metrics"), append([]string{
 		"-httpListenAddr=" + addr,
 		"-storageDataPath=" + filepath.Join(e.work, dir),
 		"-retentionPeriod=1y",
 		"-loggerLevel=ERROR",
-	}, filepath.Join(e.work, "victoria-metrics.log"))
+	}, extra...), filepath.Join(e.work, "victoria-metrics.log"))
 	if err != nil {
 		return err
 	}

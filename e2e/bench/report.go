@@ -192,8 +192,8 @@ func (i runInfo) header(b *strings.Builder, what string) {
 }
 
 func makeTarget(what string) string {
-	if what == "bench-memory" {
-		return "make bench-memory"
+	if what == "bench-memory" || what == "bench-readlimits" {
+		return "make " + what
 	}
 	return "make bench"
 }
@@ -417,6 +417,13 @@ func renderIngest(info runInfo, all, aggregated, otlp []scenarioResult, qs []que
 			fmt.Fprintf(&b, "| %s | `%s` | %.2f | %.2f | %+.2f | %.2f | %.2f | %+.2f | %d / %d |\n", q.Name, strings.ReplaceAll(q.Expr, "|", "\\|"),
 				q.DirectP50, q.CardguardP50, q.CardguardP50-q.DirectP50, q.DirectP99, q.CardguardP99, q.CardguardP99-q.DirectP99, q.DirectItems, q.CardguardItems)
 		}
+		met := 0
+		for _, q := range qs {
+			if q.CardguardP50-q.DirectP50 <= queryAddedP50Target {
+				met++
+			}
+		}
+		fmt.Fprintf(&b, "\nTarget: added p50 ≤ %.1f ms for every query: %s (%d of %d).\n", queryAddedP50Target, yesNo(met == len(qs)), met, len(qs))
 		for _, q := range qs {
 			for _, err := range q.Errors {
 				fmt.Fprintf(&b, "- %s: error %s\n", q.Name, err)
@@ -670,6 +677,9 @@ func codeList(xs []string) string {
 	return "`" + strings.Join(xs, "`, `") + "`"
 }
 
+// queryAddedP50Target is the latency cardguard may add to a query at p50, in ms.
+const queryAddedP50Target = 0.5
+
 func yesNo(ok bool) string {
 	if ok {
 		return "yes"
@@ -694,6 +704,9 @@ fast cardguard is: compare ratios from one run, never absolute figures across ma
   aggregation scenarios; cardguard throughput at least 0.7 of direct.
 - ` + "`make bench-memory`" + ` (separate, because creating a million series in VictoriaMetrics takes
   a while): cardguard's RSS after 1M active series. Target: at most 512 MiB.
+- ` + "`make bench-readlimits`" + ` (separate, about 8 minutes): two tenants on one VictoriaMetrics,
+  one at 10× its read limits; the other's query p50 and p99 with the first idle and
+  busy, in alternating rounds, through cardguard and direct. Target: within 20%.
 
 Raw results of the last run are in ` + "`.cache/bench/*.json`" + ` (not committed).
 `
