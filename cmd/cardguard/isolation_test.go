@@ -43,8 +43,14 @@ func (l *lockedBuffer) String() string {
 }
 
 func authEnv(t *testing.T, logw *lockedBuffer) *env {
-	return newEnvWithLog(t, func(c *Config) {
-		c.Upstream.TenantLabel = "vm_account_id"
+	return authEnvOn(t, layoutSingle, logw)
+}
+
+// authEnvOn is cardguard with tokens for tenants 1 and 2 and an admin token, in
+// front of a VictoriaMetrics of the given layout.
+func authEnvOn(t *testing.T, layout string, logw *lockedBuffer) *env {
+	return newEnvOn(t, layout, func(c *Config) {
+		multiTenant("")(c)
 		c.Auth = auth.Config{AdminToken: adminTok, Tenants: []auth.TenantToken{
 			{Token: tokA, Tenant: tenant.MustParse("1")},
 			{Token: tokB, Tenant: tenant.MustParse("2")},
@@ -80,10 +86,18 @@ func readURLs(prefix string, start, end int64) []string {
 
 // TestTenantIsolation: with auth on, a token for tenant 1 cannot write or read
 // tenant 2 on any path, whatever path tricks or query arguments it adds; the
-// admin API needs the admin token; tokens never appear in the log.
+// admin API needs the admin token; tokens never appear in the log. It runs
+// against a single node and against a cluster.
 func TestTenantIsolation(t *testing.T) {
-	logw := &lockedBuffer{}
-	e := authEnv(t, logw)
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			logw := &lockedBuffer{}
+			testTenantIsolation(t, authEnvOn(t, layout, logw), logw)
+		})
+	}
+}
+
+func testTenantIsolation(t *testing.T, e *env, logw *lockedBuffer) {
 	now := time.Now().Add(-time.Minute)
 	start, end := now.Add(-10*time.Minute).Unix(), now.Add(5*time.Minute).Unix()
 	owned := func(owner string) *prompb.WriteRequest {
@@ -114,17 +128,23 @@ func TestTenantIsolation(t *testing.T) {
 	if code, body := e.push("/api/v1/write?extra_label=vm_account_id%3D2%3A0", owned("smuggled"), "Authorization", "Bearer "+tokA); code != 204 {
 		t.Errorf("write with extra_label: %d %s", code, body)
 	}
-	e.vm.Flush()
-	if got := vmScalar(t, e, `count(iso_secret{owner="tenant-one",vm_account_id="1:0"})`); got != 3 {
+	e.be.flush()
+	if got := e.be.scalar("1", `count(iso_secret{owner="tenant-one"})`); got != 3 {
 		t.Errorf("tenant 1 series in VictoriaMetrics: %v, want 3", got)
 	}
+	if got := e.be.scalar("", `count(iso_secret{owner="tenant-one"})`); got != 3 {
+		t.Errorf("tenant 1's series in VictoriaMetrics across tenants: %v, want 3, all in tenant 1", got)
+	}
+	if got := e.be.scalar("2", `count(iso_secret{owner="tenant-two"})`); got != 3 {
+		t.Errorf("tenant 2 series in VictoriaMetrics: %v, want 3", got)
+	}
 	for _, bad := range []string{"intruder", "anonymous", "guess"} {
-		if got := vmScalar(t, e, `count(iso_secret{owner="`+bad+`"})`); got != -1 {
+		if got := e.be.scalar("", `count(iso_secret{owner="`+bad+`"})`); got != -1 {
 			t.Errorf("refused write %q reached VictoriaMetrics: %v series", bad, got)
 		}
 	}
-	if got := vmScalar(t, e, `count(iso_secret{owner="smuggled",vm_account_id!="1:0"})`); got != -1 {
-		t.Errorf("extra_label moved a write out of tenant 1: %v series", got)
+	if in1, all := e.be.scalar("1", `count(iso_secret{owner="smuggled"})`), e.be.scalar("", `count(iso_secret{owner="smuggled"})`); in1 != 3 || all != 3 {
+		t.Errorf("a write with extra_label: %v series in tenant 1, %v in all tenants; want 3 and 3", in1, all)
 	}
 
 	// Reads: tenant 1 sees only its own data on every path, with or without

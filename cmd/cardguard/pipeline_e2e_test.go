@@ -3,6 +3,7 @@ package main
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/tenant"
+	"github.com/cardguard/cardguard/internal/upstream"
 )
 
 // vmScalar runs an instant query directly against VictoriaMetrics and returns the
@@ -61,9 +63,13 @@ func metricValue(t *testing.T, e *env, name string, labels map[string]string) fl
 	return 0
 }
 
+// multiTenant keeps tenants apart on a single node by the vm_account_id label (a
+// cluster keeps them apart itself) and applies limitsYAML.
 func multiTenant(limitsYAML string) func(*Config) {
 	return func(c *Config) {
-		c.Upstream.TenantLabel = "vm_account_id"
+		if c.Upstream.Mode == upstream.ModeSingle {
+			c.Upstream.TenantLabel = "vm_account_id"
+		}
 		if limitsYAML != "" {
 			if err := decodeStrict([]byte(limitsYAML), &c.Limits); err != nil {
 				panic(err)
@@ -74,9 +80,17 @@ func multiTenant(limitsYAML string) func(*Config) {
 
 // TestSeriesLimitAgainstVictoriaMetrics: tenant 1 with a 1,000-series limit pushes
 // 1,500 series; exactly the first 1,000 land, keep receiving samples later, the
-// rest are counted under max_series; tenant 2 in the same run is untouched.
+// rest are counted under max_series; tenant 2 in the same run is untouched. It
+// runs against a single node and against a cluster.
 func TestSeriesLimitAgainstVictoriaMetrics(t *testing.T) {
-	e := newEnv(t, multiTenant("overrides:\n  \"1\":\n    max_series: 1000\n"))
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			testSeriesLimit(t, newEnvOn(t, layout, multiTenant("overrides:\n  \"1\":\n    max_series: 1000\n"), io.Discard))
+		})
+	}
+}
+
+func testSeriesLimit(t *testing.T, e *env) {
 	base := time.Now().Add(-2 * time.Minute).Truncate(time.Second)
 	for round := 0; round < 2; round++ {
 		ts := base.Add(time.Duration(round) * 30 * time.Second).UnixMilli()
@@ -96,19 +110,23 @@ func TestSeriesLimitAgainstVictoriaMetrics(t *testing.T) {
 			}
 		}
 	}
-	e.vm.Flush()
-	if got := vmScalar(t, e, `count(limited_metric{vm_account_id="1:0"})`); got != 1000 {
+	e.be.flush()
+	if got := e.be.scalar("1", `count(limited_metric)`); got != 1000 {
 		t.Errorf("tenant 1 has %v series in VictoriaMetrics, want exactly 1000", got)
 	}
-	if got := vmScalar(t, e, `max(id_num) or count(limited_metric{vm_account_id="1:0",id=~"1[0-9]{3}"})`); got != -1 {
+	if got := e.be.scalar("1", `count(limited_metric{id=~"1[0-9]{3}"})`); got != -1 {
 		t.Errorf("series beyond the first 1000 reached VictoriaMetrics: %v", got)
 	}
 	// The admitted series kept flowing: both rounds' samples are there.
-	if got := vmScalar(t, e, `sum(count_over_time(limited_metric{vm_account_id="1:0"}[10m]))`); got != 2000 {
+	if got := e.be.scalar("1", `sum(count_over_time(limited_metric[10m]))`); got != 2000 {
 		t.Errorf("admitted series got %v samples over two rounds, want 2000", got)
 	}
-	if got := vmScalar(t, e, `count(limited_metric{vm_account_id="2:0"})`); got != 1500 {
+	if got := e.be.scalar("2", `count(limited_metric)`); got != 1500 {
 		t.Errorf("tenant 2 has %v series, want 1500 (untouched)", got)
+	}
+	// Nothing landed outside the two tenants.
+	if got := e.be.scalar("", `count(limited_metric)`); got != 2500 {
+		t.Errorf("VictoriaMetrics holds %v series of limited_metric across tenants, want 2500", got)
 	}
 	if got := metricValue(t, e, "cardguard_discarded_samples_total", map[string]string{"tenant": "1:0", "reason": string(limits.ReasonMaxSeries)}); got != 1000 {
 		t.Errorf("discarded samples for max_series = %v, want 1000 (500 per round)", got)

@@ -30,20 +30,30 @@ import (
 // server, as two pods would be.
 type cluster struct {
 	t     *testing.T
-	vm    *vmtest.VM
+	vm    *vmtest.VM // the single node, or nil in front of a VictoriaMetrics cluster
+	be    *backend
 	redis *vmtest.Redis
 	apps  [2]*app
 	srvs  [2]*httptest.Server
 	next  int
 }
 
+// newCluster is two replicas in front of a single node.
 func newCluster(t *testing.T, limitsYAML string) *cluster {
 	t.Helper()
-	c := &cluster{t: t, vm: vmtest.StartVM(t), redis: vmtest.StartRedis(t)}
+	return newClusterOn(t, layoutSingle, limitsYAML)
+}
+
+// newClusterOn is two replicas in front of a VictoriaMetrics of the given layout.
+func newClusterOn(t *testing.T, layout, limitsYAML string) *cluster {
+	t.Helper()
+	be := startBackend(t, layout)
+	c := &cluster{t: t, vm: be.vm, be: be, redis: vmtest.StartRedis(t)}
 	for i := range c.apps {
 		cfg := defaultConfig()
-		cfg.Upstream = upstream.Config{Mode: upstream.ModeSingle, URL: c.vm.URL, Timeout: 5 * time.Second}
+		cfg.Upstream = be.upstream()
 		multiTenant(limitsYAML)(&cfg)
+		be.tenantLabel = cfg.Upstream.TenantLabel
 		cfg.State = state.Config{Backend: state.BackendRedis, Redis: state.RedisConfig{
 			Addr: c.redis.Addr, SyncInterval: 500 * time.Millisecond, Timeout: 250 * time.Millisecond,
 		}}
@@ -126,6 +136,14 @@ func (c *cluster) vmValue(query string) float64 {
 	return f
 }
 
+// tenantValue runs an instant query for tenant tn straight against
+// VictoriaMetrics; -1 for an empty result.
+func (c *cluster) tenantValue(tn, query string) float64 {
+	c.t.Helper()
+	c.be.flush()
+	return c.be.scalar(tn, query)
+}
+
 func (c *cluster) getJSON(i int, path string, v any) {
 	c.t.Helper()
 	status, body := get(c.t, c.srvs[i].URL+path)
@@ -154,12 +172,19 @@ func (c *cluster) estimate(i int, tn string) int64 {
 	return 0
 }
 
-// TestRedisReplicasShareLimits is the issue's done-when: two replicas behind a
-// round-robin balancer enforce one 1,000-series limit, existing series keep
-// flowing through both, a limit set on one applies on the other within 5s, and
-// both show the same estimates.
+// TestRedisReplicasShareLimits: two replicas behind a round-robin balancer, in
+// front of a single node and of a cluster, enforce one 1,000-series limit,
+// existing series keep flowing through both, a limit set on one applies on the
+// other within 5s, and both show the same estimates.
 func TestRedisReplicasShareLimits(t *testing.T) {
-	c := newCluster(t, "overrides:\n  \"1\":\n    max_series: 1000\n")
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			testRedisReplicasShareLimits(t, newClusterOn(t, layout, "overrides:\n  \"1\":\n    max_series: 1000\n"))
+		})
+	}
+}
+
+func testRedisReplicasShareLimits(t *testing.T, c *cluster) {
 	now := time.Now()
 	t1 := now.Add(-90 * time.Second).UnixMilli()
 	t2 := now.Add(-30 * time.Second).UnixMilli()
@@ -171,8 +196,8 @@ func TestRedisReplicasShareLimits(t *testing.T) {
 	c.push("1", genSeries("shared_warmup", 1, t1))
 	c.pushAll("1", genSeries("shared_m", 3000, t2), 100)
 
-	series := c.vmValue(`count(count_over_time(shared_m{vm_account_id="1:0"}[5m]))`)
-	samples := c.vmValue(`sum(count_over_time(shared_m{vm_account_id="1:0"}[5m]))`)
+	series := c.tenantValue("1", `count(count_over_time(shared_m[5m]))`)
+	samples := c.tenantValue("1", `sum(count_over_time(shared_m[5m]))`)
 	t.Logf("VictoriaMetrics holds %.0f series and %.0f samples of tenant 1 (limit 1,000 across 2 replicas)", series, samples)
 	// Requests answered one after the other are decided exactly (see package
 	// state): the tolerance is 0. (The warm-up series came after the limit was
@@ -182,6 +207,9 @@ func TestRedisReplicasShareLimits(t *testing.T) {
 	}
 	if samples != 2*series {
 		t.Errorf("%.0f samples for %.0f series: an admitted series was refused on the other replica", samples, series)
+	}
+	if all := c.be.scalar("", `count(count_over_time(shared_m[5m]))`); all != series {
+		t.Errorf("%.0f series of shared_m across tenants, %.0f in tenant 1: a replica wrote outside the tenant", all, series)
 	}
 	for i, a := range c.apps {
 		if n := a.enforcer.SeriesCount(tenant.MustParse("1")); n != 1000 {
@@ -217,7 +245,7 @@ func TestRedisReplicasShareLimits(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.pushAll("2", genSeries("shared_t2", 120, t2), 10)
-	if n := c.vmValue(`count(count_over_time(shared_t2{vm_account_id="2:0"}[5m]))`); n != 50 {
+	if n := c.tenantValue("2", `count(count_over_time(shared_t2[5m]))`); n != 50 {
 		t.Errorf("tenant 2 has %.0f series after its limit of 50 was set through the other replica", n)
 	}
 
