@@ -781,9 +781,12 @@ type SeriesUsage interface {
 // dropSeries recommends dropping the series of metric that no recorded query
 // selects, when one label value explains them (env="dev"). Only the queries
 // through cardguard record selectors: a metric some other source reads
-// (dashboards, rules, an unseen reader) gets no such recommendation.
+// (dashboards, rules, an unseen reader) gets no such recommendation. A read
+// that gets every label (a series or export call, rate(m[5m])) does not
+// stop it: its selectors are recorded like any other, and the series
+// usage counts what they select.
 func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommendation) (Recommendation, bool) {
-	if e.o.SeriesUsage == nil || !m.used || m.all {
+	if e.o.SeriesUsage == nil || !m.used {
 		return Recommendation{}, false
 	}
 	for _, c := range m.checks {

@@ -532,6 +532,45 @@ func TestDropSeriesRefusal(t *testing.T) {
 	}
 }
 
+// reports is a series usage with a fixed report per metric.
+type reports map[string]seriesusage.Report
+
+func (r reports) Report(_ tenant.ID, metric string) (seriesusage.Report, bool) {
+	rep, ok := r[metric]
+	return rep, ok
+}
+
+// TestDropSeriesReadWhole: a metric read with all its labels (a series call,
+// rate(m[5m]) without a sum) still gets a drop_series for the series no
+// recorded selector selects, since those reads' selectors are recorded too;
+// it gets no aggregation.
+func TestDropSeriesReadWhole(t *testing.T) {
+	t.Parallel()
+	s := series{}
+	for _, env := range []string{"prod", "dev"} {
+		for i := range 10 {
+			s["app_logins"] = append(s["app_logins"], lbls("__name__", "app_logins", "env", env, "instance", fmt.Sprint(i)))
+		}
+	}
+	whole := fixedSource{name: "queries", st: SourceStatus{OK: true}, ev: map[string]MetricEvidence{
+		"app_logins": {Reads: 2, LabelsKnown: true, AllLabels: true, Labels: map[string]LabelEvidence{"env": {Uses: []string{"matcher"}}}},
+	}}
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, whole)
+	e.o.SeriesUsage = reports{"app_logins": {Metric: "app_logins", ActiveSeries: 20, Selected: 10, NeverSelected: 10,
+		Explaining: []seriesusage.ValueExplain{{Label: "env", Value: "dev", Series: 10}},
+		Selectors:  []string{`app_logins{env="prod"}`},
+		Coverage:   seriesusage.Coverage{Queries: 2, Selectors: 1},
+		Bucket:     seriesusage.Bucket{Complete: true, ActiveSeries: 20, Selected: 10, NeverSelected: 10}}}
+	items := e.Recommendations(context.Background(), tn, true).Items
+	if len(items) != 1 || items[0].Kind != KindDropSeries || items[0].Match != `{__name__="app_logins",env="dev"}` || items[0].SeriesSaved != 10 {
+		t.Fatalf("recommendations %+v: want the drop_series of env=dev alone", items)
+	}
+	if _, err := e.Apply(context.Background(), tn, "app_logins", RuleSpec{}, "admin", false); err != nil {
+		t.Errorf("apply: %v", err)
+	}
+}
+
 type downCounter struct{}
 
 func (downCounter) Count(context.Context, tenant.ID, string, []string) (int64, error) {
