@@ -192,15 +192,21 @@ func exportAll(t *testing.T, base string) []string {
 	return out
 }
 
+// exportSource is one VictoriaMetrics a test reads every series of tenant 0 from.
+type exportSource struct {
+	flush func()
+	base  string // exportAll's base: the single node, or vmselect's /select/0/prometheus
+}
+
 // waitSameExport polls both VictoriaMetrics until their exports are equal and
 // hold want series at least, and returns the last exports.
-func waitSameExport(t *testing.T, a, b *vmtest.VM, want int) (direct, through []string) {
+func waitSameExport(t *testing.T, a, b exportSource, want int) (direct, through []string) {
 	t.Helper()
 	deadline := time.Now().Add(15 * time.Second)
 	for {
-		a.Flush()
-		b.Flush()
-		direct, through = exportAll(t, a.URL), exportAll(t, b.URL)
+		a.flush()
+		b.flush()
+		direct, through = exportAll(t, a.base), exportAll(t, b.base)
 		if len(direct) >= want && slices.Equal(direct, through) || time.Now().After(deadline) {
 			return direct, through
 		}
@@ -211,11 +217,50 @@ func waitSameExport(t *testing.T, a, b *vmtest.VM, want int) (direct, through []
 // TestProtocolsMatchVictoriaMetrics sends the payload of every protocol to a
 // VictoriaMetrics directly and to another through cardguard with no rules:
 // both must hold the same series and samples, and each sender gets its
-// protocol's answer.
+// protocol's answer. It runs with two single nodes and with two clusters.
 func TestProtocolsMatchVictoriaMetrics(t *testing.T) {
-	tsdbAddr := vmtest.FreeAddr(t)
-	direct := vmtest.StartVM(t, "-opentsdbHTTPListenAddr="+tsdbAddr)
-	e := newEnv(t, nil)
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			tsdbAddr := vmtest.FreeAddr(t)
+			var direct exportSource
+			var writeURL func(path string) string
+			if layout == layoutCluster {
+				c := vmtest.StartCluster(t, "-opentsdbHTTPListenAddr="+tsdbAddr)
+				direct = exportSource{flush: c.Flush, base: c.SelectURL + "/select/0/prometheus"}
+				writeURL = func(path string) string { return c.InsertURL + vminsertPath(path) }
+			} else {
+				vm := vmtest.StartVM(t, "-opentsdbHTTPListenAddr="+tsdbAddr)
+				direct = exportSource{flush: vm.Flush, base: vm.URL}
+				writeURL = func(path string) string { return vm.URL + path }
+			}
+			byPath := writeURL
+			writeURL = func(path string) string {
+				if !strings.HasPrefix(path, "/api/put") {
+					return byPath(path)
+				}
+				if layout == layoutCluster {
+					// vminsert's OpenTSDB listener takes the tenant in the path.
+					return "http://" + tsdbAddr + "/insert/0/opentsdb" + path
+				}
+				return "http://" + tsdbAddr + path
+			}
+			testProtocolsMatch(t, newEnvOn(t, layout, nil, io.Discard), direct, writeURL)
+		})
+	}
+}
+
+// vminsertPath is the path of tenant 0 on vminsert for a single node's write path.
+func vminsertPath(path string) string {
+	switch {
+	case strings.HasPrefix(path, "/api/v1/"):
+		return "/insert/0/prometheus" + path
+	case path == "/write" || strings.HasPrefix(path, "/write?"):
+		return "/insert/0/influx" + path
+	}
+	return "/insert/0" + path
+}
+
+func testProtocolsMatch(t *testing.T, e *env, direct exportSource, writeURL func(path string) string) {
 	ts := time.Now().Add(-5 * time.Minute).Truncate(time.Second)
 	cases := protocolCases(t, ts)
 	for _, c := range cases {
@@ -228,11 +273,7 @@ func TestProtocolsMatchVictoriaMetrics(t *testing.T) {
 				d.body, d.hdr = c.direct.body, c.direct.hdr
 			}
 		}
-		base := direct.URL
-		if strings.HasPrefix(d.path, "/api/put") {
-			base = "http://" + tsdbAddr
-		}
-		if code, body, _ := postRaw(t, base+d.path, d.body, d.hdr); code/100 != 2 {
+		if code, body, _ := postRaw(t, writeURL(d.path), d.body, d.hdr); code/100 != 2 {
 			t.Fatalf("%s: VictoriaMetrics answered %d %s", c.name, code, body)
 		}
 		code, body, _ := postRaw(t, e.srv.URL+c.path, c.body, c.hdr)
@@ -240,9 +281,15 @@ func TestProtocolsMatchVictoriaMetrics(t *testing.T) {
 			t.Errorf("%s: cardguard answered %d %q, want %d with %q", c.name, code, body, c.wantStatus, c.wantBody)
 		}
 	}
-	want, through := waitSameExport(t, direct, e.vm, 30)
-	if !slices.Equal(want, through) {
-		t.Errorf("through cardguard VictoriaMetrics holds\n%s\n\ndirectly\n%s", strings.Join(through, "\n"), strings.Join(want, "\n"))
+	through := exportSource{flush: e.be.flush}
+	if e.be.cl != nil {
+		through.base = e.be.cl.SelectURL + "/select/0/prometheus"
+	} else {
+		through.base = e.be.vm.URL
+	}
+	want, got := waitSameExport(t, direct, through, 30)
+	if !slices.Equal(want, got) {
+		t.Errorf("through cardguard VictoriaMetrics holds\n%s\n\ndirectly\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 	for _, p := range []string{"opentelemetry", "vmimport", "prometheus_import", "csv_import", "influx", "datadog_v1", "datadog_v2", "newrelic", "opentsdb", "vm_remote_write"} {
 		if got := metricValue(t, e, "cardguard_ingested_samples_total", map[string]string{"protocol": p}); got == 0 {

@@ -33,10 +33,11 @@ type Cluster struct {
 	StorageURL string // vmstorage's HTTP port: /internal/force_flush
 }
 
-// StartCluster starts a cluster and stops it when the test ends. It is skipped
-// under -short and fails when the binaries are missing, so that a cluster test
-// never passes by not running.
-func StartCluster(tb testing.TB) *Cluster {
+// StartCluster starts a cluster and stops it when the test ends. vminsertArgs are
+// added to vminsert's command line (a listener of its own protocol, for example).
+// It is skipped under -short and fails when the binaries are missing, so that a
+// cluster test never passes by not running.
+func StartCluster(tb testing.TB, vminsertArgs ...string) *Cluster {
 	tb.Helper()
 	if testing.Short() {
 		tb.Skip("integration test needs the VictoriaMetrics cluster binaries; skipped with -short")
@@ -56,8 +57,8 @@ func StartCluster(tb testing.TB) *Cluster {
 	startProc(tb, bin("vmstorage"), c.StorageURL, "-storageDataPath="+filepath.Join(data, "vmstorage"),
 		"-httpListenAddr="+stHTTP, "-vminsertAddr="+stInsert, "-vmselectAddr="+stSelect,
 		"-retentionPeriod=100y", "-loggerLevel=ERROR", "-memory.allowedBytes=256MiB")
-	startProc(tb, bin("vminsert"), c.InsertURL, "-httpListenAddr="+insHTTP, "-storageNode="+stInsert,
-		"-loggerLevel=ERROR", "-memory.allowedBytes=128MiB")
+	startProc(tb, bin("vminsert"), c.InsertURL, append([]string{"-httpListenAddr=" + insHTTP, "-storageNode=" + stInsert,
+		"-loggerLevel=ERROR", "-memory.allowedBytes=128MiB"}, vminsertArgs...)...)
 	startProc(tb, bin("vmselect"), c.SelectURL, "-httpListenAddr="+selHTTP, "-storageNode="+stSelect,
 		"-search.latencyOffset=0s", "-search.disableCache", "-cacheDataPath="+filepath.Join(data, "vmselect"),
 		"-loggerLevel=ERROR", "-memory.allowedBytes=256MiB")
