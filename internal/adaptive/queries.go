@@ -73,10 +73,23 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 		out[name] = ev
 	}
 	st := SourceStatus{OK: true, Since: win.From, Detail: "queries read through cardguard"}
-	if n := totals.UnparsedQueries + totals.DroppedEvents; n > 0 {
+	switch {
+	case totals.UnparsedQueries+totals.DroppedEvents > 0:
 		// A read nobody parsed may read any metric with any label.
 		st.OK = false
-		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention were not parsed or not recorded (queue full): they may read any metric", n)
+		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention were not parsed or not recorded (queue full): they may read any metric",
+			totals.UnparsedQueries+totals.DroppedEvents)
+	case totals.UnresolvedReads > 0:
+		// {__name__=~"app_.*"} over more metrics than one selector is
+		// credited to: the metrics it reads look unread.
+		st.OK = false
+		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention have a selector without a metric name that could not be credited to the metrics it selects (too many of them, or none known yet): they may read any metric",
+			totals.UnresolvedReads)
+	case totals.MetricsOverflow > 0:
+		// The reads of the metrics past the cap were not recorded.
+		st.OK = false
+		st.Detail = fmt.Sprintf("the reads of %d metrics were not recorded (query_audit max_metrics_per_tenant, or the usage snapshot cap): any metric may be one of them",
+			totals.MetricsOverflow)
 	}
 	return out, st
 }

@@ -74,6 +74,11 @@ type Window struct {
 type TenantTotals struct {
 	Queries         uint64 `json:"queries"`
 	UnparsedQueries uint64 `json:"unparsedQueries"`
+	// UnresolvedReads are reads with a selector without a metric name that
+	// could not be credited to the metrics it selects (more of them than
+	// RecorderConfig.MaxResolvedNames, or none known yet): they may read
+	// metrics that look unread.
+	UnresolvedReads uint64 `json:"unresolvedReads"`
 	DroppedEvents   uint64 `json:"droppedEvents"`
 	MetricsOverflow uint64 `json:"metricsOverflow"`
 }
@@ -196,7 +201,7 @@ func (r *Recorder) view(t tenant.ID, withSources bool) tenantView {
 		return v
 	}
 	v.totals = TenantTotals{
-		Queries: tu.queries.sum(from), UnparsedQueries: tu.unparsed.sum(from),
+		Queries: tu.queries.sum(from), UnparsedQueries: tu.unparsed.sum(from), UnresolvedReads: tu.unresolved.sum(from),
 		DroppedEvents: tu.dropped.sum(from), MetricsOverflow: tu.metricsOverflow,
 	}
 	for name, mu := range tu.metrics {

@@ -426,15 +426,16 @@ func (r *Recorder) process(ev usageEvent) {
 		r.foldDrops()
 	}
 	var (
-		ex   Extraction
-		err  error
-		uses map[string]*metricRead
+		ex         Extraction
+		err        error
+		uses       map[string]*metricRead
+		unresolved bool
 	)
 	if ev.kind == readQuery || len(ev.matches) > 0 {
 		ex, err = r.extract(ev)
 	}
 	if err == nil {
-		uses = r.resolve(ev, ex)
+		uses, unresolved = r.resolve(ev, ex)
 	}
 	if ev.cost != nil {
 		r.addCost(ev, uses)
@@ -467,6 +468,9 @@ func (r *Recorder) process(ev usageEvent) {
 		return
 	}
 	r.m.recorded.Inc()
+	if unresolved {
+		tu.unresolved.add(day, 1)
+	}
 	src := ev.src.clipped()
 	// Sorted, so that which metrics a cap keeps out does not depend on map order.
 	for _, name := range slices.Sorted(maps.Keys(uses)) {
@@ -550,8 +554,11 @@ func (e errQueryTooLong) Error() string {
 }
 
 // resolve turns the selectors of one read into per-metric label uses. The
-// Extraction may be shared through the cache and is not modified.
-func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead {
+// Extraction may be shared through the cache and is not modified. unresolved
+// is true when a selector without a name could not be credited to the
+// metrics it may select (ResolveNames gave a reason): the read may then read
+// metrics its uses do not name.
+func (r *Recorder) resolve(ev usageEvent, ex Extraction) (_ map[string]*metricRead, unresolved bool) {
 	out := make(map[string]*metricRead)
 	var known []string
 	var knownLoaded bool
@@ -564,7 +571,9 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 			if !knownLoaded && r.names != nil {
 				known, knownLoaded = r.names.MetricNames(ev.tenant), true
 			}
-			names = r.resolveMatchers(ev.tenant, s, known)
+			var reason string
+			names, reason = r.resolveMatchers(ev.tenant, s, known)
+			unresolved = unresolved || reason != ""
 			if names == nil {
 				continue
 			}
@@ -584,18 +593,18 @@ func (r *Recorder) resolve(ev usageEvent, ex Extraction) map[string]*metricRead 
 			}
 		}
 	}
-	return out
+	return out, unresolved
 }
 
 // resolveMatchers resolves a selector without an exact name with ResolveNames
 // and counts why when nothing can be credited.
-func (r *Recorder) resolveMatchers(t tenant.ID, s *Selector, known []string) []string {
+func (r *Recorder) resolveMatchers(t tenant.ID, s *Selector, known []string) ([]string, string) {
 	lc, _ := r.names.(LabelCounter)
 	names, reason := ResolveNames(t, s, known, lc, r.cfg.MaxResolvedNames)
 	if reason != "" {
 		r.m.unresolved.WithLabelValues(reason).Inc()
 	}
-	return names
+	return names, reason
 }
 
 // ResolveNames returns the known names a selector without an exact name can
@@ -684,8 +693,11 @@ func (r *Recorder) foldDrops() {
 // tenantUsage is one tenant's usage. Guarded by Recorder.mu.
 type tenantUsage struct {
 	queries, unparsed, dropped dailyCounts
-	metrics                    map[string]*metricUsage
-	metricsOverflow            uint64
+	// unresolved counts the reads with a selector without a name that could
+	// not be credited to the metrics it selects (resolve).
+	unresolved      dailyCounts
+	metrics         map[string]*metricUsage
+	metricsOverflow uint64
 }
 
 type metricUsage struct {
@@ -791,6 +803,7 @@ func (r *Recorder) expire() {
 	for t, tu := range r.tenants {
 		tu.queries.expire(from)
 		tu.unparsed.expire(from)
+		tu.unresolved.expire(from)
 		tu.dropped.expire(from)
 		for name, mu := range tu.metrics {
 			mu.queries.expire(from)
@@ -809,7 +822,7 @@ func (r *Recorder) expire() {
 				delete(tu.metrics, name)
 			}
 		}
-		if len(tu.metrics) == 0 && len(tu.queries) == 0 && len(tu.unparsed) == 0 && len(tu.dropped) == 0 {
+		if len(tu.metrics) == 0 && len(tu.queries) == 0 && len(tu.unparsed) == 0 && len(tu.unresolved) == 0 && len(tu.dropped) == 0 {
 			delete(r.tenants, t)
 		}
 	}
@@ -883,6 +896,7 @@ type TenantSnapshot struct {
 	Tenant          tenant.ID        `json:"tenant"`
 	Queries         []DayCount       `json:"queries,omitempty"`
 	Unparsed        []DayCount       `json:"unparsed,omitempty"`
+	Unresolved      []DayCount       `json:"unresolved,omitempty"`
 	Dropped         []DayCount       `json:"dropped,omitempty"`
 	MetricsOverflow uint64           `json:"metricsOverflow,omitempty"`
 	Metrics         []MetricSnapshot `json:"metrics,omitempty"`
@@ -925,7 +939,7 @@ func (r *Recorder) Export() Snapshot {
 	for t, tu := range r.tenants {
 		ts := TenantSnapshot{
 			Tenant: t, Queries: slices.Clone(tu.queries), Unparsed: slices.Clone(tu.unparsed),
-			Dropped: slices.Clone(tu.dropped), MetricsOverflow: tu.metricsOverflow,
+			Unresolved: slices.Clone(tu.unresolved), Dropped: slices.Clone(tu.dropped), MetricsOverflow: tu.metricsOverflow,
 		}
 		for name, mu := range tu.metrics {
 			ms := MetricSnapshot{
@@ -994,6 +1008,7 @@ func (r *Recorder) Merge(s Snapshot) error {
 		}
 		addDays(&tu.queries, ts.Queries)
 		addDays(&tu.unparsed, ts.Unparsed)
+		addDays(&tu.unresolved, ts.Unresolved)
 		addDays(&tu.dropped, ts.Dropped)
 		tu.metricsOverflow += ts.MetricsOverflow
 		for j := range ts.Metrics {
