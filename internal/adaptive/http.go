@@ -171,13 +171,11 @@ func readSpec(w http.ResponseWriter, r *http.Request) (RuleSpec, bool) {
 	var s RuleSpec
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
 	if err != nil {
-		writeError(w, errf(http.StatusRequestEntityTooLarge, "body over %d bytes", maxBodyBytes))
+		writeError(w, bodyError(err))
 		return s, false
 	}
-	if len(body) > 0 {
-		dec := json.NewDecoder(bytesReader(body))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&s); err != nil {
+	if len(bytes.TrimSpace(body)) > 0 {
+		if err := decodeOne(bytesReader(body), &s); err != nil {
 			writeError(w, errf(http.StatusBadRequest, "bad rule: %v", err))
 			return s, false
 		}
@@ -272,14 +270,12 @@ func (e *Engine) servePutExemptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var x Exemptions
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&x); err != nil {
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			writeError(w, errf(http.StatusRequestEntityTooLarge, "body over %d bytes", maxBodyBytes))
-			return
-		}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	if err != nil {
+		writeError(w, bodyError(err))
+		return
+	}
+	if err := decodeOne(bytesReader(body), &x); err != nil {
 		writeError(w, errf(http.StatusBadRequest, "bad exemptions (want {\"exact\":[],\"prefix\":[],\"regex\":[]}): %v", err))
 		return
 	}
@@ -288,6 +284,29 @@ func (e *Engine) servePutExemptions(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, e.Exemptions(t))
+}
+
+// decodeOne decodes exactly one JSON object with known fields from r.
+func decodeOne(r io.Reader, v any) error {
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("more after the JSON object: send one JSON object")
+	}
+	return nil
+}
+
+// bodyError is the answer to a body that could not be read: 413 over
+// maxBodyBytes, 400 otherwise (the client went away, a bad chunk).
+func bodyError(err error) *Error {
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return errf(http.StatusRequestEntityTooLarge, "body over %d bytes", maxBodyBytes)
+	}
+	return errf(http.StatusBadRequest, "cannot read the body: %v", err)
 }
 
 func writeError(w http.ResponseWriter, err error) {

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"regexp/syntax"
 	"strings"
 	"sync"
 	"time"
@@ -124,8 +125,17 @@ type Exemptions struct {
 	Regex  []string `json:"regex"`
 }
 
-// maxExemptions caps each list of exemptions of a tenant.
-const maxExemptions = 1000
+// maxExemptions caps each list of exemptions of a tenant. A regex costs its
+// compiled program, about 100 bytes per instruction: `.{1000}` is 1000 of
+// them, and a few kilobytes of such repeats held gigabytes on every replica
+// that loaded them. maxRegexInsts caps one regex, maxTenantRegexInsts all of
+// a tenant's; maxExemptionBytes caps each entry.
+const (
+	maxExemptions       = 1000
+	maxExemptionBytes   = 1024
+	maxRegexInsts       = 2000
+	maxTenantRegexInsts = 20000
+)
 
 // compiled is Exemptions ready to match.
 type compiledExemptions struct {
@@ -139,6 +149,13 @@ func (x Exemptions) compile() (compiledExemptions, error) {
 	if n := max(len(x.Exact), len(x.Prefix), len(x.Regex)); n > maxExemptions {
 		return c, fmt.Errorf("%d exemptions in one list: at most %d", n, maxExemptions)
 	}
+	for _, list := range [][]string{x.Exact, x.Prefix, x.Regex} {
+		for _, e := range list {
+			if len(e) > maxExemptionBytes {
+				return c, fmt.Errorf("exemption %q: %d bytes, at most %d", clip(e, 100), len(e), maxExemptionBytes)
+			}
+		}
+	}
 	for _, e := range x.Exact {
 		c.exact[e] = true
 	}
@@ -148,7 +165,18 @@ func (x Exemptions) compile() (compiledExemptions, error) {
 		}
 	}
 	c.prefix = x.Prefix
+	insts := 0
 	for _, r := range x.Regex {
+		n, err := regexInsts("^(?:" + r + ")$")
+		if err != nil {
+			return c, fmt.Errorf("exemption regex %q: %w", clip(r, 100), err)
+		}
+		if n > maxRegexInsts {
+			return c, fmt.Errorf("exemption regex %q: compiles to %d instructions, at most %d: use a shorter pattern or list the metrics", clip(r, 100), n, maxRegexInsts)
+		}
+		if insts += n; insts > maxTenantRegexInsts {
+			return c, fmt.Errorf("exemption regexes compile to over %d instructions in all: use fewer or shorter patterns", maxTenantRegexInsts)
+		}
 		re, err := regexp.Compile("^(?:" + r + ")$")
 		if err != nil {
 			return c, fmt.Errorf("exemption regex %q: %w", clip(r, 100), err)
@@ -156,6 +184,20 @@ func (x Exemptions) compile() (compiledExemptions, error) {
 		c.regex = append(c.regex, re)
 	}
 	return c, nil
+}
+
+// regexInsts is the size of the program regexp.Compile would build for re,
+// measured before it builds the matcher (which costs several times more).
+func regexInsts(re string) (int, error) {
+	parsed, err := syntax.Parse(re, syntax.Perl)
+	if err != nil {
+		return 0, err
+	}
+	prog, err := syntax.Compile(parsed.Simplify())
+	if err != nil {
+		return 0, err
+	}
+	return len(prog.Inst), nil
 }
 
 func (c compiledExemptions) match(metric string) (string, bool) {
