@@ -121,12 +121,22 @@ type Engine struct {
 	lists    map[tenant.ID]*List
 	previews map[previewKey]*previewRun
 	raw      map[string][]byte // the store's content, as last loaded
+	// flights are the refreshes asked for and running, one per tenant at
+	// most: callers that ask meanwhile wait for it (Recommendations).
+	flights map[tenant.ID]*flight
 
 	outside outsideBook // outside.go
 
 	brokenMu sync.Mutex
 	applied  map[tenant.ID]map[string][]Applied // copy for OnRead, under brokenMu
 	broken   map[readerKey]*Broken
+}
+
+// flight is one running refresh of a tenant's recommendations; l is set
+// before done is closed.
+type flight struct {
+	done chan struct{}
+	l    *List
 }
 
 type previewKey struct {
@@ -156,6 +166,7 @@ func New(o Options) (*Engine, error) {
 		log:      o.Logger,
 		lists:    make(map[tenant.ID]*List),
 		previews: make(map[previewKey]*previewRun),
+		flights:  make(map[tenant.ID]*flight),
 		broken:   make(map[readerKey]*Broken),
 	}
 	if _, err := e.load(); err != nil {
@@ -726,14 +737,40 @@ func ruleFor(metric, kind string, drop []string, match string) (relabel.Config, 
 }
 
 // Recommendations returns t's list, recomputed when older than the refresh
-// interval or when refresh is set.
+// interval or when refresh is set. A refresh queries VictoriaMetrics (two
+// queries per aggregation, max_upstream_estimates of them) and any tenant
+// token may ask for one: while one of t runs, callers wait for its list
+// instead of starting another. The list returned is shared: read-only.
 func (e *Engine) Recommendations(ctx context.Context, t tenant.ID, refresh bool) *List {
 	e.mu.Lock()
 	l := e.lists[t]
-	e.mu.Unlock()
 	if l == nil || refresh || e.o.Now().Sub(l.Computed) >= e.o.Config.Refresh {
-		return e.refresh(ctx, t)
+		f := e.flights[t]
+		if f != nil {
+			e.mu.Unlock()
+			select {
+			case <-f.done:
+				return f.l
+			case <-ctx.Done():
+				if l != nil {
+					return l
+				}
+				return &List{Tenant: t.String(), Items: []Recommendation{}, Withheld: []Withheld{}}
+			}
+		}
+		f = &flight{done: make(chan struct{})}
+		e.flights[t] = f
+		e.mu.Unlock()
+		defer func() {
+			e.mu.Lock()
+			delete(e.flights, t)
+			e.mu.Unlock()
+			close(f.done)
+		}()
+		f.l = e.refresh(ctx, t)
+		return f.l
 	}
+	e.mu.Unlock()
 	// Previews and segments move on between refreshes.
 	out := *l
 	out.Items = slices.Clone(l.Items)
