@@ -209,6 +209,7 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 	text := []byte(`atk_bypass{via="text"} 9`)
 	csv := []byte("atk,1")
 	sel := "/select/1/prometheus/"
+	rec := "/api/cardguard/v1/recommendations/tenants/"
 	var mp bytes.Buffer
 	mw := multipart.NewWriter(&mp)
 	_ = mw.WriteField("query", "atk_secret")
@@ -279,6 +280,43 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 		{item: "P top queries of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/top_queries", token: tokA, want: both(403)},
 		{item: "P series usage of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/series", token: tokA, want: both(403)},
 		{item: "P series usage of another tenant's metric", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/metrics/atk_secret/series", token: tokA, want: both(403)},
+		{item: "P series usage of its own metric", method: "GET", path: "/api/cardguard/v1/usage/tenants/1/metrics/atk_secret/series", token: tokA, want: both(200), has: "atk_secret"},
+
+		// Recommendations: a tenant reads its own; every change, and a preview
+		// (it holds memory), is the admin's.
+		{item: "R recommendations of another tenant", method: "GET", path: rec + "2/", token: tokA, want: both(403)},
+		{item: "R recommendations of another tenant, refreshed", method: "GET", path: rec + "2/?refresh=true", token: tokA, want: both(403)},
+		{item: "R applied rules of another tenant", method: "GET", path: rec + "2/applied", token: tokA, want: both(403)},
+		{item: "R exemptions of another tenant", method: "GET", path: rec + "2/exemptions", token: tokA, want: both(403)},
+		{item: "R metric rules of another tenant", method: "GET", path: rec + "2/metrics/atk_only_two", token: tokA, want: both(403)},
+		{item: "R preview of another tenant", method: "GET", path: rec + "2/metrics/atk_only_two/preview", token: tokA, want: both(403)},
+		{item: "R preview started for another tenant", method: "POST", path: rec + "2/metrics/atk_only_two/preview", token: tokA, want: both(403)},
+		{item: "R apply for another tenant", method: "POST", path: rec + "2/metrics/atk_only_two/apply?force=true", token: tokA, body: []byte(`{"kind":"drop"}`), want: both(403)},
+		{item: "R revert for another tenant", method: "POST", path: rec + "2/metrics/atk_only_two/revert", token: tokA, want: both(403)},
+		{item: "R exemptions set for another tenant", method: "PUT", path: rec + "2/exemptions", token: tokA, body: []byte(`{"exact":["atk_only_two"]}`), want: both(403)},
+		{item: "R preview started by a tenant", method: "POST", path: rec + "1/metrics/atk_secret/preview", token: tokA, body: []byte(`{"kind":"drop"}`), want: both(403)},
+		{item: "R apply by a tenant", method: "POST", path: rec + "1/metrics/atk_secret/apply?force=true", token: tokA, body: []byte(`{"kind":"drop"}`), want: both(403)},
+		{item: "R revert by a tenant", method: "POST", path: rec + "1/metrics/atk_secret/revert", token: tokA, want: both(403)},
+		{item: "R exemptions set by a tenant", method: "PUT", path: rec + "1/exemptions", token: tokA, body: []byte(`{"prefix":["atk_"]}`), want: both(403)},
+		{item: "R own recommendations", method: "GET", path: rec + "1/", token: tokA, want: both(200)},
+		{item: "R wrong method", method: "DELETE", path: rec + "1/exemptions", token: adminTok, want: both(405)},
+		{item: "R bad tenant", method: "GET", path: rec + "1:x/", token: adminTok, want: both(400)},
+		{item: "R anonymous", method: "GET", path: rec + "1/", want: both(401)},
+
+		// Assets: uploads and deletes are the admin's; names cannot leave the
+		// tenant's upload directory.
+		{item: "A assets of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/assets", token: tokA, want: both(403)},
+		{item: "A asset uses of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/assets/uses", token: tokA, want: both(403)},
+		{item: "A sources of another tenant", method: "GET", path: "/api/cardguard/v1/usage/tenants/2/sources", token: tokA, want: both(403)},
+		{item: "A asset uploaded for another tenant", method: "PUT", path: "/api/cardguard/v1/usage/tenants/2/assets/d.json", token: tokA, body: []byte(`{"panels":[]}`), want: both(403)},
+		{item: "A asset uploaded by a tenant", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/d.json", token: tokA, body: []byte(`{"panels":[]}`), want: both(403)},
+		{item: "A asset deleted by a tenant", method: "DELETE", path: "/api/cardguard/v1/usage/tenants/1/assets/d.json", token: tokA, want: both(403)},
+		{item: "A asset name with dot segments", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/..%2F2%2Fd.json", token: adminTok, body: []byte(`{"panels":[]}`), want: both(400)},
+		{item: "A asset name with NUL", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/d%00.json", token: adminTok, body: []byte(`{"panels":[]}`), want: both(400)},
+		{item: "A asset name of dots", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/...json", token: adminTok, body: []byte(`{"panels":[]}`), want: both(400)},
+		{item: "A asset not JSON", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/d.json", token: adminTok, body: []byte(`{"panels":[`), want: both(400)},
+		{item: "A asset too large", method: "PUT", path: "/api/cardguard/v1/usage/tenants/1/assets/d.json", token: adminTok, body: bytes.Repeat([]byte(" "), 5<<20), want: both(413)},
+		{item: "A asset wrong method", method: "POST", path: "/api/cardguard/v1/usage/tenants/1/assets/d.json", token: adminTok, body: []byte(`{"panels":[]}`), want: both(405)},
 
 		// Transparency: malformed form pairs are skipped as VictoriaMetrics does.
 		{item: "T malformed pair", method: "POST", path: sel + "api/v1/query", token: tokA, ctype: "application/x-www-form-urlencoded", body: []byte("query=atk_secret&foo=%zz"), want: both(200), has: "tenant-one"},
