@@ -45,6 +45,12 @@ func (s *AssetSource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 				ev.NotSummed = append(ev.NotSummed, r)
 			}
 		}
+		if u.RefsOverflow > 0 && !u.AllLabels {
+			// The expressions past the cap were not kept: one of them may
+			// count or average the series.
+			ev.NotSummed = append(ev.NotSummed, Ref{Kind: "asset", Name: fmt.Sprintf(
+				"%d more expressions of the assets read it than are kept per metric: how they combine its series was not checked", u.RefsOverflow)})
+		}
 		for l, how := range u.Labels {
 			le := LabelEvidence{Uses: how.Strings()}
 			for _, r := range refs {

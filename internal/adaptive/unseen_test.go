@@ -2,6 +2,7 @@ package adaptive
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cardguard/cardguard/internal/assets"
 	"github.com/cardguard/cardguard/internal/queryaudit"
 )
 
@@ -46,5 +48,32 @@ func TestUncreditedReadsWithholdDrops(t *testing.T) {
 				t.Errorf("withheld %+v, want the drops withheld for the uncredited read", l.Withheld)
 			}
 		})
+	}
+}
+
+// TestAssetExpressionsPastTheCap: a dashboard expression that counts a
+// metric's series keeps the metric from aggregation even when the metric
+// has more expressions than an AssetUse keeps.
+func TestAssetExpressionsPastTheCap(t *testing.T) {
+	t.Parallel()
+	up := t.TempDir()
+	s := workload()
+	book, err := assets.New(assets.Config{UploadDir: up, MaxRefsPerMetric: 3}, s, prometheus.NewRegistry(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var panels []string
+	for i := range 3 {
+		panels = append(panels, fmt.Sprintf(`{"title":"sum %d","targets":[{"expr":"sum by (instance) (rate(app_requests{team=\"team-%d\"}[5m]))"}]}`, i, i))
+	}
+	panels = append(panels, `{"title":"pods per instance","targets":[{"expr":"count by (instance) (app_requests)"}]}`)
+	if _, err := book.Put(tn, "d.json", []byte(`{"title":"D","panels":[`+strings.Join(panels, ",")+`]}`)); err != nil {
+		t.Fatal(err)
+	}
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, NewAssetSource(book))
+	l := e.Recommendations(context.Background(), tn, true)
+	if r, ok := byMetric(l)["app_requests"]; ok {
+		t.Errorf("app_requests recommended (%s %v) although a panel counts its series: %s", r.Kind, r.Labels, r.Reason)
 	}
 }
