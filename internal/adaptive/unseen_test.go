@@ -77,3 +77,120 @@ func TestAssetExpressionsPastTheCap(t *testing.T) {
 		t.Errorf("app_requests recommended (%s %v) although a panel counts its series: %s", r.Kind, r.Labels, r.Reason)
 	}
 }
+
+// TestReadsThatBreak: for each read, through the recorder and the readers as
+// in cardguard, app_requests is either left alone or aggregated without the
+// labels the read uses.
+func TestReadsThatBreak(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		query string
+		keep  []string // labels that must not be aggregated away; nil: no aggregation at all
+	}{
+		{`count by (pod) (app_requests)`, nil},
+		{`topk(5, app_requests)`, nil},
+		{`absent(app_requests{pod="p1"})`, nil},
+		{`sum by (instance) (rate(app_requests[5m])) / on(instance) group_left sum by (instance) (node_cpu)`, []string{"instance"}},
+		{`sum by (pod) (rate(app_requests[5m])) * on(pod) group_left(team) max by (pod, team) (app_hist_bucket)`, []string{"pod"}},
+		{`sum by (dst) (label_replace(rate(app_requests[5m]), "dst", "$1", "pod", "(.*)"))`, nil},
+		{`sum by (pod) (rate({__name__=~"app_req.*"}[5m]))`, []string{"pod"}},
+		{`sum by (user_id) (rate({__name__=~"app_.*"}[5m]))`, []string{"user_id"}},
+		{`sum(rate(app_requests[5m])) by (pod) > 10`, []string{"pod"}},
+		{`histogram_quantile(0.9, sum by (le, pod) (rate(app_requests[5m])))`, []string{"pod"}},
+		{`sum(rate(app_requests{user_id!=""}[5m]))`, []string{"user_id"}},
+		{`WITH (f(x) = sum by (pod) (x)) f(rate(app_requests[5m]))`, []string{"pod"}},
+		{`sum(rate(app_requests[5m])) without (user_id)`, nil},
+		{`quantile_over_time(0.9, app_requests[5m])`, nil},
+		{`count_values("v", app_requests)`, nil},
+		{`sort_by_label(sum by (pod) (rate(app_requests[5m])), "pod")`, []string{"pod"}},
+		{`app_requests{instance="i1"} unless on(pod) app_hist_bucket`, nil},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			t.Parallel()
+			s := workload()
+			rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{}, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+			readers := NewReaders()
+			rec.AddListener(readers)
+			rec.Record(tn, "query", url.Values{"query": {tc.query}}, nil, time.Now())
+			rec.Flush()
+			var epoch atomic.Int64
+			e, _, _ := newTestEngine(t, s, &epoch, NewQuerySource(rec, readers))
+			l := e.Recommendations(context.Background(), tn, true)
+			r, ok := byMetric(l)["app_requests"]
+			if !ok {
+				return
+			}
+			if r.Kind != KindAggregate {
+				t.Fatalf("app_requests: %s recommended although read: %s", r.Kind, r.Reason)
+			}
+			if tc.keep == nil {
+				t.Fatalf("app_requests: aggregating away %v recommended; the read's answer changes with any aggregation", r.Labels)
+			}
+			for _, k := range tc.keep {
+				for _, l := range r.Labels {
+					if l == k {
+						t.Errorf("app_requests: %s aggregated away although the read uses it (%v)", k, r.Labels)
+					}
+				}
+			}
+			if _, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindAggregate, Labels: tc.keep}, "admin", false); err == nil {
+				t.Errorf("aggregating away %v, which the read uses, applied without force", tc.keep)
+			}
+		})
+	}
+}
+
+// TestAssetReadsThatBreak is TestReadsThatBreak for the expressions of rule
+// files and dashboards that nobody runs through cardguard.
+func TestAssetReadsThatBreak(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name, file, body string
+		keep             []string
+	}{
+		{"recording rule", "r.yml", "groups:\n- name: g\n  rules:\n  - record: pod:app_requests:rate5m\n    expr: sum by (pod) (rate(app_requests[5m]))\n", []string{"pod"}},
+		{"vmalert MetricsQL rule", "v.yml", "groups:\n- name: g\n  type: prometheus\n  rules:\n  - alert: busy\n    expr: sum(rate(app_requests) keep_metric_names) by (pod) > 10\n", []string{"pod"}},
+		{"vmalert WITH rule", "w.yml", "groups:\n- name: g\n  rules:\n  - alert: busy\n    expr: 'WITH (r = rate(app_requests[5m])) sum(r) by (instance) > 1'\n", []string{"instance"}},
+		{"vmalert label_copy", "c.yml", "groups:\n- name: g\n  rules:\n  - record: x\n    expr: 'sum(label_copy(rate(app_requests[5m]), \"user_id\", \"u\")) by (u)'\n", nil},
+		{"alert counting series", "a.yml", "groups:\n- name: g\n  rules:\n  - alert: few\n    expr: count(app_requests) < 3\n", nil},
+		{"dashboard variable", "d.json", `{"title":"D","panels":[{"title":"P","targets":[{"expr":"sum by ($group) (rate(app_requests[$__rate_interval]))"}]}]}`, nil},
+		{"dashboard query variable", "q.json", `{"title":"D","templating":{"list":[{"name":"pod","type":"query","query":"label_values(app_requests, pod)"}]},"panels":[]}`, []string{"pod"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			s := workload()
+			book, err := assets.New(assets.Config{UploadDir: t.TempDir()}, s, prometheus.NewRegistry(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			st, err := book.Put(tn, tc.file, []byte(tc.body))
+			if err != nil || len(st.Errors) > 0 || st.Expressions == 0 {
+				t.Fatalf("put: %+v %v", st, err)
+			}
+			var epoch atomic.Int64
+			e, _, _ := newTestEngine(t, s, &epoch, NewAssetSource(book))
+			l := e.Recommendations(context.Background(), tn, true)
+			r, ok := byMetric(l)["app_requests"]
+			if !ok {
+				return
+			}
+			if r.Kind != KindAggregate || tc.keep == nil {
+				t.Fatalf("app_requests: %s %v recommended although %s reads it: %s", r.Kind, r.Labels, tc.name, r.Reason)
+			}
+			for _, k := range tc.keep {
+				if slicesContains(r.Labels, k) {
+					t.Errorf("app_requests: %s aggregated away although %s uses it (%v)", k, tc.name, r.Labels)
+				}
+			}
+		})
+	}
+}
+
+func slicesContains(xs []string, x string) bool {
+	for _, y := range xs {
+		if y == x {
+			return true
+		}
+	}
+	return false
+}
