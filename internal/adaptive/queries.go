@@ -147,6 +147,12 @@ type Readers struct {
 	summed      map[summedKey]string
 	summedBytes int
 	shared      *sharedReads // shared.go; nil: this replica's reads only
+	// unkept is when each tenant last had a read that does not sum first
+	// that the caps kept out (a key or a reference refused): any metric of
+	// the tenant may be read so. unkeptAll stands for every tenant once
+	// unkept is full.
+	unkept    map[tenant.ID]time.Time
+	unkeptAll time.Time
 }
 
 type summedKey struct{ query, metric string }
@@ -178,7 +184,7 @@ type readerEntry struct {
 
 // NewReaders returns an empty Readers.
 func NewReaders() *Readers {
-	return &Readers{keys: make(map[readerKey]*readerEntry), summed: make(map[summedKey]string)}
+	return &Readers{keys: make(map[readerKey]*readerEntry), summed: make(map[summedKey]string), unkept: make(map[tenant.ID]time.Time)}
 }
 
 // whyNotSummed is sumsFirst's reason, "" when the read sums first; rs.mu held.
@@ -212,6 +218,9 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 		e := rs.keys[k]
 		if e == nil {
 			if len(rs.keys) >= maxReaderKeys {
+				if !mu.AllLabels && rs.whyNotSummed(rd.Query, name) != "" {
+					rs.markUnkept(rd.Tenant, ref.Last)
+				}
 				continue
 			}
 			e = &readerEntry{labels: make(map[string][]Ref)}
@@ -222,7 +231,9 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 		} else if why := rs.whyNotSummed(rd.Query, name); why != "" {
 			r := ref
 			r.Name += ": " + why
-			e.notSummed = rs.addRef(e.notSummed, r)
+			if e.notSummed = rs.addRef(e.notSummed, r); len(e.notSummed) == 0 {
+				rs.markUnkept(rd.Tenant, ref.Last)
+			}
 			rs.publish(k, r)
 		}
 		for l := range mu.Labels {
@@ -259,13 +270,33 @@ func (rs *Readers) label(t tenant.ID, metric, label string) []Ref {
 	return nil
 }
 
+// markUnkept notes that a read of t that does not sum first was not kept;
+// rs.mu held.
+func (rs *Readers) markUnkept(t tenant.ID, at time.Time) {
+	if _, ok := rs.unkept[t]; !ok && len(rs.unkept) >= maxReaderKeys {
+		rs.unkeptAll = at
+		return
+	}
+	rs.unkept[t] = at
+}
+
 func (rs *Readers) notSummed(t tenant.ID, metric string) []Ref {
 	rs.mu.Lock()
 	defer rs.mu.Unlock()
+	var out []Ref
 	if e := rs.keys[readerKey{t, metric}]; e != nil {
-		return slices.Clone(e.notSummed)
+		out = slices.Clone(e.notSummed)
 	}
-	return nil
+	last := rs.unkept[t]
+	if rs.unkeptAll.After(last) {
+		last = rs.unkeptAll
+	}
+	if !last.IsZero() {
+		// Which metric that read combined is not known: it may be this one.
+		out = append(out, Ref{Kind: "query", Last: last,
+			Name: "a read that combines series other than by a sum was not kept (the readers are full): it may read this metric"})
+	}
+	return out
 }
 
 func (rs *Readers) whole(t tenant.ID, metric string) []Ref {

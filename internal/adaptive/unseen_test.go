@@ -14,6 +14,7 @@ import (
 
 	"github.com/cardguard/cardguard/internal/assets"
 	"github.com/cardguard/cardguard/internal/queryaudit"
+	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // TestUncreditedReadsWithholdDrops: a read the recorder parsed but could not
@@ -193,4 +194,31 @@ func slicesContains(xs []string, x string) bool {
 		}
 	}
 	return false
+}
+
+// TestReadersFullStillWithhold: once the readers hold as many metrics as
+// they may (another tenant read thousands of names), a read that counts a
+// metric's series still keeps the metric from aggregation.
+func TestReadersFullStillWithhold(t *testing.T) {
+	t.Parallel()
+	s := workload()
+	rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{}, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	readers := NewReaders()
+	rec.AddListener(readers)
+	other := tenant.MustParse("2:0")
+	for i := range maxReaderKeys {
+		readers.OnRead(&queryaudit.Read{Tenant: other, Query: fmt.Sprintf("junk_%d", i), At: time.Now(),
+			Metrics: map[string]queryaudit.MetricUse{fmt.Sprintf("junk_%d", i): {AllLabels: true}}})
+	}
+	rec.Record(tn, "query", url.Values{"query": {`count by (instance) (app_requests)`}}, nil, time.Now())
+	rec.Flush()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, NewQuerySource(rec, readers))
+	l := e.Recommendations(context.Background(), tn, true)
+	if r, ok := byMetric(l)["app_requests"]; ok {
+		t.Errorf("app_requests: %s %v recommended although a read counts its series: %s", r.Kind, r.Labels, r.Reason)
+	}
+	if _, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindAggregate, Labels: []string{"user_id"}}, "admin", false); err == nil {
+		t.Error("an aggregation under a counting read applied without force")
+	}
 }
