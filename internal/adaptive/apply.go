@@ -129,6 +129,9 @@ func (e *Engine) StartPreview(ctx context.Context, t tenant.ID, metric string, s
 		match, _ = parser.NewParser(parser.Options{}).ParseMetricSelector(spec.Match)
 	}
 	r := e.preview.start(t, metric, spec.Kind, spec.Labels, match, spec.Match)
+	if r == nil {
+		return Preview{}, errf(http.StatusConflict, "%d previews are running on this replica, the most it runs at once: start this one when some are done (each takes one to two cardinality buckets)", MaxPreviews)
+	}
 	if e.o.Replica != "" {
 		r.p.Replica = e.o.Replica
 	}

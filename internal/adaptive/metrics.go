@@ -52,9 +52,5 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for t, n := range broken {
 		ch <- prometheus.MustNewConstMetric(descBroken, prometheus.CounterValue, n, t)
 	}
-	running := 0
-	if runs := c.e.preview.active.Load(); runs != nil {
-		running = len(*runs)
-	}
-	ch <- prometheus.MustNewConstMetric(descPreviews, prometheus.GaugeValue, float64(running))
+	ch <- prometheus.MustNewConstMetric(descPreviews, prometheus.GaugeValue, float64(c.e.preview.running()))
 }

@@ -52,14 +52,44 @@ type Preview struct {
 
 // Previewer runs previews. It is a series observer for the pipeline: Observe
 // is called once per series per cardinality bucket, after relabeling. With no
-// preview running, Observe costs one atomic load. Safe for concurrent use.
+// preview running, Observe costs one atomic load, and one map lookup with
+// some: it never walks the previews of other metrics. At most MaxPreviews run
+// at once. Safe for concurrent use.
 type Previewer struct {
 	epoch     func() int64
 	maxSeries int
 	now       func() time.Time
 
-	active atomic.Pointer[[]*previewRun]
-	mu     sync.Mutex // serialises changes of active
+	active atomic.Pointer[previewSet] // replaced, never changed
+	mu     sync.Mutex                 // serialises changes of active
+}
+
+// MaxPreviews caps the previews running on one replica: each holds up to
+// preview_max_series series until its bucket is over.
+const MaxPreviews = 1000
+
+// previewSet is the running previews, and the same by tenant and metric for
+// Observe.
+type previewSet struct {
+	runs []*previewRun
+	by   map[readerKey][]*previewRun
+}
+
+func newPreviewSet(runs []*previewRun) *previewSet {
+	s := &previewSet{runs: runs, by: make(map[readerKey][]*previewRun, len(runs))}
+	for _, r := range runs {
+		k := readerKey{r.t, r.metric}
+		s.by[k] = append(s.by[k], r)
+	}
+	return s
+}
+
+// running returns how many previews run.
+func (pv *Previewer) running() int {
+	if s := pv.active.Load(); s != nil {
+		return len(s.runs)
+	}
+	return 0
 }
 
 type previewRun struct {
@@ -86,7 +116,8 @@ func NewPreviewer(epoch func() int64, maxSeries int, now func() time.Time) *Prev
 }
 
 // start begins a preview of the rule; it replaces any running one of the same
-// tenant, metric and kind. The returned run is read through snapshot.
+// tenant, metric and kind. The returned run is read through snapshot; nil when
+// MaxPreviews run already.
 func (pv *Previewer) start(t tenant.ID, metric, kind string, drop []string, match []*labels.Matcher, matchText string) *previewRun {
 	r := &previewRun{t: t, metric: metric, kind: kind, match: match, start: pv.epoch(),
 		in: make(map[uint64]struct{}), out: make(map[uint64]struct{})}
@@ -101,31 +132,32 @@ func (pv *Previewer) start(t tenant.ID, metric, kind string, drop []string, matc
 	defer pv.mu.Unlock()
 	var runs []*previewRun
 	if cur := pv.active.Load(); cur != nil {
-		for _, x := range *cur {
+		for _, x := range cur.runs {
 			if x.t != t || x.metric != metric || x.kind != kind {
 				runs = append(runs, x)
 			}
 		}
 	}
+	if len(runs) >= MaxPreviews {
+		return nil
+	}
 	runs = append(runs, r)
-	pv.active.Store(&runs)
+	pv.active.Store(newPreviewSet(runs))
 	return r
 }
 
 // Observe implements the pipeline's series observer.
 func (pv *Previewer) Observe(t tenant.ID, metric string, ls []prompb.Label, seriesHash uint64) {
-	runs := pv.active.Load()
-	if runs == nil || len(*runs) == 0 {
+	s := pv.active.Load()
+	if s == nil || len(s.runs) == 0 {
 		return
 	}
-	var e int64 = -1
-	for _, r := range *runs {
-		if r.t != t || r.metric != metric {
-			continue
-		}
-		if e == -1 {
-			e = pv.epoch()
-		}
+	runs := s.by[readerKey{t, metric}]
+	if len(runs) == 0 {
+		return
+	}
+	e := pv.epoch()
+	for _, r := range runs {
 		r.observe(pv, e, ls, seriesHash)
 	}
 }
@@ -200,12 +232,12 @@ func (r *previewRun) snapshot(pv *Previewer) Preview {
 // the finished ones.
 func (pv *Previewer) tick() []*previewRun {
 	cur := pv.active.Load()
-	if cur == nil || len(*cur) == 0 {
+	if cur == nil || len(cur.runs) == 0 {
 		return nil
 	}
 	e := pv.epoch()
 	var done []*previewRun
-	for _, r := range *cur {
+	for _, r := range cur.runs {
 		r.mu.Lock()
 		r.advance(pv, e)
 		if r.p.State == PreviewDone {
@@ -219,12 +251,12 @@ func (pv *Previewer) tick() []*previewRun {
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
 	var runs []*previewRun
-	for _, x := range *pv.active.Load() {
+	for _, x := range pv.active.Load().runs {
 		if !slices.Contains(done, x) {
 			runs = append(runs, x)
 		}
 	}
-	pv.active.Store(&runs)
+	pv.active.Store(newPreviewSet(runs))
 	return done
 }
 
