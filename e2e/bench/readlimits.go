@@ -32,6 +32,7 @@ type readLimitsFlags struct {
 	load          int      // A sends load × maxConcurrent senders at load × queryRate queries/s in total
 	heavySeries   int      // series of each of A's two metrics
 	queries       []string // A's heavy queries, one configuration each
+	quiet         float64  // cores the rest of the machine may use in a round of a quiet pair
 }
 
 // Tenants of the scenario, B's query and the label that keeps them apart on the
@@ -70,6 +71,14 @@ type rlRound struct {
 	cg, direct    []rlSample
 	aAdmitted     [][2]time.Time
 	aAdmittedTime []time.Duration
+}
+
+// others is the CPU the rest of the machine used during the round, in cores.
+func (r rlRound) others() float64 {
+	if r.Seconds <= 0 {
+		return 0
+	}
+	return (r.CPUMachine - r.CPUCardguard - r.CPUVM - r.CPUBench) / r.Seconds
 }
 
 // rlStats are B's latencies on one path.
@@ -124,6 +133,14 @@ type rlConfig struct {
 	ItemsB      int       `json:"b_items"`
 	ItemsDirect int       `json:"b_items_direct"`
 	HeavyAlone  float64   `json:"a_query_alone_p50_ms"` // A's query direct, nothing else running
+
+	// The same over the pairs of rounds in both of which the rest of the
+	// machine used less than -readlimits.quiet cores.
+	QuietPairs      int     `json:"quiet_pairs"`
+	QuietIdleCG     rlStats `json:"quiet_idle_cardguard"`
+	QuietBusyCG     rlStats `json:"quiet_busy_cardguard"`
+	QuietIdleDirect rlStats `json:"quiet_idle_direct"`
+	QuietBusyDirect rlStats `json:"quiet_busy_direct"`
 }
 
 // readLimits runs the scenario once per VictoriaMetrics configuration and query
@@ -248,6 +265,22 @@ func (e *env) readLimitsConfig(ctx context.Context, n int, vmFlags []string, que
 		}
 	}
 	res.IdleCG, res.BusyCG, res.IdleDirect, res.BusyDirect = rlSummary(idleCG), rlSummary(busyCG), rlSummary(idleD), rlSummary(busyD)
+	idleCG, busyCG, idleD, busyD = nil, nil, nil, nil
+	for i := 0; i+1 < len(res.Rounds); i += 2 {
+		pair := res.Rounds[i : i+2]
+		if pair[0].others() >= rl.quiet || pair[1].others() >= rl.quiet {
+			continue
+		}
+		res.QuietPairs++
+		for _, r := range pair {
+			if r.Busy {
+				busyCG, busyD = append(busyCG, r.cg...), append(busyD, r.direct...)
+			} else {
+				idleCG, idleD = append(idleCG, r.cg...), append(idleD, r.direct...)
+			}
+		}
+	}
+	res.QuietIdleCG, res.QuietBusyCG, res.QuietIdleDirect, res.QuietBusyDirect = rlSummary(idleCG), rlSummary(busyCG), rlSummary(idleD), rlSummary(busyD)
 	var okLat []time.Duration
 	for _, r := range res.Rounds {
 		okLat = append(okLat, r.aAdmittedTime...)

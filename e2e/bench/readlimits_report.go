@@ -38,6 +38,22 @@ func renderReadLimits(info runInfo, cs []rlConfig, c config) string {
 			yesNo(p50 <= rlTarget), yesNo(p99 <= rlTarget), r.A.OK, r.A.Limited, r.A.RetryAfter, r.A.Other)
 	}
 
+	fmt.Fprintf(&b, "\nOnly the pairs of rounds in both of which the rest of the machine used less than %.2f cores (the others' load lands on idle and busy rounds at random and moves p99 more than A does):\n\n", rl.quiet)
+	fmt.Fprintf(&b, "| VictoriaMetrics | A's query | quiet pairs | B p50 ms idle → busy (×) | B p99 ms idle → busy (×) | direct p50 ms idle → busy (×) | direct p99 ms idle → busy (×) | within 20%% (cardguard p50, p99) |\n")
+	fmt.Fprintf(&b, "|---|---|---:|---|---|---|---|---|\n")
+	for _, r := range cs {
+		if r.QuietPairs == 0 {
+			fmt.Fprintf(&b, "| %s | `%s` | 0 | | | | | |\n", rlVMName(r), r.QueryA)
+			continue
+		}
+		p50, p99 := ratio(r.QuietBusyCG.P50, r.QuietIdleCG.P50), ratio(r.QuietBusyCG.P99, r.QuietIdleCG.P99)
+		fmt.Fprintf(&b, "| %s | `%s` | %d of %d | %.2f → %.2f (×%.2f) | %.2f → %.2f (×%.2f) | %.2f → %.2f (×%.2f) | %.2f → %.2f (×%.2f) | %s, %s |\n",
+			rlVMName(r), r.QueryA, r.QuietPairs, len(r.Rounds)/2, r.QuietIdleCG.P50, r.QuietBusyCG.P50, p50, r.QuietIdleCG.P99, r.QuietBusyCG.P99, p99,
+			r.QuietIdleDirect.P50, r.QuietBusyDirect.P50, ratio(r.QuietBusyDirect.P50, r.QuietIdleDirect.P50),
+			r.QuietIdleDirect.P99, r.QuietBusyDirect.P99, ratio(r.QuietBusyDirect.P99, r.QuietIdleDirect.P99),
+			yesNo(p50 <= rlTarget), yesNo(p99 <= rlTarget))
+	}
+
 	fmt.Fprintf(&b, "\nWhat B's tail is made of, busy rounds (through cardguard; direct in brackets):\n\n")
 	fmt.Fprintf(&b, "| VictoriaMetrics | A's query | A's query alone, direct, p50 ms | A's admitted queries p50 / max ms | B's queries overlapping one of A's | their p50 / p99 ms | B p99 ms of the others, idle → busy | cores: cardguard idle → busy | VictoriaMetrics | others | VictoriaMetrics GC cycles/s idle → busy | B's new connections |\n")
 	fmt.Fprintf(&b, "|---|---|---:|---|---|---|---|---|---|---|---|---:|\n")
@@ -67,7 +83,7 @@ func renderReadLimits(info runInfo, cs []rlConfig, c config) string {
 			fmt.Fprintf(&b, "| %s | `%s` | %d | %s | %.2f / %.2f | %.2f / %.2f | %d | %d / %d | %.2f | %.2f | %.2f |\n",
 				rlVMName(r), r.QueryA, i+1, a, x.Cardguard.P50, x.Cardguard.P99, x.Direct.P50, x.Direct.P99,
 				x.Cardguard.Overlapped+x.Direct.Overlapped, x.A.OK, x.A.Limited,
-				x.CPUCardguard/x.Seconds, x.CPUVM/x.Seconds, (x.CPUMachine-x.CPUCardguard-x.CPUVM-x.CPUBench)/x.Seconds)
+				x.CPUCardguard/x.Seconds, x.CPUVM/x.Seconds, x.others())
 		}
 	}
 	var retry []string
@@ -127,7 +143,7 @@ func rlCores(rs []rlRound, busy bool) rlCoreUse {
 		secs += r.Seconds
 		u.cg += r.CPUCardguard
 		u.vm += r.CPUVM
-		u.others += r.CPUMachine - r.CPUCardguard - r.CPUVM - r.CPUBench
+		u.others += r.others() * r.Seconds
 		u.gcVM += r.GCVM
 	}
 	if secs > 0 {
