@@ -183,6 +183,29 @@ type tenantView struct {
 	metrics map[string]*metricView
 }
 
+// Totals returns t's totals in the retention window (MetricsReport's), at
+// the cost of the totals only: the series usage asks for them with every
+// report of one metric.
+func (r *Recorder) Totals(t tenant.ID) TenantTotals {
+	r.foldDrops()
+	from := r.windowStart(r.cfg.Now())
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	tu := r.tenants[t]
+	if tu == nil {
+		return TenantTotals{}
+	}
+	return tu.totals(from)
+}
+
+// totals sums tu's counts from day from on; r.mu held.
+func (tu *tenantUsage) totals(from int32) TenantTotals {
+	return TenantTotals{
+		Queries: tu.queries.sum(from), UnparsedQueries: tu.unparsed.sum(from), UnresolvedReads: tu.unresolved.sum(from),
+		DroppedEvents: tu.dropped.sum(from), MetricsOverflow: tu.metricsOverflow,
+	}
+}
+
 // view copies t's usage in the window ending now. withSources copies the sources
 // too (detail only).
 func (r *Recorder) view(t tenant.ID, withSources bool) tenantView {
@@ -200,10 +223,7 @@ func (r *Recorder) view(t tenant.ID, withSources bool) tenantView {
 	if tu == nil {
 		return v
 	}
-	v.totals = TenantTotals{
-		Queries: tu.queries.sum(from), UnparsedQueries: tu.unparsed.sum(from), UnresolvedReads: tu.unresolved.sum(from),
-		DroppedEvents: tu.dropped.sum(from), MetricsOverflow: tu.metricsOverflow,
-	}
+	v.totals = tu.totals(from)
 	for name, mu := range tu.metrics {
 		q := mu.queries.sum(from)
 		if q == 0 {
