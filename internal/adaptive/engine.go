@@ -506,7 +506,8 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		distinct map[string]int64
 	}
 	var cands []candidate
-	for _, metric := range e.o.Series.MetricNames(t) {
+	metrics := e.o.Series.MetricNames(t)
+	for _, metric := range metrics {
 		if appliedTo[metric][KindDrop] {
 			continue
 		}
@@ -646,7 +647,12 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 	})
 	slices.SortFunc(l.Withheld, func(a, b Withheld) int { return cmp.Compare(b.Series, a.Series) })
 	e.mu.Lock()
-	e.lists[t] = l
+	if len(metrics) > 0 || e.state[t] != nil {
+		// A tenant with no series and no rules has an empty list, computed
+		// for nothing: keeping it would let requests for made-up tenants
+		// grow the map without bound.
+		e.lists[t] = l
+	}
 	e.mu.Unlock()
 	return l
 }

@@ -51,3 +51,22 @@ func TestRefreshOnDemandJoins(t *testing.T) {
 		}
 	}
 }
+
+// TestListsOfUnknownTenantsNotKept: asking for the recommendations of
+// tenants that have no series nor rules keeps nothing.
+func TestListsOfUnknownTenantsNotKept(t *testing.T) {
+	t.Parallel()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, series{}, &epoch, queriesUsing())
+	for i := range 1000 {
+		if l := e.Recommendations(context.Background(), tenant.ID{AccountID: uint32(i + 100)}, false); l == nil || len(l.Items) != 0 {
+			t.Fatalf("tenant %d: %+v", i+100, l)
+		}
+	}
+	e.mu.Lock()
+	n := len(e.lists)
+	e.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d lists kept for tenants with nothing", n)
+	}
+}
