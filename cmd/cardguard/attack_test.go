@@ -302,6 +302,10 @@ func testAttackMatrix(t *testing.T, e *attackEnv) {
 		{item: "R wrong method", method: "DELETE", path: rec + "1/exemptions", token: adminTok, want: both(405)},
 		{item: "R bad tenant", method: "GET", path: rec + "1:x/", token: adminTok, want: both(400)},
 		{item: "R anonymous", method: "GET", path: rec + "1/", want: both(401)},
+		{item: "R dashboard page, tenant", method: "GET", path: "/ui/fragment/recommendations?tenant=1", token: tokA, want: both(403)},
+		{item: "R dashboard tenant savings, tenant", method: "GET", path: "/ui/fragment/adaptive-tenant?tenant=2", token: tokA, want: both(403)},
+		{item: "R dashboard metric rules, tenant", method: "GET", path: "/ui/fragment/adaptive-metric?tenant=2&metric=atk_only_two", token: tokA, want: both(403)},
+		{item: "R dashboard page, admin", method: "GET", path: "/ui/fragment/recommendations?tenant=1", token: adminTok, want: both(200)},
 
 		// Assets: uploads and deletes are the admin's; names cannot leave the
 		// tenant's upload directory.
