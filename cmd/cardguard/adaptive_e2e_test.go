@@ -163,18 +163,24 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 	w := adaptiveWorkload{start: time.Now().Add(-time.Minute)}
 	ctx, stop := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
+	// Stamped on a schedule, every second at half past, as a scraper stamps
+	// them, whatever the push's delay on a loaded machine: the aggregated
+	// outputs carry their flush time, at the whole seconds, so a push stamped
+	// with its own time and delayed across a second would shift a rate over
+	// 20 s by up to 5% (TestAdaptiveWorkload says more).
 	wg.Go(func() {
-		tick := time.NewTicker(time.Second)
-		defer tick.Stop()
+		next := time.Now().Truncate(time.Second).Add(500 * time.Millisecond)
 		for {
-			if code, body := e.push("/api/v1/write", w.request(time.Now())); code != http.StatusNoContent {
+			if code, body := e.push("/api/v1/write", w.request(next)); code != http.StatusNoContent {
 				t.Errorf("push: %d %s", code, body)
 				return
+			}
+			for next = next.Add(time.Second); time.Until(next) < 0; next = next.Add(time.Second) {
 			}
 			select {
 			case <-ctx.Done():
 				return
-			case <-tick.C:
+			case <-time.After(time.Until(next)):
 			}
 		}
 	})
