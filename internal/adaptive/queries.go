@@ -70,6 +70,12 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 			ev.Refs = append(ev.Refs, q.readers.whole(t, name)...)
 			ev.NotSummed = dedupRefs(append(q.readers.notSummed(t, name), shared[name]...), maxRefsPerKey*2)
 		}
+		if totals.UnresolvedReads > 0 {
+			// {__name__=~"app_.*"} by (pod) over more metrics than one
+			// selector is credited to: it uses labels, of metrics unknown.
+			ev.NotSummed = append(ev.NotSummed, Ref{Kind: "query", Name: fmt.Sprintf(
+				"%d reads with a selector without a metric name could not be credited to the metrics they select: they may use any label of this metric", totals.UnresolvedReads)})
+		}
 		out[name] = ev
 	}
 	st := SourceStatus{OK: true, Since: win.From, Detail: "queries read through cardguard"}

@@ -222,3 +222,28 @@ func TestReadersFullStillWithhold(t *testing.T) {
 		t.Error("an aggregation under a counting read applied without force")
 	}
 }
+
+// TestUncreditedReadsWithholdAggregation: a selector without a metric name
+// that could not be credited to the metrics it selects uses labels of
+// metrics unknown: no label of a read metric may go while it is in the
+// retention.
+func TestUncreditedReadsWithholdAggregation(t *testing.T) {
+	t.Parallel()
+	s := workload()
+	rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{MaxResolvedNames: 1}, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	readers := NewReaders()
+	rec.AddListener(readers)
+	for _, q := range []string{`sum by (instance) (rate(app_requests[5m]))`, `sum by (pod) (rate({__name__=~"app_.*"}[5m]))`} {
+		rec.Record(tn, "query", url.Values{"query": {q}}, nil, time.Now())
+	}
+	rec.Flush()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, NewQuerySource(rec, readers))
+	l := e.Recommendations(context.Background(), tn, true)
+	if r, ok := byMetric(l)["app_requests"]; ok {
+		t.Errorf("app_requests: %s %v recommended although an uncredited read groups by pod: %s", r.Kind, r.Labels, r.Reason)
+	}
+	if _, err := e.Apply(context.Background(), tn, "app_requests", RuleSpec{Kind: KindAggregate, Labels: []string{"pod"}}, "admin", false); err == nil {
+		t.Error("aggregating pod away applied without force under an uncredited read by pod")
+	}
+}
