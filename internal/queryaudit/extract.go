@@ -1,6 +1,7 @@
 package queryaudit
 
 import (
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -126,9 +127,16 @@ func newQueryParser() parser.Parser {
 // reading it. on/ignoring labels are credited to both operands; group_left and
 // group_right labels to the "one" side they are copied from.
 func Extract(query string) (Extraction, error) {
+	if err := checkRegexes(query); err != nil {
+		return Extraction{}, fmt.Errorf("cannot parse query %q: %w", clipString(query, 128), err)
+	}
 	ex, mqlErr := extractMetricsQL(query)
 	if mqlErr == nil {
 		return ex, nil
+	}
+	if errors.Is(mqlErr, errRegexTooLarge) {
+		// The Prometheus parser would compile it.
+		return Extraction{}, fmt.Errorf("cannot parse query %q: %w", clipString(query, 128), mqlErr)
 	}
 	expr, err := newQueryParser().ParseExpr(query)
 	if err != nil {
@@ -146,6 +154,9 @@ func ExtractSelectors(matchers []string) (Extraction, error) {
 	p := newQueryParser()
 	var w walker
 	for _, s := range matchers {
+		if err := checkRegexes(s); err != nil {
+			return Extraction{}, fmt.Errorf("cannot parse match[] %q: %w", clipString(s, 128), err)
+		}
 		ms, err := p.ParseMetricSelector(s)
 		if err != nil {
 			return Extraction{}, fmt.Errorf("cannot parse match[] %q: %w", clipString(s, 128), err)

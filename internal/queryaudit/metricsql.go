@@ -87,7 +87,7 @@ func (w *mqlWalker) addFilters(lfs []metricsql.LabelFilter, keep bool) int {
 			name = f.Value
 			continue
 		}
-		m, err := labels.NewMatcher(matchType(f), f.Label, f.Value)
+		m, err := newMatcher(f)
 		if err != nil {
 			w.err = err
 			continue
@@ -122,7 +122,7 @@ func filterSet(lfs []metricsql.LabelFilter, name string) []*labels.Matcher {
 			skipped = true
 			continue
 		}
-		m, err := labels.NewMatcher(matchType(f), f.Label, f.Value)
+		m, err := newMatcher(f)
 		if err != nil {
 			return nil
 		}
@@ -137,7 +137,7 @@ func filterMatchesEmpty(f metricsql.LabelFilter) bool {
 	if !f.IsRegexp {
 		return (f.Value == "") != f.IsNegative
 	}
-	m, err := labels.NewMatcher(matchType(f), f.Label, f.Value)
+	m, err := newMatcher(f)
 	return err != nil || m.Matches("")
 }
 
