@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"log/slog"
 	"net/http"
 	"slices"
 	"strings"
@@ -135,16 +136,42 @@ func (a *app) installRulesLocked(c RelabelConfig) {
 	if a.adaptive.engine != nil {
 		extra = a.adaptive.engine.Rules()
 	}
-	rs, err := newRuleSet(c, extra)
-	if err != nil {
-		// The config's rules compiled (validate): an applied rule did not.
-		// Run the config's rules rather than none.
-		a.logger.Error("applied adaptive rules do not compile; running the config's relabel rules only", "err", err)
-		if rs, err = newRuleSet(c, nil); err != nil {
-			return
-		}
+	if rs := ruleSetWithApplied(c, extra, a.logger); rs != nil {
+		a.rules.p.Store(rs)
 	}
-	a.rules.p.Store(rs)
+}
+
+// ruleSetWithApplied compiles the config's rules c with the applied rules
+// extra. The config's rules compiled (validate); an applied rule may not (one
+// stored by a newer replica during an upgrade): its tenant then runs the
+// config's rules only, and every other tenant keeps its applied rules, whose
+// removal would let their series back in at once. nil when even the
+// config's rules do not compile.
+func ruleSetWithApplied(c RelabelConfig, extra map[tenant.ID][]relabel.Config, logger *slog.Logger) *ruleSet {
+	rs, err := newRuleSet(c, extra)
+	if err == nil {
+		return rs
+	}
+	kept := make(map[tenant.ID][]relabel.Config, len(extra))
+	for t, rules := range extra {
+		one := RelabelConfig{Global: c.Global, Tenants: map[tenant.ID][]relabel.Config{}}
+		if own, ok := c.Tenants[t]; ok {
+			one.Tenants[t] = own
+		}
+		if _, err := newRuleSet(one, map[tenant.ID][]relabel.Config{t: rules}); err != nil {
+			logger.Error("applied adaptive rules of a tenant do not compile; it runs the config's relabel rules only", "tenant", t.String(), "err", err)
+			continue
+		}
+		kept[t] = rules
+	}
+	if rs, err = newRuleSet(c, kept); err == nil {
+		return rs
+	}
+	logger.Error("applied adaptive rules do not compile; running the config's relabel rules only", "err", err)
+	if rs, err = newRuleSet(c, nil); err != nil {
+		return nil
+	}
+	return rs
 }
 
 // startAdaptive runs the engine's loop, and with shared state follows the
