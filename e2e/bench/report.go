@@ -701,7 +701,8 @@ fast cardguard is: compare ratios from one run, never absolute figures across ma
   aggregating the 10% of the series that carry a ` + "`user_id`" + ` label; then the same three
   targets taking the same series over OTLP/HTTP (gzip protobuf); then the query path.
   Targets: cardguard CPU per sample at most half of vmagent's, in the remote-write and
-  aggregation scenarios; cardguard throughput at least 0.7 of direct.
+  aggregation scenarios; cardguard throughput at least 0.7 of direct; latency added
+  to each query at p50 at most 0.5 ms.
 - ` + "`make bench-memory`" + ` (separate, because creating a million series in VictoriaMetrics takes
   a while): cardguard's RSS after 1M active series. Target: at most 512 MiB.
 - ` + "`make bench-readlimits`" + ` (separate, about 8 minutes): two tenants on one VictoriaMetrics,
