@@ -91,11 +91,11 @@ func (q *QuerySource) Evidence(t tenant.ID) (map[string]MetricEvidence, SourceSt
 		st.OK = false
 		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention have a selector without a metric name that could not be credited to the metrics it selects (too many of them, or none known yet): they may read any metric",
 			totals.UnresolvedReads)
-	case totals.MetricsOverflow > 0:
+	case totals.OverflowReads > 0:
 		// The reads of the metrics past the cap were not recorded.
 		st.OK = false
-		st.Detail = fmt.Sprintf("the reads of %d metrics were not recorded (query_audit max_metrics_per_tenant, or the usage snapshot cap): any metric may be one of them",
-			totals.MetricsOverflow)
+		st.Detail = fmt.Sprintf("%d reads through cardguard in the retention read metrics that were not recorded (query_audit.max_metrics_per_tenant, or the usage snapshot's size): any metric may be one of them",
+			totals.OverflowReads)
 	}
 	return out, st
 }

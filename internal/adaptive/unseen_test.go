@@ -247,3 +247,26 @@ func TestUncreditedReadsWithholdAggregation(t *testing.T) {
 		t.Error("aggregating pod away applied without force under an uncredited read by pod")
 	}
 }
+
+// TestOverflowLeavesWithTheRetention: reads of metrics past the cap withhold
+// drops while they are in the usage retention, not for ever.
+func TestOverflowLeavesWithTheRetention(t *testing.T) {
+	t.Parallel()
+	s := workload()
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC).UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{MaxMetricsPerTenant: 1, Retention: 24 * time.Hour, Now: clock},
+		s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	rec.Record(tn, "query", url.Values{"query": {`sum(app_hist_bucket) + sum(app_requests)`}}, nil, clock())
+	rec.Flush()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, NewQuerySource(rec, nil))
+	if _, ok := byMetric(e.Recommendations(context.Background(), tn, true))["node_cpu"]; ok {
+		t.Fatal("node_cpu recommended for drop while a read of a metric not recorded is in the retention")
+	}
+	now.Add(int64(72 * time.Hour))
+	if _, ok := byMetric(e.Recommendations(context.Background(), tn, true))["node_cpu"]; !ok {
+		t.Errorf("node_cpu withheld after the overflowing read left the retention: %+v", e.Recommendations(context.Background(), tn, false).Withheld)
+	}
+}

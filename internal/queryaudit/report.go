@@ -80,6 +80,9 @@ type TenantTotals struct {
 	// metrics that look unread.
 	UnresolvedReads uint64 `json:"unresolvedReads"`
 	DroppedEvents   uint64 `json:"droppedEvents"`
+	// OverflowReads are the reads in the window of metrics not kept, past
+	// MaxMetricsPerTenant (MetricsOverflow counts those metrics ever).
+	OverflowReads   uint64 `json:"overflowReads"`
 	MetricsOverflow uint64 `json:"metricsOverflow"`
 }
 
@@ -202,7 +205,7 @@ func (r *Recorder) Totals(t tenant.ID) TenantTotals {
 func (tu *tenantUsage) totals(from int32) TenantTotals {
 	return TenantTotals{
 		Queries: tu.queries.sum(from), UnparsedQueries: tu.unparsed.sum(from), UnresolvedReads: tu.unresolved.sum(from),
-		DroppedEvents: tu.dropped.sum(from), MetricsOverflow: tu.metricsOverflow,
+		DroppedEvents: tu.dropped.sum(from), OverflowReads: tu.overflowed.sum(from), MetricsOverflow: tu.metricsOverflow,
 	}
 }
 

@@ -59,3 +59,35 @@ func BenchmarkTotals(b *testing.B) {
 		}
 	})
 }
+
+// TestOverflowReadsSurviveASnapshot: the reads of metrics past the cap are
+// in the snapshot, and so are those of the metrics a snapshot too large
+// leaves out.
+func TestOverflowReadsSurviveASnapshot(t *testing.T) {
+	t.Parallel()
+	t1 := tenant.MustParse("1:0")
+	r := NewRecorder(RecorderConfig{MaxMetricsPerTenant: 1}, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r.Record(t1, "query", url.Values{"query": {"a + b"}}, nil, time.Now())
+	r.Flush()
+	if got := r.Totals(t1).OverflowReads; got != 1 {
+		t.Fatalf("overflow reads %d, want 1", got)
+	}
+	r2 := NewRecorder(RecorderConfig{MaxMetricsPerTenant: 1}, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err := r2.Merge(r.Export()); err != nil {
+		t.Fatal(err)
+	}
+	if got := r2.Totals(t1).OverflowReads; got != 1 {
+		t.Errorf("overflow reads after a merge %d, want 1", got)
+	}
+	snap := r.Export()
+	if snap.dropOldest() != 1 {
+		t.Fatal("dropOldest dropped no metric")
+	}
+	r3 := NewRecorder(RecorderConfig{}, nil, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err := r3.Merge(snap); err != nil {
+		t.Fatal(err)
+	}
+	if got := r3.Totals(t1).OverflowReads; got != 2 {
+		t.Errorf("overflow reads after a snapshot left a metric out %d, want 2", got)
+	}
+}

@@ -473,10 +473,18 @@ func (r *Recorder) process(ev usageEvent) {
 	}
 	src := ev.src.clipped()
 	// Sorted, so that which metrics a cap keeps out does not depend on map order.
+	overflowed := false
+	defer func() {
+		if overflowed {
+			tu.overflowed.add(day, 1)
+		}
+	}()
 	for _, name := range slices.Sorted(maps.Keys(uses)) {
 		mr := uses[name]
+		before := tu.metricsOverflow
 		mu := r.metric(tu, name)
 		if mu == nil {
+			overflowed = overflowed || tu.metricsOverflow != before
 			continue
 		}
 		mu.queries.add(day, 1)
@@ -694,8 +702,11 @@ func (r *Recorder) foldDrops() {
 type tenantUsage struct {
 	queries, unparsed, dropped dailyCounts
 	// unresolved counts the reads with a selector without a name that could
-	// not be credited to the metrics it selects (resolve).
+	// not be credited to the metrics it selects (resolve); overflowed the
+	// reads of metrics left out at the cap of metrics (metric), by day, so
+	// that they leave the totals with the retention.
 	unresolved      dailyCounts
+	overflowed      dailyCounts
 	metrics         map[string]*metricUsage
 	metricsOverflow uint64
 }
@@ -804,6 +815,7 @@ func (r *Recorder) expire() {
 		tu.queries.expire(from)
 		tu.unparsed.expire(from)
 		tu.unresolved.expire(from)
+		tu.overflowed.expire(from)
 		tu.dropped.expire(from)
 		for name, mu := range tu.metrics {
 			mu.queries.expire(from)
@@ -822,7 +834,7 @@ func (r *Recorder) expire() {
 				delete(tu.metrics, name)
 			}
 		}
-		if len(tu.metrics) == 0 && len(tu.queries) == 0 && len(tu.unparsed) == 0 && len(tu.unresolved) == 0 && len(tu.dropped) == 0 {
+		if len(tu.metrics) == 0 && len(tu.queries) == 0 && len(tu.unparsed) == 0 && len(tu.unresolved) == 0 && len(tu.overflowed) == 0 && len(tu.dropped) == 0 {
 			delete(r.tenants, t)
 		}
 	}
@@ -893,10 +905,13 @@ const snapshotVersion = 1
 
 // TenantSnapshot is one tenant's usage.
 type TenantSnapshot struct {
-	Tenant          tenant.ID        `json:"tenant"`
-	Queries         []DayCount       `json:"queries,omitempty"`
-	Unparsed        []DayCount       `json:"unparsed,omitempty"`
-	Unresolved      []DayCount       `json:"unresolved,omitempty"`
+	Tenant     tenant.ID  `json:"tenant"`
+	Queries    []DayCount `json:"queries,omitempty"`
+	Unparsed   []DayCount `json:"unparsed,omitempty"`
+	Unresolved []DayCount `json:"unresolved,omitempty"`
+	// Overflowed are reads of metrics not kept (the cap of metrics, or the
+	// snapshot's size).
+	Overflowed      []DayCount       `json:"overflowed,omitempty"`
 	Dropped         []DayCount       `json:"dropped,omitempty"`
 	MetricsOverflow uint64           `json:"metricsOverflow,omitempty"`
 	Metrics         []MetricSnapshot `json:"metrics,omitempty"`
@@ -939,7 +954,8 @@ func (r *Recorder) Export() Snapshot {
 	for t, tu := range r.tenants {
 		ts := TenantSnapshot{
 			Tenant: t, Queries: slices.Clone(tu.queries), Unparsed: slices.Clone(tu.unparsed),
-			Unresolved: slices.Clone(tu.unresolved), Dropped: slices.Clone(tu.dropped), MetricsOverflow: tu.metricsOverflow,
+			Unresolved: slices.Clone(tu.unresolved), Overflowed: slices.Clone(tu.overflowed),
+			Dropped: slices.Clone(tu.dropped), MetricsOverflow: tu.metricsOverflow,
 		}
 		for name, mu := range tu.metrics {
 			ms := MetricSnapshot{
@@ -1009,6 +1025,7 @@ func (r *Recorder) Merge(s Snapshot) error {
 		addDays(&tu.queries, ts.Queries)
 		addDays(&tu.unparsed, ts.Unparsed)
 		addDays(&tu.unresolved, ts.Unresolved)
+		addDays(&tu.overflowed, ts.Overflowed)
 		addDays(&tu.dropped, ts.Dropped)
 		tu.metricsOverflow += ts.MetricsOverflow
 		for j := range ts.Metrics {
@@ -1016,8 +1033,12 @@ func (r *Recorder) Merge(s Snapshot) error {
 			if dailyCounts(msn.Queries).sum(from) == 0 {
 				continue
 			}
+			before := tu.metricsOverflow
 			mu := r.metric(tu, msn.Name)
 			if mu == nil {
+				if tu.metricsOverflow != before {
+					addDays(&tu.overflowed, msn.Queries)
+				}
 				continue
 			}
 			addDays(&mu.queries, msn.Queries)
@@ -1158,6 +1179,11 @@ func (s *Snapshot) dropOldest() int {
 			if m.LastQueried <= cut {
 				n++
 				ts.MetricsOverflow++
+				// Its reads are forgotten at the next start: they count
+				// as reads of a metric not kept.
+				for _, c := range m.Queries {
+					(*dailyCounts)(&ts.Overflowed).add(c.Day, c.N)
+				}
 				continue
 			}
 			kept = append(kept, m)
