@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"html"
 	"math"
 	"net/http"
 	"net/url"
@@ -408,6 +409,11 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 	})
 	if len(detail.Rules) != 1 || !detail.Rules[0].Forced || len(detail.Broken.Reads) == 0 || detail.Broken.Reads[0].Reader.Query != podQuery {
 		t.Errorf("metric detail: %+v", detail)
+	}
+	// The dashboard's metric page shows it too.
+	frag := e.srv.URL + "/ui/fragment/adaptive-metric?" + url.Values{"tenant": {e.app.cfg.DefaultTenant.String()}, "metric": {"app_requests_total"}}.Encode()
+	if code, body := get(t, frag); code != 200 || !strings.Contains(string(body), "broken_by_rule") || !strings.Contains(string(body), html.EscapeString(podQuery)) {
+		t.Errorf("metric page: %d, want broken_by_rule and %q in:\n%s", code, podQuery, body)
 	}
 	// Revert puts the config's rules back alone.
 	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/revert", nil); code != 200 {
