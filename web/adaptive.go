@@ -11,8 +11,8 @@ import (
 // Adaptive is the recommendations engine as the dashboard sees it. Nil in
 // Options leaves the recommendations out.
 type Adaptive interface {
-	// Recommendations returns t's list (of one segment value, if set),
-	// recomputed when refresh is set.
+	// Recommendations returns t's list, recomputed when refresh is set. With
+	// segment set, each recommendation is for that segment's series only.
 	Recommendations(r *http.Request, t tenant.ID, segment string, refresh bool) AdaptiveList
 	// MetricRules returns the rules applied to one metric and the reads they broke.
 	MetricRules(t tenant.ID, metric string) AdaptiveMetric
@@ -20,8 +20,13 @@ type Adaptive interface {
 
 // AdaptiveList is a tenant's recommendations and applied rules.
 type AdaptiveList struct {
-	Computed       time.Time
-	SegmentLabel   string
+	Computed     time.Time
+	SegmentLabel string
+	// Segment is the segment value the list is scoped to, if any;
+	// SegmentValues are those the recommendations report, to choose from,
+	// and Segment.
+	Segment        string
+	SegmentValues  []string
 	Sources        []AdaptiveSource
 	Items          []Recommendation
 	Withheld       []Withheld
@@ -47,6 +52,8 @@ type Recommendation struct {
 	Formula  int64
 	Preview  *AdaptivePreview
 	Segments []string
+	// Segment: the rule acts on the series with SegmentLabel=Segment only.
+	Segment  string
 	Reason   string
 	Evidence []EvidenceRow
 	Readers  []string
@@ -84,10 +91,13 @@ type Withheld struct {
 // AppliedRule is a rule in force.
 type AppliedRule struct {
 	Metric, Kind, Labels, Match, RuleText string
-	AppliedBy                             string
-	AppliedAt                             time.Time
-	Forced                                bool
-	Estimated                             int64
+	// Segment: the rule acts on the series with SegmentLabel=Segment only;
+	// empty: on the whole metric.
+	Segment, SegmentLabel string
+	AppliedBy             string
+	AppliedAt             time.Time
+	Forced                bool
+	Estimated             int64
 	// Measured is the preview's saving when HasMeasured.
 	Measured    int64
 	HasMeasured bool

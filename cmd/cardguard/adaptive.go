@@ -240,21 +240,36 @@ type adaptiveUI struct{ e *adaptive.Engine }
 
 func (u adaptiveUI) Recommendations(r *http.Request, t tenant.ID, segment string, refresh bool) web.AdaptiveList {
 	l := u.e.Recommendations(r.Context(), t, refresh)
+	out := web.AdaptiveList{Computed: l.Computed, SegmentLabel: u.e.SegmentLabel()}
+	for _, rec := range l.Items {
+		for _, v := range rec.Segments {
+			if !slices.Contains(out.SegmentValues, v) {
+				out.SegmentValues = append(out.SegmentValues, v)
+			}
+		}
+	}
+	if segment != "" {
+		// Scoped: each rule, estimate and preview for the segment's series.
+		if sl, err := u.e.SegmentRecommendations(r.Context(), t, segment, false); err == nil {
+			l, out.Segment = sl, segment
+			if !slices.Contains(out.SegmentValues, segment) {
+				out.SegmentValues = append(out.SegmentValues, segment)
+			}
+		}
+	}
+	slices.Sort(out.SegmentValues)
 	applied := u.e.Applied(t)
 	broken := u.e.BrokenAll(t)
-	out := web.AdaptiveList{Computed: l.Computed, SegmentLabel: u.e.SegmentLabel(), SeriesSaved: adaptive.SavedBy(applied)}
+	out.SeriesSaved = adaptive.SavedBy(applied)
 	for _, s := range l.Sources {
 		out.Sources = append(out.Sources, web.AdaptiveSource{Name: s.Name, Detail: s.Detail, OK: s.OK})
 	}
 	for _, rec := range l.Items {
-		if segment != "" && !slices.Contains(rec.Segments, segment) {
-			continue
-		}
 		out.SeriesSaveable += rec.SeriesSaved
 		wr := web.Recommendation{
 			Metric: rec.Metric, Kind: rec.Kind, Labels: strings.Join(rec.Labels, ", "), Match: rec.Match, RuleText: rec.RuleText,
 			Series: rec.Series, SeriesSaved: rec.SeriesSaved, Method: rec.Estimate.Method, EstimateDetail: rec.Estimate.Detail,
-			Formula: rec.Estimate.Formula, Segments: rec.Segments, Reason: rec.Reason, Notes: rec.Evidence.Notes,
+			Formula: rec.Estimate.Formula, Segments: rec.Segments, Segment: rec.Segment, Reason: rec.Reason, Notes: rec.Evidence.Notes,
 		}
 		if p := rec.Preview; p != nil {
 			wr.Preview = &web.AdaptivePreview{State: p.State, SeriesIn: p.SeriesIn, SeriesOut: p.SeriesOut, SeriesSaved: p.SeriesSaved,
@@ -301,7 +316,7 @@ func (u adaptiveUI) MetricRules(t tenant.ID, metric string) web.AdaptiveMetric {
 }
 
 func appliedRow(a adaptive.Applied, broken uint64) web.AppliedRule {
-	row := web.AppliedRule{Metric: a.Metric, Kind: a.Kind, Labels: strings.Join(a.Labels, ", "), Match: a.Match,
+	row := web.AppliedRule{Metric: a.Metric, Kind: a.Kind, Labels: strings.Join(a.Labels, ", "), Match: a.Match, Segment: a.Segment, SegmentLabel: a.SegmentLabel,
 		AppliedBy: a.AppliedBy, AppliedAt: a.AppliedAt, Forced: a.Forced, Estimated: a.Estimate.Saved, Broken: broken}
 	if p := a.Preview; p != nil && p.State == adaptive.PreviewDone {
 		row.Measured, row.HasMeasured = p.SeriesSaved, true

@@ -22,7 +22,8 @@ import (
 // headless Chromium against cardguard and VictoriaMetrics with auth on:
 // preview a recommendation and see the measured saving beside the estimate,
 // apply it and see it enforced and listed with its author, see it on the
-// tenant and metric pages, revert it. No console error, no exception.
+// tenant and metric pages, revert it; choose a team and apply and revert its
+// rule, for its series only. No console error, no exception.
 func TestRecommendationsInBrowser(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts VictoriaMetrics and Chromium")
@@ -35,6 +36,7 @@ func TestRecommendationsInBrowser(t *testing.T) {
 		c.Cardinality.Buckets = 2
 		c.Usage.MetricNamesStats.Disabled = true
 		c.Aggregation.Interval = time.Second
+		c.Adaptive.SegmentLabel = "team"
 	})
 	ctx, stop := context.WithCancel(t.Context())
 	var wg sync.WaitGroup
@@ -45,8 +47,14 @@ func TestRecommendationsInBrowser(t *testing.T) {
 			wr := &prompb.WriteRequest{}
 			ts := time.Now().UnixMilli()
 			for u := range 30 {
+				// team-a runs job-0 (10 users), team-b the two others.
+				team := "team-b"
+				if u%3 == 0 {
+					team = "team-a"
+				}
 				wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
-					Labels:  []prompb.Label{{Name: "__name__", Value: "req_total"}, {Name: "job", Value: fmt.Sprintf("job-%d", u%3)}, {Name: "user_id", Value: fmt.Sprintf("u%d", u)}},
+					Labels: []prompb.Label{{Name: "__name__", Value: "req_total"}, {Name: "job", Value: fmt.Sprintf("job-%d", u%3)},
+						{Name: "team", Value: team}, {Name: "user_id", Value: fmt.Sprintf("u%d", u)}},
 					Samples: []prompb.Sample{{Value: float64(ts / 1000), Timestamp: ts}},
 				})
 			}
@@ -200,6 +208,42 @@ func TestRecommendationsInBrowser(t *testing.T) {
 	}
 	if got := eval(`document.querySelector('#adaptive-status').innerText`); !strings.Contains(got, "Reverted") {
 		t.Errorf("status after revert: %q", got)
+	}
+
+	// team-a's view: its rule, estimate and buttons are for its series only.
+	// After the revert, the recommendation comes back once the tracker's
+	// window holds the series with user_id again.
+	waitFor(t, 15*time.Second, "the recommendation again, with its teams", func() bool {
+		e.app.tracker.Refresh()
+		l := e.app.adaptive.engine.Recommendations(t.Context(), tenant.ID{}, true)
+		return len(l.Items) == 1 && strings.Join(l.Items[0].Segments, ",") == "team-a,team-b"
+	})
+	teamRow := row + `[data-segment="team-a"]`
+	do("reload the recommendations", chromedp.Navigate(base+"/ui/recommendations?tenant=0:0"), chromedp.WaitVisible(chromedp.CSS(row)))
+	if got := eval(`(() => { const s = document.querySelector('#adaptive-segment'); s.value = 'team-a'; s.dispatchEvent(new Event('change', { bubbles: true })); return s.value; })()`); got != "team-a" {
+		t.Fatalf("the segment selector offers no team-a: %q", got)
+	}
+	do("load team-a's recommendations", waitJS(`!!document.querySelector('`+teamRow+`')`))
+	if got := eval(`location.search`); !strings.Contains(got, "segment=team-a") {
+		t.Errorf("address after choosing team-a: %q", got)
+	}
+	if got := eval(`document.querySelector('` + teamRow + ` .estimate').innerText`); !strings.HasPrefix(got, "9") {
+		t.Errorf("team-a's estimate %q, want 9 (10 users of one job)", got)
+	}
+	if got := eval(`document.querySelector('` + teamRow + ` pre').textContent`); !strings.Contains(got, `team="team-a"`) {
+		t.Errorf("team-a's rule text %q", got)
+	}
+	do("apply team-a's rule", chromedp.Click(chromedp.CSS(teamRow+` [data-adaptive-action="apply"]`)),
+		waitJS(`!!document.querySelector('#applied tr[data-metric="req_total"][data-segment="team-a"]')`))
+	if rules := e.app.adaptive.engine.Rules()[tenant.ID{}]; len(rules) != 1 || rules[0].If[0] != `{__name__="req_total",team="team-a"}` {
+		t.Errorf("rules after applying team-a's: %+v", rules)
+	}
+	shot("12-recommendation-segment-applied.png")
+	do("revert team-a's rule",
+		chromedp.Click(chromedp.CSS(`#applied tr[data-segment="team-a"] [data-adaptive-action="revert"]`)),
+		waitJS(`!document.querySelector('#applied tr[data-metric="req_total"]')`))
+	if rules := e.app.adaptive.engine.Rules()[tenant.ID{}]; len(rules) != 0 {
+		t.Errorf("rules after reverting team-a's: %+v", rules)
 	}
 	mu.Lock()
 	defer mu.Unlock()

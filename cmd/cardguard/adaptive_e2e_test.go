@@ -29,9 +29,10 @@ import (
 //   - node_load1{instance}: 5 gauges read whole
 //   - http_request_duration_seconds_bucket{le (4), pod (20), instance, user_id (10)}:
 //     each pod on its own instance, 800 series
-//   - app_requests_total{pod (100), instance, user_id (10)}: each pod on its own
-//     instance, 1000 series; the queries use instance and user_id, so dropping
-//     pod, the one unused label, saves nothing.
+//   - app_requests_total{pod (100), instance, team, user_id (10)}: each pod on
+//     its own instance, 1000 series; the queries use instance and user_id, so
+//     dropping pod, the one unused label, saves nothing. team, the segment
+//     label, is team-a for the first 50 pods and team-b for the others.
 //   - app_queue_depth{instance (5), worker (4)}: 20 gauges read with max by
 //     (instance): worker is unused, but folding workers would change the max.
 //   - app_logins_total{env (prod, dev), instance (10)}: 20 counters; the
@@ -99,10 +100,32 @@ func (w adaptiveWorkload) request(at time.Time) *prompb.WriteRequest {
 	}
 	for p := range 100 {
 		for u := range 10 {
-			add(true, "__name__", "app_requests_total", "instance", fmt.Sprintf("10.1.%d.1:8080", p), "pod", fmt.Sprintf("web-%d", p), "user_id", fmt.Sprintf("u%d", u))
+			add(true, "__name__", "app_requests_total", "instance", fmt.Sprintf("10.1.%d.1:8080", p), "pod", fmt.Sprintf("web-%d", p),
+				"team", teamOf(p), "user_id", fmt.Sprintf("u%d", u))
 		}
 	}
 	return wr
+}
+
+func teamOf(pod int) string {
+	if pod < 50 {
+		return "team-a"
+	}
+	return "team-b"
+}
+
+// requestsIncrease is what sum by (team) (increase(app_requests_total[w]))
+// answers, per team: each series rises at its own constant rate.
+func requestsIncrease(w time.Duration) map[string]float64 {
+	out := map[string]float64{}
+	for p := range 100 {
+		for u := range 10 {
+			ls := []prompb.Label{{Name: "__name__", Value: "app_requests_total"}, {Name: "instance", Value: fmt.Sprintf("10.1.%d.1:8080", p)},
+				{Name: "pod", Value: fmt.Sprintf("web-%d", p)}, {Name: "team", Value: teamOf(p)}, {Name: "user_id", Value: fmt.Sprintf("u%d", u)}}
+			out["team="+teamOf(p)] += rateOf(ls) * w.Seconds()
+		}
+	}
+	return out
 }
 
 // vector runs an instant query at ts against a Prometheus API root and returns
@@ -153,13 +176,14 @@ func apiJSON(t *testing.T, method, rawURL string, dst any) int {
 // recommendation is previewed and applied; the series stored drop by what the
 // previews measured, every query answers as before, the estimate of a label
 // that follows a kept one is right, and a forced rule shows the queries it
-// breaks.
+// breaks. A rule scoped to one team folds that team's series only.
 func TestAdaptiveEndToEnd(t *testing.T) {
 	e := newEnv(t, func(c *Config) {
 		c.Cardinality.Window = 4 * time.Second
 		c.Cardinality.Buckets = 2
 		c.Aggregation.Interval = time.Second
 		c.Usage.MetricNamesStats.Interval = time.Second
+		c.Adaptive.SegmentLabel = "team"
 	})
 	w := adaptiveWorkload{start: time.Now().Add(-time.Minute)}
 	ctx, stop := context.WithCancel(context.Background())
@@ -284,7 +308,13 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 		t.Fatalf("preview of the pod rule: %d", code)
 	}
 	previewOf["app_requests_total"] = "aggregate"
+	// The same rule for team-a only, beside it.
+	const teamA = "/metrics/app_requests_total/%s?kind=aggregate&labels=pod&segment=team-a"
+	if code := apiJSON(t, "POST", base+fmt.Sprintf(teamA, "preview"), nil); code != http.StatusAccepted {
+		t.Fatalf("preview of team-a's pod rule: %d", code)
+	}
 	previews := map[string]adaptive.Preview{}
+	var teamPreview adaptive.Preview
 	waitFor(t, 30*time.Second, "every preview done", func() bool {
 		for m, kind := range previewOf {
 			var p adaptive.Preview
@@ -294,8 +324,15 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 				return false
 			}
 		}
-		return true
+		teamPreview = adaptive.Preview{}
+		apiJSON(t, "GET", base+"/metrics/app_requests_total/preview?kind=aggregate&segment=team-a", &teamPreview)
+		return teamPreview.State == adaptive.PreviewDone
 	})
+	// team-a's preview counts team-a's 500 series, exactly.
+	t.Logf("preview team-a's pod rule: in %d out %d; the whole metric's: in %d", teamPreview.SeriesIn, teamPreview.SeriesOut, previews["app_requests_total"].SeriesIn)
+	if teamPreview.Segment != "team-a" || teamPreview.Truncated || teamPreview.SeriesIn != 500 || teamPreview.SeriesOut != 500 || previews["app_requests_total"].SeriesIn != 1000 {
+		t.Errorf("team-a's preview %+v, want 500 series in and out; the whole metric's %+v", teamPreview, previews["app_requests_total"])
+	}
 	within := func(est, measured int64, frac float64, slack int64) bool {
 		return math.Abs(float64(est-measured)) <= frac*float64(measured)+float64(slack)
 	}
@@ -340,6 +377,11 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 			t.Errorf("applied %s without its preview or author: %+v", m, a)
 		}
 	}
+	var teamRule adaptive.Applied
+	if code := apiJSON(t, "POST", base+fmt.Sprintf(teamA, "apply"), &teamRule); code != 200 ||
+		teamRule.Segment != "team-a" || teamRule.Preview == nil || len(teamRule.Rule.If) != 1 || teamRule.Rule.If[0] != `{__name__="app_requests_total",team="team-a"}` {
+		t.Fatalf("apply team-a's pod rule: %d %+v", code, teamRule)
+	}
 	applyAt := time.Now()
 	// After the rate window has left the inputs behind.
 	time.Sleep(time.Until(applyAt.Add(24 * time.Second)))
@@ -372,6 +414,25 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 			}
 		}
 	}
+	// team-a's series are folded (pod gone), team-b's are as they were, and
+	// the counters of both teams stay true.
+	for sel, want := range map[string]float64{`team="team-a",pod!=""`: 0, `team="team-a",pod=""`: 500, `team="team-b",pod!=""`: 500} {
+		got := vector(t, vm, `count(last_over_time(app_requests_total{`+sel+`}[4s]))`, t1)[""]
+		t.Logf("stored app_requests_total{%s}: %v", sel, got)
+		if got != want {
+			t.Errorf("stored app_requests_total{%s}: %v series, want %v", sel, got, want)
+		}
+	}
+	teamTruth := requestsIncrease(20 * time.Second)
+	for _, root := range []string{vm, e.srv.URL} {
+		got := vector(t, root, `sum by (team) (increase(app_requests_total[20s]))`, t1)
+		t.Logf("sum by (team) (increase()) through %s: %v, truth %v", root, got, teamTruth)
+		for team, v := range teamTruth {
+			if math.Abs(got[team]-v) > 0.02*v {
+				t.Errorf("sum by (team) (increase()) through %s: %s %v, truth %v", root, team, got[team], v)
+			}
+		}
+	}
 	for _, q := range queries {
 		got := vector(t, vm, q, t1)
 		if len(got) != len(answers[q]) || len(got) == 0 {
@@ -382,6 +443,39 @@ func TestAdaptiveEndToEnd(t *testing.T) {
 				t.Errorf("%s {%s}: %v before, %v after", q, k, v, a)
 			}
 		}
+	}
+
+	// The applied rules show team-a's; a whole-metric rule cannot join it,
+	// and team-a's rule is reverted by naming the segment.
+	var applied struct {
+		Rules []adaptive.Applied `json:"rules"`
+	}
+	apiJSON(t, "GET", base+"/applied", &applied)
+	segRules := 0
+	for _, a := range applied.Rules {
+		if a.Segment != "" {
+			segRules++
+		}
+	}
+	if segRules != 1 {
+		t.Errorf("applied rules with a segment: %d, want team-a's: %+v", segRules, applied.Rules)
+	}
+	page := e.srv.URL + "/ui/fragment/recommendations?" + url.Values{"tenant": {e.app.cfg.DefaultTenant.String()}, "segment": {"team-a"}}.Encode()
+	if code, body := get(t, page); code != 200 || !strings.Contains(string(body), `data-segment="team-a"`) || !strings.Contains(string(body), `<option value="team-a" selected>`) {
+		t.Errorf("recommendations page of team-a: %d\n%s", code, body)
+	}
+	var conflictErr struct {
+		Error string `json:"error"`
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/apply?kind=aggregate&labels=user_id&force=true", &conflictErr); code != http.StatusConflict ||
+		!strings.Contains(conflictErr.Error, "team=\"team-a\"") {
+		t.Errorf("whole-metric rule over team-a's: %d %q, want 409", code, conflictErr.Error)
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/revert", nil); code != http.StatusNotFound {
+		t.Errorf("revert of the whole metric, with team-a's rule only: %d, want 404", code)
+	}
+	if code := apiJSON(t, "POST", base+"/metrics/app_requests_total/revert?segment=team-a", nil); code != 200 {
+		t.Errorf("revert team-a's rule: %d", code)
 	}
 
 	// A rule that removes a used label is refused, then forced; the query

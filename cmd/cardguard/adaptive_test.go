@@ -211,7 +211,7 @@ func TestAdaptiveRulesShared(t *testing.T) {
 		if err == nil {
 			// Its cache of the shared reads is from before they were
 			// published: undo, and try again once it has expired.
-			if _, err := e.Revert(tenant.ID{}, "queue_depth", ""); err != nil {
+			if _, err := e.Revert(tenant.ID{}, "queue_depth", "", ""); err != nil {
 				t.Fatal(err)
 			}
 			return false

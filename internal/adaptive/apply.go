@@ -44,11 +44,13 @@ type Refusal struct {
 }
 
 // RuleSpec is the rule to preview or apply; zero fields take the current
-// recommendation's.
+// recommendation's. Segment, a value of the segment label, scopes the rule to
+// the series that carry it; empty: the whole metric.
 type RuleSpec struct {
-	Kind   string   `json:"kind"`
-	Labels []string `json:"labels,omitempty"`
-	Match  string   `json:"match,omitempty"`
+	Kind    string   `json:"kind"`
+	Labels  []string `json:"labels,omitempty"`
+	Match   string   `json:"match,omitempty"`
+	Segment string   `json:"segment,omitempty"`
 }
 
 // resolve completes spec from the recommendation and validates it.
@@ -57,10 +59,12 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 		return spec, Estimate{}, errf(http.StatusBadRequest, "bad metric name: empty or longer than 256 bytes")
 	}
 	var est Estimate
-	for _, a := range e.Applied(t) {
-		if a.Metric == metric && (spec.Kind == "" || spec.Kind == a.Kind) {
-			return spec, est, errf(http.StatusConflict, "a %s rule for %q is already applied; revert it first", a.Kind, clip(metric, 64))
-		}
+	sc, err := e.scope(spec.Segment)
+	if err != nil {
+		return spec, est, err
+	}
+	if err := conflict(e.Applied(t), metric, spec.Kind, spec.Segment); err != nil {
+		return spec, est, err
 	}
 	if spec.Kind == "" || (spec.Kind == KindAggregate && len(spec.Labels) == 0) || (spec.Kind == KindDropSeries && spec.Match == "") {
 		rec, ok := e.cached(t, metric, spec.Kind)
@@ -70,8 +74,11 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 		if !ok {
 			return spec, est, errf(http.StatusNotFound, "no recommendation for metric %q of tenant %s; name the rule (kind, labels) to apply one anyway", clip(metric, 64), t)
 		}
-		spec = RuleSpec{Kind: rec.Kind, Labels: rec.Labels, Match: rec.Match}
+		spec = RuleSpec{Kind: rec.Kind, Labels: rec.Labels, Match: rec.Match, Segment: spec.Segment}
 		est = rec.Estimate
+		if !sc.whole() {
+			est = e.segmentEstimate(ctx, t, rec, sc, e.computed(t), nil)
+		}
 	}
 	switch spec.Kind {
 	case KindDrop:
@@ -101,6 +108,9 @@ func (e *Engine) resolve(ctx context.Context, t tenant.ID, metric string, spec R
 		if !selectsOnly(ms, metric) {
 			return spec, est, errf(http.StatusBadRequest, "match %q must select series of %q only, with one more matcher", clip(spec.Match, 100), clip(metric, 64))
 		}
+		if _, _, err := scopeMatch(spec.Match, sc); err != nil {
+			return spec, est, errf(http.StatusBadRequest, "%v", err)
+		}
 	default:
 		return spec, est, errf(http.StatusBadRequest, "kind %q: want %s, %s or %s", clip(spec.Kind, 32), KindDrop, KindAggregate, KindDropSeries)
 	}
@@ -124,11 +134,14 @@ func (e *Engine) StartPreview(ctx context.Context, t tenant.ID, metric string, s
 	if err != nil {
 		return Preview{}, err
 	}
+	sc, _ := e.scope(spec.Segment)
 	var match []*labels.Matcher
 	if spec.Kind == KindDropSeries {
-		match, _ = parser.NewParser(parser.Options{}).ParseMetricSelector(spec.Match)
+		_, match, _ = scopeMatch(spec.Match, sc)
+	} else if !sc.whole() {
+		match = []*labels.Matcher{sc.matcher()}
 	}
-	r := e.preview.start(t, metric, spec.Kind, spec.Labels, match, spec.Match)
+	r := e.preview.start(t, metric, spec.Kind, spec.Segment, spec.Labels, match, spec.Match)
 	if r == nil {
 		return Preview{}, errf(http.StatusConflict, "%d previews are running on this replica, the most it runs at once: start this one when some are done (each takes one to two cardinality buckets)", MaxPreviews)
 	}
@@ -139,15 +152,16 @@ func (e *Engine) StartPreview(ctx context.Context, t tenant.ID, metric string, s
 	if len(e.previews) >= 10000 {
 		clear(e.previews)
 	}
-	e.previews[previewKey{t, metric, spec.Kind}] = r
+	e.previews[previewKey{t, metric, spec.Kind, spec.Segment}] = r
 	e.mu.Unlock()
 	return r.snapshot(e.preview), nil
 }
 
-// PreviewOf returns the latest preview of metric's rule of kind.
-func (e *Engine) PreviewOf(t tenant.ID, metric, kind string) (Preview, bool) {
+// PreviewOf returns the latest preview of metric's rule of kind, for one
+// segment value (or, empty, the whole metric).
+func (e *Engine) PreviewOf(t tenant.ID, metric, kind, segment string) (Preview, bool) {
 	e.mu.Lock()
-	r := e.previews[previewKey{t, metric, kind}]
+	r := e.previews[previewKey{t, metric, kind, segment}]
 	e.mu.Unlock()
 	if r == nil {
 		return Preview{}, false
@@ -156,8 +170,8 @@ func (e *Engine) PreviewOf(t tenant.ID, metric, kind string) (Preview, bool) {
 }
 
 // previewOf is the preview of exactly this rule, or nil.
-func (e *Engine) previewOf(t tenant.ID, metric, kind string, lbls []string, match string) *Preview {
-	p, ok := e.PreviewOf(t, metric, kind)
+func (e *Engine) previewOf(t tenant.ID, metric, kind, segment string, lbls []string, match string) *Preview {
+	p, ok := e.PreviewOf(t, metric, kind, segment)
 	if !ok || !slices.Equal(p.Labels, lbls) || p.Match != match {
 		return nil
 	}
@@ -170,7 +184,11 @@ func (e *Engine) readersOf(t tenant.ID, metric string, spec RuleSpec) (*Refusal,
 	ref := &Refusal{Metric: metric}
 	switch spec.Kind {
 	case KindDropSeries:
-		drop, err := parser.NewParser(parser.Options{}).ParseMetricSelector(spec.Match)
+		sc, err := e.scope(spec.Segment)
+		if err != nil {
+			return nil, err
+		}
+		_, drop, err := scopeMatch(spec.Match, sc)
 		if err != nil {
 			return nil, err
 		}
@@ -242,22 +260,27 @@ func (e *Engine) Apply(ctx context.Context, t tenant.ID, metric string, spec Rul
 	if refusal != nil && !force {
 		return Applied{}, &Error{Status: http.StatusConflict, Msg: refusal.Message + " (apply with force=true to override)", Refusal: refusal}
 	}
-	rule, _ := ruleFor(metric, spec.Kind, spec.Labels, spec.Match)
+	sc, _ := e.scope(spec.Segment)
+	rule, _, err := ruleFor(metric, spec.Kind, spec.Labels, spec.Match, sc)
+	if err != nil {
+		return Applied{}, errf(http.StatusBadRequest, "%v", err)
+	}
 	if _, err := relabel.Compile([]relabel.Config{rule}); err != nil {
 		return Applied{}, errf(http.StatusBadRequest, "rule does not compile: %v", err)
 	}
-	a := Applied{Metric: metric, Kind: spec.Kind, Labels: spec.Labels, Match: spec.Match, Rule: rule,
-		AppliedBy: by, AppliedAt: e.o.Now().UTC(), Estimate: est, Preview: e.previewOf(t, metric, spec.Kind, spec.Labels, spec.Match)}
+	a := Applied{Metric: metric, Kind: spec.Kind, Labels: spec.Labels, Match: spec.Match, Segment: sc.Value, Rule: rule,
+		AppliedBy: by, AppliedAt: e.o.Now().UTC(), Estimate: est, Preview: e.previewOf(t, metric, spec.Kind, spec.Segment, spec.Labels, spec.Match)}
+	if !sc.whole() {
+		a.SegmentLabel = sc.Label
+	}
 	if refusal != nil {
 		a.Forced, a.Overrode = true, refusal.Readers
 	}
 	e.mu.Lock()
 	ts := e.stateOf(t)
-	for _, x := range ts.Rules {
-		if x.Metric == metric && x.Kind == spec.Kind {
-			e.mu.Unlock()
-			return Applied{}, errf(http.StatusConflict, "a %s rule for %q is already applied; revert it first", spec.Kind, clip(metric, 64))
-		}
+	if err := conflict(ts.Rules, metric, spec.Kind, spec.Segment); err != nil {
+		e.mu.Unlock()
+		return Applied{}, err
 	}
 	if len(ts.Rules) >= 10000 {
 		e.mu.Unlock()
@@ -274,13 +297,30 @@ func (e *Engine) Apply(ctx context.Context, t tenant.ID, metric string, spec Rul
 	return a, nil
 }
 
-// Revert removes metric's applied rule (of kind, if set).
-func (e *Engine) Revert(t tenant.ID, metric, kind string) (Applied, error) {
+// Revert removes metric's applied rule (of kind, if set) for one segment
+// value, or with segment empty, the whole metric's: a segment's rule is
+// reverted by naming its segment.
+func (e *Engine) Revert(t tenant.ID, metric, kind, segment string) (Applied, error) {
 	e.mu.Lock()
 	ts := e.stateOf(t)
-	i := slices.IndexFunc(ts.Rules, func(a Applied) bool { return a.Metric == metric && (kind == "" || a.Kind == kind) })
+	i := slices.IndexFunc(ts.Rules, func(a Applied) bool {
+		return a.Metric == metric && a.Segment == segment && (kind == "" || a.Kind == kind)
+	})
 	if i < 0 {
+		var segs []string
+		for _, a := range ts.Rules {
+			if a.Metric == metric && a.Segment != "" && segment == "" {
+				segs = append(segs, a.Segment)
+			}
+		}
 		e.mu.Unlock()
+		if len(segs) > 0 {
+			return Applied{}, errf(http.StatusNotFound, "no rule applied to the whole of %q of tenant %s; its segments %s have rules: name one with segment=",
+				clip(metric, 64), t, clip(strings.Join(segs, ", "), 200))
+		}
+		if segment != "" {
+			return Applied{}, errf(http.StatusNotFound, "no rule applied to %q with segment %q of tenant %s", clip(metric, 64), clip(segment, 64), t)
+		}
 		return Applied{}, errf(http.StatusNotFound, "no rule applied to %q of tenant %s", clip(metric, 64), t)
 	}
 	gone := ts.Rules[i]
@@ -374,7 +414,9 @@ func (e *Engine) changed(t tenant.ID) {
 	if l := e.lists[t]; l != nil {
 		applied := map[string]bool{}
 		for _, a := range e.stateOf(t).Rules {
-			applied[a.Metric] = true
+			if a.Segment == "" {
+				applied[a.Metric] = true
+			}
 		}
 		next := *l
 		next.Items = slices.DeleteFunc(slices.Clone(l.Items), func(r Recommendation) bool { return applied[r.Metric] })

@@ -63,7 +63,7 @@ func FuzzRuleSpec(f *testing.F) {
 				t.Fatalf("%+v removes %s", spec, l)
 			}
 		}
-		rule, _ := ruleFor("app_requests", got.Kind, got.Labels, got.Match)
+		rule, _, _ := ruleFor("app_requests", got.Kind, got.Labels, got.Match, Scope{})
 		if len(rule.If) != 1 {
 			t.Fatalf("rule without a selector: %+v", rule)
 		}

@@ -17,7 +17,6 @@ import (
 	"time"
 
 	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/cardguard/cardguard/internal/relabel"
 	"github.com/cardguard/cardguard/internal/seriesusage"
@@ -36,8 +35,9 @@ type Config struct {
 	// Refresh is how often every tenant's recommendations are recomputed.
 	// Default 10m.
 	Refresh time.Duration `yaml:"refresh"`
-	// SegmentLabel, e.g. team, splits recommendations by its values; it is never
-	// aggregated away.
+	// SegmentLabel, e.g. team, splits recommendations by its values: a
+	// segment's recommendation, estimate, preview and rule are for its
+	// series only (scope.go). It is never aggregated away.
 	SegmentLabel string `yaml:"segment_label"`
 	// PreviewMaxSeries caps the input series one preview counts (and as many
 	// outputs). Default 200000.
@@ -120,7 +120,8 @@ type Engine struct {
 	exempt   map[tenant.ID]compiledExemptions
 	lists    map[tenant.ID]*List
 	previews map[previewKey]*previewRun
-	raw      map[string][]byte // the store's content, as last loaded
+	segEst   map[segEstKey]Estimate // scope.go
+	raw      map[string][]byte      // the store's content, as last loaded
 	// flights are the refreshes asked for and running, one per tenant at
 	// most: callers that ask meanwhile wait for it (Recommendations).
 	flights map[tenant.ID]*flight
@@ -140,8 +141,8 @@ type flight struct {
 }
 
 type previewKey struct {
-	t            tenant.ID
-	metric, kind string
+	t                     tenant.ID
+	metric, kind, segment string
 }
 
 // New returns an Engine with the rules and exemptions of o.Store loaded.
@@ -166,6 +167,7 @@ func New(o Options) (*Engine, error) {
 		log:      o.Logger,
 		lists:    make(map[tenant.ID]*List),
 		previews: make(map[previewKey]*previewRun),
+		segEst:   make(map[segEstKey]Estimate),
 		flights:  make(map[tenant.ID]*flight),
 		broken:   make(map[readerKey]*Broken),
 	}
@@ -246,7 +248,7 @@ func (e *Engine) publishApplied() {
 			}
 			if a.Kind == KindDropSeries {
 				// Parsed once here: OnRead matches every read against it.
-				a.matchers, _ = parser.NewParser(parser.Options{}).ParseMetricSelector(a.Match)
+				_, a.matchers, _ = scopeMatch(a.Match, a.scope())
 			}
 			m[t][a.Metric] = append(m[t][a.Metric], a)
 		}
@@ -314,6 +316,8 @@ type List struct {
 	// Exempted counts metrics skipped by an exemption.
 	Exempted       int   `json:"exempted"`
 	SeriesSaveable int64 `json:"seriesSaveable"`
+	// Segment is the segment value the list is scoped to, if any.
+	Segment string `json:"segment,omitempty"`
 }
 
 // Withheld is a metric no rule is recommended for although it has series.
@@ -351,8 +355,13 @@ type Recommendation struct {
 	SeriesSaved int64    `json:"seriesSaved"`
 	Estimate    Estimate `json:"estimate"`
 	// Preview is the latest measured preview of this rule, if any.
-	Preview  *Preview `json:"preview,omitempty"`
+	Preview *Preview `json:"preview,omitempty"`
+	// Segments are the values of the segment label seen on the metric.
 	Segments []string `json:"segments,omitempty"`
+	// Segment, when set, scopes the recommendation to the series with that
+	// value of the segment label: its rule, estimate and preview
+	// (SegmentRecommendations). The evidence stays the whole metric's.
+	Segment  string   `json:"segment,omitempty"`
 	Evidence Evidence `json:"evidence"`
 	Reason   string   `json:"reason"`
 }
@@ -490,6 +499,11 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 	appliedTo := map[string]map[string]bool{}
 	if ts := e.state[t]; ts != nil {
 		for _, a := range ts.Rules {
+			if a.Segment != "" {
+				// A segment's rule leaves the other segments' series to
+				// recommend (SegmentRecommendations).
+				continue
+			}
 			if appliedTo[a.Metric] == nil {
 				appliedTo[a.Metric] = map[string]bool{}
 			}
@@ -596,7 +610,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		if rec.Estimate.Saved <= 0 && rec.Kind == KindDrop {
 			continue
 		}
-		rec.Rule, rec.RuleText = ruleFor(metric, rec.Kind, rec.Labels, "")
+		rec.Rule, rec.RuleText, _ = ruleFor(metric, rec.Kind, rec.Labels, "", Scope{})
 		cands = append(cands, candidate{rec, distinct})
 	}
 	// VictoriaMetrics counts what the sketches can only guess, for the largest
@@ -615,7 +629,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 		}
 		asked++
 		cctx, cancel := context.WithTimeout(ctx, e.o.Config.UpstreamTimeout)
-		est, err := upstreamEstimate(cctx, e.o.Counter, t, c.rec.Metric, c.rec.Labels, false)
+		est, err := upstreamEstimate(cctx, e.o.Counter, t, c.rec.Metric, Scope{}, c.rec.Labels, false)
 		cancel()
 		if err != nil {
 			c.rec.Estimate = sketchEstimate(c.rec.Series, c.distinct, c.rec.Labels, err)
@@ -635,7 +649,7 @@ func (e *Engine) refresh(ctx context.Context, t tenant.ID) *List {
 			continue
 		}
 		rec.Segments = e.segments.values(t, rec.Metric)
-		rec.Preview = e.previewOf(t, rec.Metric, rec.Kind, rec.Labels, rec.Match)
+		rec.Preview = e.previewOf(t, rec.Metric, rec.Kind, "", rec.Labels, rec.Match)
 		l.Items = append(l.Items, rec)
 		l.SeriesSaveable += rec.SeriesSaved
 	}
@@ -718,10 +732,11 @@ func dedupRefs(refs []Ref, n int) []Ref {
 }
 
 // ruleFor is the relabel rule of a recommendation, and how it reads in a
-// config file.
-func ruleFor(metric, kind string, drop []string, match string) (relabel.Config, string) {
+// config file. For one segment (sc), its selector carries the segment's
+// matcher: the rule takes the segment's series only.
+func ruleFor(metric, kind string, drop []string, match string, sc Scope) (relabel.Config, string, error) {
 	c := relabel.DefaultConfig()
-	sel := selector(metric)
+	sel := scopedSelector(metric, sc)
 	switch kind {
 	case KindAggregate:
 		quoted := make([]string, len(drop))
@@ -731,15 +746,19 @@ func ruleFor(metric, kind string, drop []string, match string) (relabel.Config, 
 		c.If = []string{sel}
 		c.Action = relabel.LabelDrop
 		c.Regex = strings.Join(quoted, "|")
-		return c, fmt.Sprintf("- if: '%s'\n  action: labeldrop\n  regex: '%s'\n", sel, c.Regex)
+		return c, fmt.Sprintf("- if: '%s'\n  action: labeldrop\n  regex: '%s'\n", sel, c.Regex), nil
 	case KindDropSeries:
-		c.If = []string{match}
+		scoped, _, err := scopeMatch(match, sc)
+		if err != nil {
+			return c, "", err
+		}
+		c.If = []string{scoped}
 		c.Action = relabel.Drop
-		return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", match)
+		return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", scoped), nil
 	}
 	c.If = []string{sel}
 	c.Action = relabel.Drop
-	return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", sel)
+	return c, fmt.Sprintf("- if: '%s'\n  action: drop\n", sel), nil
 }
 
 // Recommendations returns t's list, recomputed when older than the refresh
@@ -782,10 +801,20 @@ func (e *Engine) Recommendations(ctx context.Context, t tenant.ID, refresh bool)
 	out.Items = slices.Clone(l.Items)
 	for i := range out.Items {
 		r := &out.Items[i]
-		r.Preview = e.previewOf(t, r.Metric, r.Kind, r.Labels, r.Match)
+		r.Preview = e.previewOf(t, r.Metric, r.Kind, "", r.Labels, r.Match)
 		r.Segments = e.segments.values(t, r.Metric)
 	}
 	return &out
+}
+
+// computed is when t's list was last computed, or zero.
+func (e *Engine) computed(t tenant.ID) time.Time {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if l := e.lists[t]; l != nil {
+		return l.Computed
+	}
+	return time.Time{}
 }
 
 // cached returns the recommendation for metric (of kind, if set) of the list
@@ -852,7 +881,7 @@ func (e *Engine) dropSeries(t tenant.ID, metric string, m merged, base Recommend
 	rec := base
 	rec.Kind = KindDropSeries
 	rec.Match = "{__name__=" + strconv.Quote(metric) + "," + ex.Label + "=" + strconv.Quote(ex.Value) + "}"
-	rec.Rule, rec.RuleText = ruleFor(metric, KindDropSeries, nil, rec.Match)
+	rec.Rule, rec.RuleText, _ = ruleFor(metric, KindDropSeries, nil, rec.Match, Scope{})
 	rec.Estimate = Estimate{Method: MethodSeriesUsage, Series: rep.ActiveSeries, After: rep.ActiveSeries - ex.Series, Saved: ex.Series, Formula: ex.Series,
 		Detail: "series of the last complete bucket that no recorded selector selects and that carry " + ex.Label + "=" + strconv.Quote(ex.Value)}
 	rec.Reason = fmt.Sprintf("%d of %d series carry %s=%q and none of the %d selectors recorded from %d queries selects them",

@@ -16,6 +16,7 @@ import (
 	"github.com/cespare/xxhash/v2"
 	"github.com/go-chi/chi/v5"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/seriesusage"
@@ -112,10 +113,13 @@ type counter struct {
 	calls atomic.Int64
 }
 
-func (c *counter) Count(_ context.Context, _ tenant.ID, m string, without []string) (int64, error) {
+func (c *counter) Count(_ context.Context, _ tenant.ID, m string, sc Scope, without []string) (int64, error) {
 	c.calls.Add(1)
 	seen := map[string]bool{}
 	for _, ls := range c.s[m] {
+		if !sc.whole() && !matches([]*labels.Matcher{sc.matcher()}, ls) {
+			continue
+		}
 		var b strings.Builder
 		for _, l := range ls {
 			if !contains(without, l.Name) && l.Name != "__name__" {
@@ -263,7 +267,7 @@ func TestEstimateFollowsKeptLabel(t *testing.T) {
 		t.Fatal(err)
 	}
 	feed(e, &epoch, s, "app_requests")
-	if p, _ = e.PreviewOf(tn, "app_requests", KindAggregate); p.State != PreviewDone || p.SeriesIn != 1000 || p.SeriesOut != 1000 || p.SeriesSaved != 0 {
+	if p, _ = e.PreviewOf(tn, "app_requests", KindAggregate, ""); p.State != PreviewDone || p.SeriesIn != 1000 || p.SeriesOut != 1000 || p.SeriesSaved != 0 {
 		t.Errorf("preview %+v, want 1000 in, 1000 out", p)
 	}
 }
@@ -292,7 +296,7 @@ func TestPreviewApplyRevert(t *testing.T) {
 		t.Fatalf("start: %+v %v", p, err)
 	}
 	feed(e, &epoch, s, "app_requests", "node_cpu")
-	p, _ = e.PreviewOf(tn, "app_requests", KindAggregate)
+	p, _ = e.PreviewOf(tn, "app_requests", KindAggregate, "")
 	if p.State != PreviewDone || p.SeriesIn != 1000 || p.SeriesOut != 100 || p.SeriesSaved != 900 || p.Truncated {
 		t.Fatalf("preview %+v, want 1000 -> 100", p)
 	}
@@ -319,10 +323,10 @@ func TestPreviewApplyRevert(t *testing.T) {
 	if _, err := e.Apply(ctx, tn, "app_requests", RuleSpec{Kind: KindAggregate, Labels: []string{"pod"}}, "admin", false); statusOf(err) != http.StatusConflict {
 		t.Errorf("second apply: %v", err)
 	}
-	if _, err := e.Revert(tn, "app_requests", ""); err != nil || len(e.Rules()[tn]) != 0 || changes.Load() != 2 {
+	if _, err := e.Revert(tn, "app_requests", "", ""); err != nil || len(e.Rules()[tn]) != 0 || changes.Load() != 2 {
 		t.Errorf("revert: %v, rules %v", err, e.Rules())
 	}
-	if _, err := e.Revert(tn, "app_requests", ""); statusOf(err) != http.StatusNotFound {
+	if _, err := e.Revert(tn, "app_requests", "", ""); statusOf(err) != http.StatusNotFound {
 		t.Errorf("second revert: %v", err)
 	}
 }
@@ -395,7 +399,7 @@ func TestPreviewTruncates(t *testing.T) {
 		t.Fatal(err)
 	}
 	feed(e, &epoch, s, "node_cpu")
-	p, _ := e.PreviewOf(tn, "node_cpu", KindDrop)
+	p, _ := e.PreviewOf(tn, "node_cpu", KindDrop, "")
 	if !p.Truncated || p.SeriesIn != 10 || p.SeriesOut != 0 {
 		t.Errorf("preview %+v, want truncated at 10", p)
 	}
@@ -573,7 +577,7 @@ func TestDropSeriesReadWhole(t *testing.T) {
 
 type downCounter struct{}
 
-func (downCounter) Count(context.Context, tenant.ID, string, []string) (int64, error) {
+func (downCounter) Count(context.Context, tenant.ID, string, Scope, []string) (int64, error) {
 	return 0, fmt.Errorf("connection refused")
 }
 func (downCounter) LabelValues(context.Context, tenant.ID, string, string) ([]string, error) {

@@ -48,9 +48,10 @@ type Estimate struct {
 
 // Counter asks the store, which holds the series, how many there are.
 type Counter interface {
-	// Count returns the series of metric in the window, after removing the
-	// labels in without (none: as stored).
-	Count(ctx context.Context, t tenant.ID, metric string, without []string) (int64, error)
+	// Count returns the series of metric in the window (those of one
+	// segment only, unless sc is the whole metric), after removing the labels
+	// in without (none: as stored).
+	Count(ctx context.Context, t tenant.ID, metric string, sc Scope, without []string) (int64, error)
 	// LabelValues returns the values of label on metric's series in the window.
 	LabelValues(ctx context.Context, t tenant.ID, metric, label string) ([]string, error)
 }
@@ -122,9 +123,13 @@ var labelNameRE = regexp.MustCompile(`^[a-zA-Z_][a-zA-Z0-9_]*$`)
 func selector(metric string) string { return "{__name__=" + strconv.Quote(metric) + "}" }
 
 // Count implements Counter with count(last_over_time(m[W])) and
-// count(count without (labels) (last_over_time(m[W]))).
-func (u *Upstream) Count(ctx context.Context, t tenant.ID, metric string, without []string) (int64, error) {
-	inner := fmt.Sprintf("last_over_time(%s[%ds])", selector(metric), max(int64(u.window/time.Second), 1))
+// count(count without (labels) (last_over_time(m[W]))); for one segment the
+// selector carries its matcher, {__name__="m",team="team-a"}.
+func (u *Upstream) Count(ctx context.Context, t tenant.ID, metric string, sc Scope, without []string) (int64, error) {
+	if !sc.whole() && !labelNameRE.MatchString(sc.Label) {
+		return 0, fmt.Errorf("segment label %q cannot be named in a query", clip(sc.Label, 64))
+	}
+	inner := fmt.Sprintf("last_over_time(%s[%ds])", scopedSelector(metric, sc), max(int64(u.window/time.Second), 1))
 	q := "count(" + inner + ")"
 	if len(without) > 0 {
 		for _, l := range without {
@@ -217,20 +222,23 @@ func sketchEstimate(series int64, distinct map[string]int64, drop []string, why 
 }
 
 // upstreamEstimate asks c; the error says why it could not.
-func upstreamEstimate(ctx context.Context, c Counter, t tenant.ID, metric string, drop []string, dropMetric bool) (Estimate, error) {
+func upstreamEstimate(ctx context.Context, c Counter, t tenant.ID, metric string, sc Scope, drop []string, dropMetric bool) (Estimate, error) {
 	if c == nil {
 		return Estimate{}, errors.New("no upstream counter")
 	}
-	before, err := c.Count(ctx, t, metric, nil)
+	before, err := c.Count(ctx, t, metric, sc, nil)
 	if err != nil {
 		return Estimate{}, err
 	}
 	if before == 0 {
+		if !sc.whole() {
+			return Estimate{}, fmt.Errorf("the upstream holds no series of the metric with %s in the window", sc)
+		}
 		return Estimate{}, errors.New("the upstream holds no series of the metric in the window")
 	}
 	after := int64(0)
 	if !dropMetric {
-		if after, err = c.Count(ctx, t, metric, drop); err != nil {
+		if after, err = c.Count(ctx, t, metric, sc, drop); err != nil {
 			return Estimate{}, err
 		}
 	}

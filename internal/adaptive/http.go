@@ -7,7 +7,6 @@ import (
 	"io"
 	"net/http"
 	"net/url"
-	"slices"
 	"strconv"
 	"strings"
 
@@ -78,17 +77,12 @@ func (e *Engine) serveList(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	l := *e.Recommendations(r.Context(), t, refresh)
-	if seg := r.URL.Query().Get("segment"); seg != "" {
-		if e.o.Config.SegmentLabel == "" {
-			writeError(w, errf(http.StatusBadRequest, "segment=%q: no adaptive.segment_label is configured", clip(seg, 64)))
-			return
-		}
-		l.Items = slices.DeleteFunc(slices.Clone(l.Items), func(x Recommendation) bool { return !slices.Contains(x.Segments, seg) })
-		l.SeriesSaveable = 0
-		for _, x := range l.Items {
-			l.SeriesSaveable += x.SeriesSaved
-		}
+	// With ?segment, each recommendation is for that segment's series only:
+	// its rule, estimate and preview.
+	l, err := e.SegmentRecommendations(r.Context(), t, r.URL.Query().Get("segment"), refresh)
+	if err != nil {
+		writeError(w, err)
+		return
 	}
 	applied := e.Applied(t)
 	writeJSON(w, http.StatusOK, struct {
@@ -96,7 +90,7 @@ func (e *Engine) serveList(w http.ResponseWriter, r *http.Request) {
 		SegmentLabel string    `json:"segmentLabel,omitempty"`
 		Applied      []Applied `json:"applied"`
 		SeriesSaved  int64     `json:"seriesSavedByApplied"`
-	}{l, e.o.Config.SegmentLabel, applied, SavedBy(applied)})
+	}{*l, e.o.Config.SegmentLabel, applied, SavedBy(applied)})
 }
 
 // SavedBy sums the measured savings of applied rules, or their estimates.
@@ -151,22 +145,26 @@ func (e *Engine) servePreview(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	kind := r.URL.Query().Get("kind")
+	kind, seg := r.URL.Query().Get("kind"), r.URL.Query().Get("segment")
 	if kind == "" {
 		kind = KindAggregate
-		if _, ok := e.PreviewOf(t, m, kind); !ok {
+		if _, ok := e.PreviewOf(t, m, kind, seg); !ok {
 			kind = KindDrop
 		}
 	}
-	p, ok := e.PreviewOf(t, m, kind)
+	p, ok := e.PreviewOf(t, m, kind, seg)
 	if !ok {
-		writeError(w, errf(http.StatusNotFound, "no preview of a %s rule for %q", clip(kind, 32), clip(m, 64)))
+		what := ""
+		if seg != "" {
+			what = " with segment " + strconv.Quote(clip(seg, 64))
+		}
+		writeError(w, errf(http.StatusNotFound, "no preview of a %s rule for %q%s", clip(kind, 32), clip(m, 64), what))
 		return
 	}
 	writeJSON(w, http.StatusOK, p)
 }
 
-// spec reads an optional JSON RuleSpec body, or ?kind=&labels=a,b.
+// spec reads an optional JSON RuleSpec body, or ?kind=&labels=a,b&segment=.
 func readSpec(w http.ResponseWriter, r *http.Request) (RuleSpec, bool) {
 	var s RuleSpec
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBodyBytes))
@@ -189,6 +187,9 @@ func readSpec(w http.ResponseWriter, r *http.Request) (RuleSpec, bool) {
 	}
 	if s.Match == "" {
 		s.Match = q.Get("match")
+	}
+	if s.Segment == "" {
+		s.Segment = q.Get("segment")
 	}
 	return s, true
 }
@@ -248,7 +249,7 @@ func (e *Engine) serveRevert(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	a, err := e.Revert(t, m, r.URL.Query().Get("kind"))
+	a, err := e.Revert(t, m, r.URL.Query().Get("kind"), r.URL.Query().Get("segment"))
 	if err != nil {
 		writeError(w, err)
 		return

@@ -32,7 +32,10 @@ type Preview struct {
 	Kind   string   `json:"kind"`
 	Labels []string `json:"labels,omitempty"`
 	Match  string   `json:"match,omitempty"`
-	State  string   `json:"state"`
+	// Segment: the preview counts the series with this value of the segment
+	// label only.
+	Segment string `json:"segment,omitempty"`
+	State   string `json:"state"`
 	// Started is when the preview was asked for; MeasuredFrom and MeasuredTo
 	// bound the bucket counted (approximately: the bucket turns when the
 	// cardinality tracker rotates).
@@ -95,9 +98,10 @@ func (pv *Previewer) running() int {
 type previewRun struct {
 	t      tenant.ID
 	metric string
-	drop   map[string]bool // aggregate: labels removed
-	match  []*labels.Matcher
+	drop   map[string]bool   // aggregate: labels removed
+	match  []*labels.Matcher // the series counted (drop_series, a segment); nil: all
 	kind   string
+	seg    string
 
 	mu      sync.Mutex
 	p       Preview
@@ -116,10 +120,11 @@ func NewPreviewer(epoch func() int64, maxSeries int, now func() time.Time) *Prev
 }
 
 // start begins a preview of the rule; it replaces any running one of the same
-// tenant, metric and kind. The returned run is read through snapshot; nil when
-// MaxPreviews run already.
-func (pv *Previewer) start(t tenant.ID, metric, kind string, drop []string, match []*labels.Matcher, matchText string) *previewRun {
-	r := &previewRun{t: t, metric: metric, kind: kind, match: match, start: pv.epoch(),
+// tenant, metric, kind and segment. match selects the series counted: those
+// drop_series drops, or a segment's (with its matcher). The returned run is
+// read through snapshot; nil when MaxPreviews run already.
+func (pv *Previewer) start(t tenant.ID, metric, kind, seg string, drop []string, match []*labels.Matcher, matchText string) *previewRun {
+	r := &previewRun{t: t, metric: metric, kind: kind, seg: seg, match: match, start: pv.epoch(),
 		in: make(map[uint64]struct{}), out: make(map[uint64]struct{})}
 	if len(drop) > 0 {
 		r.drop = make(map[string]bool, len(drop))
@@ -127,13 +132,13 @@ func (pv *Previewer) start(t tenant.ID, metric, kind string, drop []string, matc
 			r.drop[l] = true
 		}
 	}
-	r.p = Preview{Metric: metric, Kind: kind, Labels: slices.Clone(drop), Match: matchText, State: PreviewWaiting, Started: pv.now().UTC()}
+	r.p = Preview{Metric: metric, Kind: kind, Labels: slices.Clone(drop), Match: matchText, Segment: seg, State: PreviewWaiting, Started: pv.now().UTC()}
 	pv.mu.Lock()
 	defer pv.mu.Unlock()
 	var runs []*previewRun
 	if cur := pv.active.Load(); cur != nil {
 		for _, x := range cur.runs {
-			if x.t != t || x.metric != metric || x.kind != kind {
+			if x.t != t || x.metric != metric || x.kind != kind || x.seg != seg {
 				runs = append(runs, x)
 			}
 		}

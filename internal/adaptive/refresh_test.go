@@ -16,9 +16,9 @@ type gatedCounter struct {
 	open chan struct{}
 }
 
-func (g gatedCounter) Count(ctx context.Context, t tenant.ID, m string, without []string) (int64, error) {
+func (g gatedCounter) Count(ctx context.Context, t tenant.ID, m string, sc Scope, without []string) (int64, error) {
 	<-g.open
-	return g.counter.Count(ctx, t, m, without)
+	return g.counter.Count(ctx, t, m, sc, without)
 }
 
 // TestRefreshOnDemandJoins: any tenant token may ask for a refresh, which

@@ -1,11 +1,15 @@
 package adaptive
 
 import (
+	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/promql/parser"
 
 	"github.com/cardguard/cardguard/internal/tenant"
 )
@@ -95,4 +99,62 @@ func (s *segments) values(t tenant.ID, metric string) []string {
 func (e *Engine) Observe(t tenant.ID, metric string, ls []prompb.Label, seriesHash uint64) {
 	e.preview.Observe(t, metric, ls, seriesHash)
 	e.segments.observe(t, metric, ls)
+}
+
+// Scope narrows a rule, an estimate or a preview to the series of one
+// segment: those with Label="Value". The zero Scope is the whole metric.
+type Scope struct{ Label, Value string }
+
+// whole says whether sc is the whole metric.
+func (sc Scope) whole() bool { return sc.Value == "" }
+
+// matcher is sc's equality matcher; nil for the whole metric.
+func (sc Scope) matcher() *labels.Matcher {
+	if sc.whole() {
+		return nil
+	}
+	return labels.MustNewMatcher(labels.MatchEqual, sc.Label, sc.Value)
+}
+
+func (sc Scope) String() string {
+	if sc.whole() {
+		return "the whole metric"
+	}
+	return sc.Label + "=" + strconv.Quote(sc.Value)
+}
+
+// scopedSelector is {__name__="metric"}, or for one segment
+// {__name__="metric",team="team-a"}, quoted for PromQL and MetricsQL.
+func scopedSelector(metric string, sc Scope) string {
+	if sc.whole() {
+		return selector(metric)
+	}
+	return "{__name__=" + strconv.Quote(metric) + "," + sc.Label + "=" + strconv.Quote(sc.Value) + "}"
+}
+
+// scopeMatch adds sc's matcher to a drop_series selector. A selector that
+// already names the segment label keeps it when it selects sc's value, and
+// is refused otherwise: it would select no series of the segment.
+func scopeMatch(match string, sc Scope) (string, []*labels.Matcher, error) {
+	ms, err := parser.NewParser(parser.Options{}).ParseMetricSelector(match)
+	if err != nil {
+		return "", nil, err
+	}
+	if sc.whole() {
+		return match, ms, nil
+	}
+	for _, m := range ms {
+		if m.Name == sc.Label {
+			if m.Type == labels.MatchEqual && m.Value == sc.Value {
+				return match, ms, nil
+			}
+			return "", nil, fmt.Errorf("match %q names %s already and selects no series of %s", clip(match, 100), sc.Label, sc)
+		}
+	}
+	ms = append(ms, sc.matcher())
+	parts := make([]string, len(ms))
+	for i, m := range ms {
+		parts[i] = m.String()
+	}
+	return "{" + strings.Join(parts, ",") + "}", ms, nil
 }

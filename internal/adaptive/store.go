@@ -104,19 +104,28 @@ type Applied struct {
 	Kind   string `json:"kind"`
 	// Labels are the labels aggregated away (aggregate).
 	Labels []string `json:"labels,omitempty"`
-	// Match is the selector of the series dropped (drop_series).
-	Match     string         `json:"match,omitempty"`
-	Rule      relabel.Config `json:"rule"`
-	AppliedBy string         `json:"appliedBy"`
-	AppliedAt time.Time      `json:"appliedAt"`
+	// Match is the selector of the series dropped (drop_series), without the
+	// segment's matcher, which Rule carries.
+	Match string `json:"match,omitempty"`
+	// Segment, when set, scopes the rule to the series with
+	// SegmentLabel="Segment". Rules stored before segments had none: they
+	// are whole-metric rules. A rule is metric, kind and segment.
+	Segment      string         `json:"segment,omitempty"`
+	SegmentLabel string         `json:"segmentLabel,omitempty"`
+	Rule         relabel.Config `json:"rule"`
+	AppliedBy    string         `json:"appliedBy"`
+	AppliedAt    time.Time      `json:"appliedAt"`
 	// Forced: applied over the readers listed in Overrode.
 	Forced   bool     `json:"forced,omitempty"`
 	Overrode []Ref    `json:"overrode,omitempty"`
 	Estimate Estimate `json:"estimate"`
 	Preview  *Preview `json:"preview,omitempty"`
 
-	matchers []*labels.Matcher // drop_series: Match, parsed
+	matchers []*labels.Matcher // drop_series: Match, parsed, with the segment's
 }
+
+// scope is the series a rule acts on.
+func (a Applied) scope() Scope { return Scope{Label: a.SegmentLabel, Value: a.Segment} }
 
 // Exemptions are metric names never recommended for anything.
 type Exemptions struct {

@@ -59,6 +59,7 @@
       force.dataset.force = 'true';
       force.dataset.metric = message.refusal.metric;
       force.dataset.kind = message.ruleKind || '';
+      force.dataset.segment = message.segment || '';
       status.append(ul, force);
     }
   }
@@ -69,9 +70,12 @@
     const row = btn.closest('tr');
     const metric = btn.dataset.metric || (row && row.dataset.metric);
     const kind = btn.dataset.kind || (row && row.dataset.kind) || '';
+    // A segment's row acts on that segment's rule only.
+    const segment = btn.dataset.segment !== undefined ? btn.dataset.segment : ((row && row.dataset.segment) || '');
     const action = btn.dataset.adaptiveAction;
     const q = new URLSearchParams();
     if (kind) q.set('kind', kind);
+    if (segment) q.set('segment', segment);
     if (btn.dataset.force === 'true') q.set('force', 'true');
     // Colons stay as they are: tenants (1:0) and recording rules (job:rate5m).
     const seg = (s) => encodeURIComponent(s).replace(/%3A/g, ':');
@@ -89,9 +93,9 @@
     }
     if (resp.ok) {
       const verb = { preview: 'Preview started for ', apply: 'Applied the rule to ', revert: 'Reverted the rule of ' }[action];
-      message = { text: verb + metric + '.', kind: 'ok' };
+      message = { text: verb + metric + (segment ? ' (segment ' + segment + ')' : '') + '.', kind: 'ok' };
     } else if (resp.status === 409 && body.refusal) {
-      message = { text: body.error, kind: 'bad', refusal: body.refusal, ruleKind: kind };
+      message = { text: body.error, kind: 'bad', refusal: body.refusal, ruleKind: kind, segment: segment };
     } else if (resp.status === 401 || resp.status === 403) {
       message = { text: 'This needs the admin token: enter it in the field above.', kind: 'bad' };
     } else {
@@ -117,6 +121,16 @@
     }
   }
 
+  // Choosing a segment reloads the list for it, scoped to its series.
+  main.addEventListener('change', (ev) => {
+    if (ev.target.id !== 'adaptive-segment') return;
+    const q = new URLSearchParams(location.search);
+    if (ev.target.value) q.set('segment', ev.target.value); else q.delete('segment');
+    q.delete('refresh');
+    history.replaceState(history.state, '', location.pathname + '?' + q);
+    message = null;
+    reload();
+  });
   main.addEventListener('click', (ev) => {
     const btn = ev.target.closest('[data-adaptive-action]');
     if (btn) { ev.preventDefault(); act(btn); }
