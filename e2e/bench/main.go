@@ -156,6 +156,7 @@ func parseFlags(args []string) (config, error) {
 	fs.Float64Var(&c.rl.queryRate, "readlimits.query-rate", 1, "tenant A's query_rate")
 	fs.IntVar(&c.rl.load, "readlimits.load", 10, "tenant A sends load × max-concurrent queries at once, at load × query-rate per second")
 	fs.IntVar(&c.rl.heavySeries, "readlimits.heavy-series", 10_000, "series of each of tenant A's two metrics")
+	fs.Float64Var(&c.rl.bRate, "readlimits.b-rate", 150, "tenant B's queries per second through cardguard, and as many direct, each sent at its appointed time whatever the answers before it; 0: one query at a time, each sent when the one before was answered")
 	fs.Float64Var(&c.rl.quiet, "readlimits.quiet", 0.25, "the pairs of rounds in both of which the rest of the machine used fewer cores than this are summed up apart, as the quiet ones")
 	fs.Func("readlimits.query", "tenant A's heavy query over heavy_metric_0 and heavy_metric_1; repeat the flag for more, each measured with every -readlimits.workers (default: the end-to-end test's, whose two sides VictoriaMetrics evaluates in parallel, and one selector alone)", func(q string) error {
 		c.rl.queries = append(c.rl.queries, q)
@@ -179,7 +180,7 @@ func parseFlags(args []string) (config, error) {
 	if len(c.rl.queries) == 0 {
 		c.rl.queries = []string{`count(heavy_metric_0) + count(heavy_metric_1 > 10)`, `count(heavy_metric_0)`}
 	}
-	if c.rl.rounds < 1 || c.rl.round <= 0 || c.rl.maxConcurrent < 1 || c.rl.queryRate <= 0 || c.rl.load < 1 || c.rl.heavySeries < 1 {
+	if c.rl.rounds < 1 || c.rl.round <= 0 || c.rl.maxConcurrent < 1 || c.rl.queryRate <= 0 || c.rl.load < 1 || c.rl.heavySeries < 1 || c.rl.bRate < 0 {
 		return c, errors.New("-readlimits.rounds, .round, .max-concurrent, .query-rate, .load and .heavy-series must be positive")
 	}
 	if c.otlpDuration <= 0 || c.otlpDuration > 10*time.Minute {

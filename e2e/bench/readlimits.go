@@ -33,6 +33,7 @@ type readLimitsFlags struct {
 	heavySeries   int      // series of each of A's two metrics
 	queries       []string // A's heavy queries, one configuration each
 	quiet         float64  // cores the rest of the machine may use in a round of a quiet pair
+	bRate         float64  // B's queries per second on each path; 0: one at a time
 }
 
 // Tenants of the scenario, B's query and the label that keeps them apart on the
@@ -203,7 +204,7 @@ func (e *env) readLimitsConfig(ctx context.Context, n int, vmFlags []string, que
 
 	// B alone, one query at a time; the direct path asks exactly what cardguard
 	// forwards (its tenant filter), so that both answer the same.
-	bClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4}}
+	bClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
 	aClient := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 4 * rl.load * rl.maxConcurrent}}
 	bURL := cgURL + "/select/" + rlTenantB + "/prometheus/api/v1/query?query=" + url.QueryEscape(rlQueryB)
 	directURL := e.vmURL + "/api/v1/query?" + url.Values{"query": {rlQueryB}, "extra_label": {rlTenantLabel + "=" + rlTenantB + ":0"}}.Encode()
@@ -384,29 +385,16 @@ func (e *env) rlRound(ctx context.Context, busy bool, cg *process, cgURL string,
 
 	cpu0 := e.rlCPU(cg, cgURL)
 	start := time.Now()
-	for i := 0; time.Since(start) < rl.round; i++ {
-		if ctx.Err() != nil {
-			break
-		}
-		first, second := &r.cg, &r.direct
-		fu, su := bURL, directURL
-		if i%2 == 1 {
-			first, second, fu, su = second, first, su, fu
-		}
-		s, err := rlTimed(bClient, fu)
-		if err != nil {
-			close(stop)
-			wg.Wait()
-			return r, err
-		}
-		*first = append(*first, s)
-		if s, err = rlTimed(bClient, su); err != nil {
-			close(stop)
-			wg.Wait()
-			return r, err
-		}
-		*second = append(*second, s)
-		time.Sleep(2 * time.Millisecond)
+	var err error
+	if rl.bRate > 0 {
+		err = rlOpenLoop(ctx, &r, rl, start, bClient, bURL, directURL)
+	} else {
+		err = rlClosedLoop(ctx, &r, rl, start, bClient, bURL, directURL)
+	}
+	if err != nil {
+		close(stop)
+		wg.Wait()
+		return r, err
 	}
 	r.Seconds = time.Since(start).Seconds()
 	cpu1 := e.rlCPU(cg, cgURL)
@@ -501,6 +489,69 @@ func rlSummary(ss []rlSample) rlStats {
 		st.Max = ms(all[len(all)-1])
 	}
 	return st
+}
+
+// rlOpenLoop sends B's queries at a fixed rate, each at its appointed time
+// whether or not the ones before it were answered, alternately through cardguard
+// and direct, as independent users do: a stall then delays every query sent
+// during it. (A client that waits for each answer before its next query sends
+// fewer queries during a stall, and its percentiles underweight it.) Latency runs
+// from sending, so that the benchmark's own timer jitter is not counted.
+func rlOpenLoop(ctx context.Context, r *rlRound, rl readLimitsFlags, start time.Time, c *http.Client, bURL, directURL string) error {
+	every := time.Duration(float64(time.Second) / (2 * rl.bRate))
+	var (
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+	)
+	for i := 1; ; i++ {
+		at := start.Add(time.Duration(i) * every)
+		if at.Sub(start) > rl.round || ctx.Err() != nil {
+			break
+		}
+		time.Sleep(time.Until(at))
+		dst, u := &r.cg, bURL
+		if i%2 == 0 {
+			dst, u = &r.direct, directURL
+		}
+		wg.Go(func() {
+			s, err := rlTimed(c, u)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				if firstErr == nil {
+					firstErr = err
+				}
+				return
+			}
+			*dst = append(*dst, s)
+		})
+	}
+	wg.Wait()
+	return firstErr
+}
+
+// rlClosedLoop sends B's queries one at a time, 2 ms apart, alternately through
+// cardguard and direct, the order swapped every time.
+func rlClosedLoop(ctx context.Context, r *rlRound, rl readLimitsFlags, start time.Time, c *http.Client, bURL, directURL string) error {
+	for i := 0; time.Since(start) < rl.round && ctx.Err() == nil; i++ {
+		first, second := &r.cg, &r.direct
+		fu, su := bURL, directURL
+		if i%2 == 1 {
+			first, second, fu, su = second, first, su, fu
+		}
+		s, err := rlTimed(c, fu)
+		if err != nil {
+			return err
+		}
+		*first = append(*first, s)
+		if s, err = rlTimed(c, su); err != nil {
+			return err
+		}
+		*second = append(*second, s)
+		time.Sleep(2 * time.Millisecond)
+	}
+	return nil
 }
 
 // rlTimed sends one of B's queries and notes whether it reused a connection.

@@ -22,8 +22,12 @@ func renderReadLimits(info runInfo, cs []rlConfig, c config) string {
 	fmt.Fprintf(&b, "- limits: tenant A `max_concurrent_queries: %d`, `query_rate: %g` (burst: one second's worth); tenant B the defaults\n", rl.maxConcurrent, rl.queryRate)
 	fmt.Fprintf(&b, "- tenant A, busy: %d senders, each sending its next query when the previous one is answered and its period (%s) has passed: %g queries/s in all, %d× both limits; idle: nothing\n",
 		rl.load*rl.maxConcurrent, time.Duration(float64(rl.maxConcurrent)/rl.queryRate*float64(time.Second)), float64(rl.load)*rl.queryRate, rl.load)
-	fmt.Fprintf(&b, "- tenant B: `%s`, one query at a time (2 ms apart), alternately through cardguard (`/select/%s/prometheus/api/v1/query`) and direct to VictoriaMetrics with the tenant filter cardguard adds (`extra_label=%s=%s:0`), %s per round; B's percentiles are over all its queries of the idle rounds and of the busy rounds\n",
-		rlQueryB, rlTenantB, rlTenantLabel, rlTenantB, rl.round)
+	pace := "one query at a time (2 ms apart), each sent when the one before was answered, so that a stall delays fewer of B's queries than it would an independent user's"
+	if rl.bRate > 0 {
+		pace = fmt.Sprintf("%g queries/s through cardguard and as many direct, each sent at its appointed time whether or not the ones before were answered, as independent users send them (latency from sending)", rl.bRate)
+	}
+	fmt.Fprintf(&b, "- tenant B: `%s`, %s, alternately through cardguard (`/select/%s/prometheus/api/v1/query`) and direct to VictoriaMetrics with the tenant filter cardguard adds (`extra_label=%s=%s:0`), %s per round; B's percentiles are over all its queries of the idle rounds and of the busy rounds\n",
+		rlQueryB, pace, rlTenantB, rlTenantLabel, rlTenantB, rl.round)
 	fmt.Fprintf(&b, "- rounds: per configuration %d with A idle and %d with A busy, in pairs, which comes first swapped from pair to pair; each configuration with a fresh VictoriaMetrics and cardguard; A starts 1 s before B is measured\n", rl.rounds, rl.rounds)
 	fmt.Fprintf(&b, "- overlapping: one of B's queries that was under way while one of A's admitted (200) queries was, from A's sending it to its answer (a wait in cardguard's queue included); CPU is utime+stime from /proc over B's measured time, in cores (CPU s per s); \"others\" is the machine's busy CPU less cardguard's, VictoriaMetrics' and the benchmark's own\n\n")
 
