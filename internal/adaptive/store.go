@@ -1,16 +1,12 @@
 package adaptive
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io/fs"
-	"os"
 	"path/filepath"
 	"regexp"
 	"regexp/syntax"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/prometheus/model/labels"
@@ -32,10 +28,7 @@ const StoreFile = "adaptive_rules.json"
 // FileStore keeps the store in one JSON file, {"<tenant>": "<state>"},
 // replaced atomically on every change. Safe for concurrent use within one
 // process.
-type FileStore struct {
-	path string
-	mu   sync.Mutex
-}
+type FileStore = atomicfile.KeyFile
 
 // ReadsFile is the file of the reads that keep metrics from aggregation,
 // when no Redis shares them (Readers.Share).
@@ -45,56 +38,8 @@ const ReadsFile = "adaptive_reads.json"
 func NewFileStore(dir string) *FileStore { return NewFileStoreAt(dir, StoreFile) }
 
 // NewFileStoreAt returns a store writing dir/name.
-func NewFileStoreAt(dir, name string) *FileStore { return &FileStore{path: filepath.Join(dir, name)} }
-
-// Load implements Store. A missing file holds nothing.
-func (f *FileStore) Load() (map[string][]byte, error) {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	return f.loadLocked()
-}
-
-func (f *FileStore) loadLocked() (map[string][]byte, error) {
-	b, err := os.ReadFile(f.path)
-	if errors.Is(err, fs.ErrNotExist) {
-		return map[string][]byte{}, nil
-	}
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]string
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, fmt.Errorf("read %s: %w", f.path, err)
-	}
-	out := make(map[string][]byte, len(m))
-	for k, v := range m {
-		out[k] = []byte(v)
-	}
-	return out, nil
-}
-
-// Save implements Store; a nil value deletes the key.
-func (f *FileStore) Save(key string, value []byte) error {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	m, err := f.loadLocked()
-	if err != nil {
-		return err
-	}
-	if value == nil {
-		delete(m, key)
-	} else {
-		m[key] = value
-	}
-	s := make(map[string]string, len(m))
-	for k, v := range m {
-		s[k] = string(v)
-	}
-	b, err := json.MarshalIndent(s, "", "  ")
-	if err != nil {
-		return err
-	}
-	return atomicfile.Write(f.path, append(b, '\n'))
+func NewFileStoreAt(dir, name string) *FileStore {
+	return atomicfile.NewKeyFile(filepath.Join(dir, name))
 }
 
 // Applied is a rule in force: what it does, who applied it and when, and
