@@ -146,9 +146,10 @@ func firstNonEmpty(s ...string) string {
 // and per replica: it adds names to the evidence; the decisions rest on the
 // usage retention of the sources. Safe for concurrent use.
 type Readers struct {
-	mu   sync.Mutex
-	keys map[readerKey]*readerEntry
-	refs int // refs held in keys
+	mu        sync.Mutex
+	keys      map[readerKey]*readerEntry
+	perTenant map[tenant.ID]int // keys per tenant, at most maxReaderKeysPerTenant
+	refs      int               // refs held in keys
 	// summed caches sumsFirst: dashboards repeat the same queries.
 	summed      map[summedKey]string
 	summedBytes int
@@ -170,11 +171,15 @@ const (
 	maxSummedBytes = 4 << 20
 )
 
+// maxReaderKeysPerTenant keeps one tenant reading made-up metric names from
+// filling the table for all: past its share, only that tenant's reads go
+// unkept (and withhold its own recommendations).
 const (
-	maxReaderKeys = 20000
-	maxRefsPerKey = 5
-	maxRefs       = 50000
-	maxQueryBytes = 512
+	maxReaderKeys          = 20000
+	maxReaderKeysPerTenant = maxReaderKeys / 4
+	maxRefsPerKey          = 5
+	maxRefs                = 50000
+	maxQueryBytes          = 512
 )
 
 type readerKey struct {
@@ -190,7 +195,7 @@ type readerEntry struct {
 
 // NewReaders returns an empty Readers.
 func NewReaders() *Readers {
-	return &Readers{keys: make(map[readerKey]*readerEntry), summed: make(map[summedKey]string), unkept: make(map[tenant.ID]time.Time)}
+	return &Readers{keys: make(map[readerKey]*readerEntry), perTenant: make(map[tenant.ID]int), summed: make(map[summedKey]string), unkept: make(map[tenant.ID]time.Time)}
 }
 
 // whyNotSummed is sumsFirst's reason, "" when the read sums first; rs.mu held.
@@ -223,7 +228,7 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 		k := readerKey{rd.Tenant, name}
 		e := rs.keys[k]
 		if e == nil {
-			if len(rs.keys) >= maxReaderKeys {
+			if len(rs.keys) >= maxReaderKeys || rs.perTenant[rd.Tenant] >= maxReaderKeysPerTenant {
 				if !mu.AllLabels && rs.whyNotSummed(rd.Query, name) != "" {
 					rs.markUnkept(rd.Tenant, ref.Last)
 				}
@@ -231,6 +236,7 @@ func (rs *Readers) OnRead(rd *queryaudit.Read) {
 			}
 			e = &readerEntry{labels: make(map[string][]Ref)}
 			rs.keys[readerKey{rd.Tenant, clip(name, 256)}] = e
+			rs.perTenant[rd.Tenant]++
 		}
 		if mu.AllLabels {
 			e.whole = rs.addRef(e.whole, ref)

@@ -197,7 +197,7 @@ func slicesContains(xs []string, x string) bool {
 }
 
 // TestReadersFullStillWithhold: once the readers hold as many metrics as
-// they may (another tenant read thousands of names), a read that counts a
+// they may (other tenants read thousands of names), a read that counts a
 // metric's series still keeps the metric from aggregation.
 func TestReadersFullStillWithhold(t *testing.T) {
 	t.Parallel()
@@ -205,8 +205,8 @@ func TestReadersFullStillWithhold(t *testing.T) {
 	rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{}, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	readers := NewReaders()
 	rec.AddListener(readers)
-	other := tenant.MustParse("2:0")
 	for i := range maxReaderKeys {
+		other := tenant.ID{AccountID: uint32(2 + i/maxReaderKeysPerTenant)}
 		readers.OnRead(&queryaudit.Read{Tenant: other, Query: fmt.Sprintf("junk_%d", i), At: time.Now(),
 			Metrics: map[string]queryaudit.MetricUse{fmt.Sprintf("junk_%d", i): {AllLabels: true}}})
 	}
@@ -268,5 +268,40 @@ func TestOverflowLeavesWithTheRetention(t *testing.T) {
 	now.Add(int64(72 * time.Hour))
 	if _, ok := byMetric(e.Recommendations(context.Background(), tn, true))["node_cpu"]; !ok {
 		t.Errorf("node_cpu withheld after the overflowing read left the retention: %+v", e.Recommendations(context.Background(), tn, false).Withheld)
+	}
+}
+
+// TestOneTenantCannotFillTheReaders: a tenant reading made-up names fills its
+// own share of the readers only. Another tenant's counting read is still kept
+// (and keeps its metric from aggregation), and its summing reads leave its
+// recommendations alone; the flooding tenant's own counting read, no longer
+// kept, withholds the flooding tenant's metrics.
+func TestOneTenantCannotFillTheReaders(t *testing.T) {
+	t.Parallel()
+	s := workload()
+	rec := queryaudit.NewRecorder(queryaudit.RecorderConfig{}, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	readers := NewReaders()
+	rec.AddListener(readers)
+	flood := tenant.MustParse("2:0")
+	for i := range maxReaderKeys {
+		readers.OnRead(&queryaudit.Read{Tenant: flood, Query: fmt.Sprintf("junk_%d", i), At: time.Now(),
+			Metrics: map[string]queryaudit.MetricUse{fmt.Sprintf("junk_%d", i): {AllLabels: true}}})
+	}
+	for _, q := range []string{`sum by (instance) (rate(app_requests[5m]))`, `count by (le) (app_hist_bucket)`} {
+		rec.Record(tn, "query", url.Values{"query": {q}}, nil, time.Now())
+	}
+	rec.Record(flood, "query", url.Values{"query": {`count by (instance) (app_requests)`}}, nil, time.Now())
+	rec.Flush()
+	var epoch atomic.Int64
+	e, _, _ := newTestEngine(t, s, &epoch, NewQuerySource(rec, readers))
+	recs := byMetric(e.Recommendations(context.Background(), tn, true))
+	if r := recs["app_requests"]; r.Kind != KindAggregate {
+		t.Errorf("tenant %s: app_requests %+v, want an aggregation: another tenant's flood withheld it", tn, r)
+	}
+	if r, ok := recs["app_hist_bucket"]; ok {
+		t.Errorf("tenant %s: app_hist_bucket %s recommended although its counting read should have been kept", tn, r.Kind)
+	}
+	if r, ok := byMetric(e.Recommendations(context.Background(), flood, true))["app_requests"]; ok {
+		t.Errorf("flooding tenant: app_requests %s recommended although its counting read was not kept", r.Kind)
 	}
 }
