@@ -35,8 +35,14 @@ func TestSlowClientIsCutOff(t *testing.T) {
 	cfg, _ := loadConfig("")
 	_ = applyFlags(&cfg, o)
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = serve(ctx, cfg, o, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard) }()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		_ = serve(ctx, cfg, o, slog.New(slog.NewTextHandler(io.Discard, nil)), io.Discard)
+	}()
+	// Until serve returns it may write its snapshots into the data directory,
+	// which t.TempDir removes once the test ends.
+	defer func() { cancel(); <-done }()
 	waitReady(t, "http://"+addr+"/readyz")
 
 	// Two slow clients trickle their bodies.
