@@ -630,6 +630,11 @@ type usageError struct {
 	Error     string `json:"error"`
 }
 
+// WriteUsageError writes the error body every usage endpoint answers with,
+// also those of the packages that serve usage reports of their own
+// (internal/seriesusage): 404 is not_found, every other status bad_data.
+func WriteUsageError(w http.ResponseWriter, status int, msg string) { writeUsageError(w, status, msg) }
+
 func writeUsageError(w http.ResponseWriter, status int, msg string) {
 	typ := "bad_data"
 	if status == http.StatusNotFound {
@@ -639,6 +644,9 @@ func writeUsageError(w http.ResponseWriter, status int, msg string) {
 	w.WriteHeader(status)
 	_ = json.NewEncoder(w).Encode(usageError{Status: "error", ErrorType: typ, Error: msg})
 }
+
+// WriteUsageJSON writes v as every usage endpoint's 200 answer.
+func WriteUsageJSON(w http.ResponseWriter, v any) { writeUsageJSON(w, v) }
 
 func writeUsageJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")

@@ -2,7 +2,6 @@ package seriesusage
 
 import (
 	"cmp"
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 
+	"github.com/cardguard/cardguard/internal/queryaudit"
 	"github.com/cardguard/cardguard/internal/tenant"
 )
 
@@ -366,20 +366,20 @@ func (b *Book) Routes(router chi.Router, requireTenant func(http.Handler) http.H
 func (b *Book) serveReport(w http.ResponseWriter, req *http.Request) {
 	t, err := tenant.Parse(chi.URLParam(req, "tenant"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		queryaudit.WriteUsageError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	metric, err := url.PathUnescape(chi.URLParam(req, "metric"))
 	if err != nil || metric == "" {
-		writeError(w, http.StatusBadRequest, fmt.Sprintf("invalid metric name %q", clip(chi.URLParam(req, "metric"), 128)))
+		queryaudit.WriteUsageError(w, http.StatusBadRequest, fmt.Sprintf("invalid metric name %q", clip(chi.URLParam(req, "metric"), 128)))
 		return
 	}
 	rep, ok := b.Report(t, metric)
 	if !ok {
-		writeError(w, http.StatusNotFound, fmt.Sprintf("metric %q has neither series nor selectors recorded for tenant %s", clip(metric, 128), t))
+		queryaudit.WriteUsageError(w, http.StatusNotFound, fmt.Sprintf("metric %q has neither series nor selectors recorded for tenant %s", clip(metric, 128), t))
 		return
 	}
-	writeJSON(w, rep)
+	queryaudit.WriteUsageJSON(w, rep)
 }
 
 const maxSummaryLimit = 100000
@@ -387,40 +387,17 @@ const maxSummaryLimit = 100000
 func (b *Book) serveSummary(w http.ResponseWriter, req *http.Request) {
 	t, err := tenant.Parse(chi.URLParam(req, "tenant"))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, err.Error())
+		queryaudit.WriteUsageError(w, http.StatusBadRequest, err.Error())
 		return
 	}
 	limit := 0
 	if s := req.URL.Query().Get("limit"); s != "" {
 		if limit, err = strconv.Atoi(s); err != nil || limit < 1 || limit > maxSummaryLimit {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be an integer from 1 to %d", clip(s, 32), maxSummaryLimit))
+			queryaudit.WriteUsageError(w, http.StatusBadRequest, fmt.Sprintf("limit %q: must be an integer from 1 to %d", clip(s, 32), maxSummaryLimit))
 			return
 		}
 	}
-	writeJSON(w, b.Summary(t, limit))
-}
-
-type apiError struct {
-	Status    string `json:"status"`
-	ErrorType string `json:"errorType"`
-	Error     string `json:"error"`
-}
-
-func writeError(w http.ResponseWriter, status int, msg string) {
-	typ := "bad_data"
-	if status == http.StatusNotFound {
-		typ = "not_found"
-	}
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(apiError{Status: "error", ErrorType: typ, Error: msg})
-}
-
-func writeJSON(w http.ResponseWriter, v any) {
-	w.Header().Set("Content-Type", "application/json")
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	_ = enc.Encode(v)
+	queryaudit.WriteUsageJSON(w, b.Summary(t, limit))
 }
 
 // clip cuts s to at most max bytes on a rune boundary, marking the cut.
