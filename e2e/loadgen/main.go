@@ -56,7 +56,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	var o options
 	fs := flag.NewFlagSet("loadgen", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&o.url, "url", "", "write URL (loopback only); with -tenants, the base URL that /insert/<t>/prometheus/api/v1/write (or /insert/<t>/opentelemetry/v1/metrics) is appended to")
+	fs.StringVar(&o.url, "url", "", "write URL (loopback only), or several comma-separated, as replicas behind a load balancer: requests go round-robin over them; with -tenants, the base URL that /insert/<t>/prometheus/api/v1/write (or /insert/<t>/opentelemetry/v1/metrics) is appended to")
 	fs.IntVar(&o.tenants, "tenants", 0, "send round-robin to tenants 1..N under /insert/<t>/...; 0 posts to -url as given")
 	fs.StringVar((*string)(&o.wl.Protocol), "protocol", string(workload.RemoteWrite), "remotewrite: snappy remote-write 1.0 requests; otlp: the same series as gzip OTLP/HTTP protobuf ExportMetricsServiceRequests, as the OpenTelemetry Collector's otlphttp exporter sends them")
 	fs.IntVar(&o.wl.Metrics, "metrics", 100, "metric names")
@@ -92,6 +92,8 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 		return o, fmt.Errorf("-concurrency %d out of range [1, %d]", o.concurrency, maxConcurrency)
 	case o.tenants < 0 || o.tenants > maxTenants:
 		return o, fmt.Errorf("-tenants %d out of range [0, %d]", o.tenants, maxTenants)
+	case o.tenants > 0 && strings.Contains(o.url, ","):
+		return o, errors.New("-tenants takes one base -url")
 	case o.duration < 0 || o.duration > maxDuration:
 		return o, fmt.Errorf("-duration %s out of range (0, %s]", o.duration, maxDuration)
 	case o.requests < 0 || o.requests > maxRequests || o.passes < 0:
@@ -104,8 +106,10 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 	if o.duration == 0 {
 		o.duration = maxDuration
 	}
-	if err := checkLoopback(o.url); err != nil {
-		return o, err
+	for _, u := range strings.Split(o.url, ",") {
+		if err := checkLoopback(u); err != nil {
+			return o, err
+		}
 	}
 	if o.wl.Start == 0 {
 		back := time.Duration(o.wl.Rounds) * o.wl.Interval
@@ -117,7 +121,7 @@ func parseFlags(args []string, stderr io.Writer) (options, error) {
 // targets lists the URLs requests go to, round-robin.
 func (o options) targets() []string {
 	if o.tenants == 0 {
-		return []string{o.url}
+		return strings.Split(o.url, ",")
 	}
 	base := strings.TrimRight(o.url, "/")
 	path := "/prometheus/api/v1/write"
@@ -208,8 +212,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 		Timeout:     o.timeout,
 		MaxErrors:   o.maxErrors,
 	}
+	walks := int64(len(urls)) // each tenant walks the whole ring
+	if o.tenants == 0 && len(urls) > 1 {
+		// Replicas of one target share a walk of the ring.
+		cfg.RoundLen = int64(len(rg.Payloads) / o.wl.Rounds)
+		walks = 1
+	}
 	if o.passes > 0 {
-		n := o.passes * int64(len(rg.Payloads)) * int64(len(urls))
+		n := o.passes * int64(len(rg.Payloads)) * walks
 		if cfg.Requests == 0 || n < cfg.Requests {
 			cfg.Requests = n
 		}

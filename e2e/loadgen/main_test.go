@@ -100,3 +100,55 @@ func TestRingCache(t *testing.T) {
 		t.Fatalf("damaged file: cached %v, %v", cached, err)
 	}
 }
+
+// TestReplicas: several -url are replicas sharing one walk of the ring; each
+// round starts one replica further, so every payload's series reach every
+// replica in turn, even when a round's length is a multiple of the replicas.
+func TestReplicas(t *testing.T) {
+	t.Parallel()
+	var sink strings.Builder
+	o, err := parseFlags([]string{"-url=http://127.0.0.1:1/api/v1/write,http://127.0.0.1:2/api/v1/write,http://127.0.0.1:3/api/v1/write", "-passes=1"}, &sink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := len(o.targets()); got != 3 {
+		t.Fatalf("%d targets, want 3", got)
+	}
+	if _, err := parseFlags([]string{"-url=http://127.0.0.1:1/,http://10.0.0.1:2/", "-passes=1"}, &sink); err == nil {
+		t.Error("a replica off loopback: want an error")
+	}
+	if _, err := parseFlags([]string{"-url=http://127.0.0.1:1,http://127.0.0.1:2", "-passes=1", "-tenants=2"}, &sink); err == nil {
+		t.Error("-tenants with several URLs: want an error")
+	}
+	// 3 rounds of 6 payloads over 3 replicas.
+	cfg := sendConfig{URLs: o.targets(), RoundLen: 6}
+	const nring = 18
+	seen := map[int64]map[int64]bool{} // payload within the round → replicas
+	perURL := map[int64]int{}
+	for i := range int64(nring) {
+		u, p := cfg.pick(i, 3, nring)
+		if p != i {
+			t.Fatalf("request %d sends payload %d: the replicas share one walk", i, p)
+		}
+		if seen[p%6] == nil {
+			seen[p%6] = map[int64]bool{}
+		}
+		seen[p%6][u] = true
+		perURL[u]++
+	}
+	for j, us := range seen {
+		if len(us) != 3 {
+			t.Errorf("payload %d of each round reached replicas %v, want all 3", j, us)
+		}
+	}
+	for u, n := range perURL {
+		if n != 6 {
+			t.Errorf("replica %d took %d requests, want 6", u, n)
+		}
+	}
+	// Tenants still walk the whole ring each.
+	cfg.RoundLen = 0
+	if u, p := cfg.pick(4, 2, nring); u != 0 || p != 2 {
+		t.Errorf("tenant pick(4) = %d, %d; want 0, 2", u, p)
+	}
+}

@@ -26,6 +26,10 @@ type sendConfig struct {
 	Requests    int64         // stop after this many requests; 0: no count bound
 	Timeout     time.Duration // per request
 	MaxErrors   int64         // stop after this many transport errors
+	// RoundLen, when positive, makes the URLs replicas of one target that share
+	// one walk of the ring (see pick); it is the number of payloads per round.
+	// Zero: the URLs are tenants, each walking the whole ring.
+	RoundLen int64
 }
 
 // stats is what one worker saw; merged at the end.
@@ -95,12 +99,10 @@ func send(ctx context.Context, cfg sendConfig, rg *workload.Ring) (stats, time.D
 				if cfg.Requests > 0 && i >= cfg.Requests {
 					return
 				}
-				// Each URL (tenant) walks the whole ring: request i goes to
-				// URL i%n with payload (i/n)%len.
-				p := (i / nurls) % nring
+				u, p := cfg.pick(i, nurls, nring)
 				// In-flight requests finish after the deadline so that they are
 				// counted as what they are, not as cancellations.
-				code, err := post(client, cfg.URLs[i%nurls], cfg.Header, rg.Payloads[p], st)
+				code, err := post(client, cfg.URLs[u], cfg.Header, rg.Payloads[p], st)
 				st.samplesSent += int64(rg.Samples[p])
 				st.bytesSent += int64(len(rg.Payloads[p]))
 				if err != nil {
@@ -142,6 +144,21 @@ func send(ctx context.Context, cfg sendConfig, rg *workload.Ring) (stats, time.D
 	}
 	slices.Sort(m.latencies)
 	return m, elapsed
+}
+
+// pick returns the URL and the payload of request i. Tenants: each URL walks
+// the whole ring, request i goes to URL i%n with payload (i/n)%len. Replicas:
+// request i takes payload i%len, and the URLs take the requests of a round in
+// turn, starting one further each round, so that the series of one payload
+// reach a different replica in each round, as they would behind a load
+// balancer, where no series sticks to one replica. Without the shift, a round
+// whose length is a multiple of n would send every series to the same replica
+// every time.
+func (cfg sendConfig) pick(i, nurls, nring int64) (url, payload int64) {
+	if cfg.RoundLen <= 0 {
+		return i % nurls, (i / nurls) % nring
+	}
+	return (i%cfg.RoundLen + i/cfg.RoundLen) % nurls, i % nring
 }
 
 // requestHeader is what a sender of the protocol sets: Prometheus for remote
