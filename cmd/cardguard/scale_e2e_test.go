@@ -109,16 +109,17 @@ func (c *scaleCluster) kill(n int) {
 	}
 }
 
-// converge runs sync rounds on the live replicas until each counts exactly the
-// live replicas as alive and routes among them; a killed replica drops out once
-// its last heartbeat expires (3 sync intervals and a second).
+// converge runs heartbeat rounds on the live replicas until each counts exactly
+// the live replicas as alive and routes among them; a killed replica drops out
+// once its last heartbeat expires (3 sync intervals and a second). The series
+// membership needs no help: a replica consults the shared state before it
+// decides about a series.
 func (c *scaleCluster) converge() {
 	c.t.Helper()
 	want := float64(len(c.live))
 	waitFor(c.t, 15*time.Second, fmt.Sprintf("every live replica to count %d replicas", len(c.live)), func() bool {
 		for _, r := range c.live {
 			r.app.shared.syncer.SyncOnce(context.Background())
-			_ = r.app.shared.syncer.CatchUp(5 * time.Second)
 		}
 		for _, r := range c.live {
 			if c.metricSum(r, "cardguard_state_replicas") != want {
