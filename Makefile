@@ -103,5 +103,14 @@ bench-memory: build $(VM_BIN) $(VMAGENT)
 bench-readlimits: build $(VM_BIN)
 	$(GO) run ./e2e/bench -readlimits $(BENCH_FLAGS)
 
+# The same active series (1M) through 1, 2 and 3 cardguard replicas sharing one Redis
+# (redis-server from PATH): heap and RSS per replica, Redis bytes per series, CPU per
+# sample against VictoriaMetrics'; rewrites its section of BENCHMARKS.md (not part of
+# test or CI). A quick try: make bench-scale BENCH_FLAGS=-scale.series=100000
+.PHONY: bench-scale
+bench-scale: build $(VM_BIN)
+	$(GO) build -o $(BIN)/loadgen ./e2e/loadgen
+	$(GO) run ./e2e/bench -scale $(BENCH_FLAGS)
+
 clean:
 	rm -rf bin .cache

@@ -3,9 +3,10 @@
 // the same series over OTLP/HTTP), plus the latency cardguard adds to typical
 // Grafana queries, (with -memory) its memory with a million active series, and
 // (with -readlimits) how much one tenant at 10× its read limits moves another
-// tenant's query latency. It writes the results into BENCHMARKS.md.
+// tenant's query latency, and (with -scale) what 1, 2 and 3 replicas sharing Redis
+// cost for the same series. It writes the results into BENCHMARKS.md.
 //
-// Run it with `make bench` (or `make bench-memory`, `make bench-readlimits`), which
+// Run it with `make bench` (or `make bench-memory`, `bench-readlimits`, `bench-scale`), which
 // builds the binaries it needs first. Everything listens on loopback ports chosen at
 // start, lives under a temporary directory, and is stopped before the command returns.
 package main
@@ -58,6 +59,9 @@ type config struct {
 
 	readLimits bool
 	rl         readLimitsFlags
+
+	scale bool
+	sc    scaleFlags
 }
 
 // workloadFlags are passed to every loadgen run of a benchmark, so that all
@@ -162,6 +166,14 @@ func parseFlags(args []string) (config, error) {
 		c.rl.queries = append(c.rl.queries, q)
 		return nil
 	})
+	fs.BoolVar(&c.scale, "scale", false, "run only the scale-out measurement: the same active series through 1, 2 and 3 cardguard replicas sharing one Redis")
+	fs.IntVar(&c.sc.series, "scale.series", 1_000_000, "active series for -scale (100000 for a quick try)")
+	fs.IntVar(&c.sc.metrics, "scale.metrics", 1000, "metric names the -scale series are spread over")
+	fs.IntVar(&c.sc.rounds, "scale.rounds", 3, "times every -scale series is written, one round after the other")
+	fs.StringVar(&c.sc.replicas, "scale.replicas", "1,2,3", "replica counts for -scale, in this order; the first and the last are compared")
+	fs.DurationVar(&c.sc.settle, "scale.settle", 5*time.Second, "wait after the -scale load before memory and CPU are read, for the replicas' state sync (every 2s) to happen")
+	fs.StringVar(&c.sc.redisBin, "scale.redis", "redis-server", "redis-server binary for -scale")
+	fs.StringVar(&c.sc.tenantLimits, "scale.tenant-limits", "{max_series: 100000000}", "limits of tenant 0:0 for -scale, a YAML mapping; a series limit makes the replicas keep series membership")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -185,6 +197,9 @@ func parseFlags(args []string) (config, error) {
 	}
 	if c.otlpDuration <= 0 || c.otlpDuration > 10*time.Minute {
 		return c, fmt.Errorf("-otlp.duration %s out of range (0, 10m]", c.otlpDuration)
+	}
+	if c.scale {
+		return c, c.sc.validate()
 	}
 	return c, nil
 }
@@ -230,7 +245,10 @@ func (e *env) logf(format string, args ...any) {
 
 func bench(ctx context.Context, c config, argv []string) error {
 	need := []string{filepath.Join(c.binDir, "victoria-metrics"), c.cardguardBin}
-	if !c.readLimits {
+	switch {
+	case c.scale:
+		need = append(need, filepath.Join(c.binDir, "loadgen"))
+	case !c.readLimits:
 		need = append(need, filepath.Join(c.binDir, "vmagent"), filepath.Join(c.binDir, "loadgen"))
 	}
 	for _, b := range need {
@@ -270,6 +288,10 @@ func bench(ctx context.Context, c config, argv []string) error {
 		info.finish()
 		e.saveJSON("memory.json", map[string]any{"info": info, "memory": res})
 		return updateSection(c.out, "memory", renderMemory(info, res, c))
+	}
+
+	if c.scale {
+		return e.scaleOut(ctx, info)
 	}
 
 	if c.readLimits {
