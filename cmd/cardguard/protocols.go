@@ -21,7 +21,7 @@ func (a *app) protocolRoutes(r chi.Router) {
 			if !ok {
 				return
 			}
-			a.ingest.ServeProtocol(a.shared.writer(w), r, t, p)
+			a.ingest.ServeProtocol(w, r, t, p)
 		}
 	}
 	routes := []struct {

@@ -197,7 +197,7 @@ func (a *app) routes() http.Handler {
 				r = r.WithContext(ingest.WithRouted(r.Context()))
 			}
 		}
-		a.ingest.ServeWrite(a.shared.writer(w), r, t)
+		a.ingest.ServeWrite(w, r, t)
 	}
 	for _, p := range []string{"/api/v1/write", "/api/v1/push", "/prometheus/api/v1/write", "/prometheus/api/v1/push"} {
 		r.HandleFunc(p, write)

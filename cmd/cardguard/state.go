@@ -7,11 +7,9 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"github.com/cardguard/cardguard/internal/ingest"
 	"github.com/cardguard/cardguard/internal/limits"
@@ -141,17 +139,14 @@ func loadReplicaID(dir string) (string, error) {
 }
 
 // start exchanges state once (bounded: Redis may be away), so that the replica
-// serves with the whole membership and the others' limits, then keeps syncing
-// in the background.
+// serves with the others' limits and joins the ring, then keeps syncing in the
+// background. The series membership needs no catching up: it is asked per
+// request.
 func (s *shared) start(ctx context.Context, l *loops) {
 	if s == nil {
 		return
 	}
 	s.syncer.SyncOnce(ctx)
-	if err := s.syncer.CatchUp(10 * time.Second); err != nil {
-		// Logged, not fatal: the replica serves with local state meanwhile.
-		s.syncer.Logger().Warn("cannot read the shared series membership at start; going on with local state", "err", err)
-	}
 	l.goLoop(ctx, s.syncer.Run)
 }
 
@@ -170,46 +165,6 @@ func (a *app) usageReports() *queryaudit.Recorder {
 	}
 	return a.usage
 }
-
-// writer wraps a remote-write response so that the request's series admissions
-// are published before the client gets the answer (at most state.redis.timeout):
-// a client sends a series' next sample only after that answer, so the replica
-// that gets it already knows the series. See package state.
-func (s *shared) writer(w http.ResponseWriter) http.ResponseWriter {
-	if s == nil {
-		return w
-	}
-	return &flushingWriter{ResponseWriter: w, s: s}
-}
-
-type flushingWriter struct {
-	http.ResponseWriter
-	s       *shared
-	flushed bool
-}
-
-func (f *flushingWriter) flush() {
-	if f.flushed {
-		return
-	}
-	f.flushed = true
-	ctx, cancel := context.WithTimeout(context.Background(), f.s.cfg.Redis.Timeout)
-	f.s.syncer.WaitFlushed(ctx)
-	cancel()
-}
-
-func (f *flushingWriter) WriteHeader(code int) {
-	f.flush()
-	f.ResponseWriter.WriteHeader(code)
-}
-
-func (f *flushingWriter) Write(b []byte) (int, error) {
-	f.flush()
-	return f.ResponseWriter.Write(b)
-}
-
-// Unwrap lets http.ResponseController reach the connection.
-func (f *flushingWriter) Unwrap() http.ResponseWriter { return f.ResponseWriter }
 
 // peers is the ring the ingest handler routes through, or nil.
 func (s *shared) peers() ingest.Peers {

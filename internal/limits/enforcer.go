@@ -206,13 +206,10 @@ func (e *Enforcer) epoch() int64 { return e.now().UnixNano() / e.window }
 // tracked and every series passes; setting a limit later starts from an empty window.
 //
 // AdmitSeries reads the clock and looks the tenant up on every call; a request's
-// series are cheaper through Admitter.
+// series are cheaper through Admitter, which also asks the shared membership
+// about all of a request's new series at once.
 func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash uint64) Reason {
-	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
-		return ""
-	}
-	now := e.now()
-	return e.tenant(t).series.admit(now.UnixNano()/e.window, l, metric, seriesHash, e.share, now)
+	return e.Admitter(t, l, e.now()).Admit(metric, seriesHash)
 }
 
 // Admitter is AdmitSeries bound to one tenant, one *Limits and one point in time:
@@ -220,10 +217,10 @@ func (e *Enforcer) AdmitSeries(t tenant.ID, l *Limits, metric string, seriesHash
 // concurrent use, and valid as long as the Enforcer.
 type Admitter struct {
 	set   *seriesSet // nil: no series limit, everything passes
+	t     tenant.ID
 	l     *Limits
 	epoch int64
 	share SeriesSharing
-	now   time.Time
 }
 
 // Admitter returns the Admitter of tenant t with limits l at now.
@@ -231,36 +228,91 @@ func (e *Enforcer) Admitter(t tenant.ID, l *Limits, now time.Time) Admitter {
 	if l == nil || (l.MaxSeries <= 0 && l.MaxSeriesPerMetric <= 0) {
 		return Admitter{}
 	}
-	return Admitter{set: &e.tenant(t).series, l: l, epoch: now.UnixNano() / e.window, share: e.share, now: now}
+	st := e.tenant(t)
+	return Admitter{set: &st.series, t: st.id, l: l, epoch: now.UnixNano() / e.window, share: e.share}
 }
 
-// Admit is AdmitSeries for the Admitter's tenant, limits and time.
+// Admit is AdmitSeries for the Admitter's tenant, limits and time: Defer, then
+// Resolve of the one series when deferred.
 func (a Admitter) Admit(metric string, seriesHash uint64) Reason {
-	if a.set == nil {
-		return ""
+	r, deferred := a.Defer(metric, seriesHash)
+	if !deferred {
+		return r
 	}
-	return a.set.admit(a.epoch, a.l, metric, seriesHash, a.share, a.now)
+	c := []Candidate{{Hash: seriesHash, Metric: metric}}
+	a.Resolve(c)
+	return c[0].Reason
+}
+
+// Defer decides at once about a series this replica knows, or that it may
+// decide alone. Otherwise (a series new here while the membership is shared) it
+// reports deferred: the caller collects such series as Candidates and passes
+// them to Resolve, which asks the shared membership about all of them in one
+// exchange.
+func (a Admitter) Defer(metric string, seriesHash uint64) (r Reason, deferred bool) {
+	if a.set == nil {
+		return "", false
+	}
+	return a.set.admit(a.epoch, a.l, metric, seriesHash, a.share)
+}
+
+// Candidate is a series Defer deferred; Resolve sets its Reason ("" admitted).
+type Candidate struct {
+	Hash   uint64
+	Metric string
+	Reason Reason
+}
+
+// Resolve decides about the deferred series of one request.
+func (a Admitter) Resolve(cands []Candidate) {
+	if len(cands) == 0 || a.set == nil {
+		return
+	}
+	if a.share == nil {
+		for i := range cands {
+			cands[i].Reason, _ = a.set.admit(a.epoch, a.l, cands[i].Metric, cands[i].Hash, nil)
+		}
+		return
+	}
+	for i := range cands {
+		if a.set.maxMetricsReached(cands[i].Metric) {
+			// Counted in the metric overflow here: not limited per metric.
+			cands[i].Metric = ""
+		}
+	}
+	n, err := a.share.AdmitShared(a.t, a.l, a.epoch, cands)
+	if err == nil {
+		a.set.shared.Store(sharedCount{gen: a.epoch, n: n})
+	}
+	a.set.settle(a.epoch, a.l, cands, err == nil, a.share)
 }
 
 // SeriesSharing connects the series membership of replicas that enforce the same
 // limits, so that a series admitted by one replica is never refused by another
-// (invariant 4) and max_series holds across them. The Enforcer calls it only for
-// series it does not know yet; the implementation publishes what DrainAdmissions
-// returns and feeds the other replicas' series back through AddRemoteSeries.
-// Implementations must be safe for concurrent use.
+// (invariant 4) and max_series holds across them. The shared membership is the
+// authority: a replica decides alone only about series it admitted or saw
+// admitted itself, and asks AdmitShared about the others. Implementations must
+// be safe for concurrent use.
 type SeriesSharing interface {
-	// Sync returns once every series another replica published before since has
-	// been added through AddRemoteSeries, or with an error when that could not be
-	// done within a short, bounded time. A sync that started after since serves
-	// every caller with that since.
-	Sync(since time.Time) error
-	// Pending says that admissions are waiting in DrainAdmissions. It must not block.
+	// AdmitShared decides, atomically against the shared membership, about
+	// series new to this replica in generation gen: a series the membership holds
+	// in gen or gen-1 is admitted (and recorded in gen), a new one is admitted
+	// and recorded while t is under l's limits, else its Reason is set. Metric ""
+	// is counted against max_series only. It returns t's active series after the
+	// decisions, or an error when the membership could not be asked within a
+	// short, bounded time; the Enforcer then decides alone, failing open.
+	AdmitShared(t tenant.ID, l *Limits, gen int64, cands []Candidate) (active int64, err error)
+	// Pending says that refreshes (series of the previous generation seen again)
+	// or admissions made while AdmitShared failed are waiting in
+	// DrainAdmissions. It must not block.
 	Pending()
-	// Replicas is how many replicas share the limits (at least 1). While Sync
-	// fails, a series that would be refused as new is admitted as long as the
-	// tenant is under Replicas times its limit: it may have been admitted by any of
-	// them, and a series is never refused because the others could not be asked.
-	Replicas() int
+	// FailOpenFactor bounds the admissions made while AdmitShared fails: a
+	// series is then admitted as long as this replica holds fewer than
+	// FailOpenFactor times the limit, because it may have been admitted
+	// elsewhere and a series is never refused because the others could not be
+	// asked. 1 when every series has one owner replica (the total then stays
+	// under Replicas x limit), the number of replicas otherwise.
+	FailOpenFactor() int
 }
 
 // Admission is one series admitted or refreshed in generation Gen (the window
@@ -312,7 +364,7 @@ func (e *Enforcer) EachSeries(fn func(Admission)) {
 	}
 }
 
-// AddRemoteSeries records a series another replica admitted or refreshed in
+// AddRemoteSeries records a series admitted elsewhere or before (a snapshot) in
 // generation gen: it counts against t's limits from now on and always passes here.
 // Generations before the previous one are ignored. metric is cloned when kept.
 func (e *Enforcer) AddRemoteSeries(t tenant.ID, gen int64, metric string, seriesHash uint64) {
@@ -321,13 +373,38 @@ func (e *Enforcer) AddRemoteSeries(t tenant.ID, gen int64, metric string, series
 
 // SeriesCount returns the tenant's active series: those admitted in the current or
 // the previous window. It is exact, and 0 for tenants without a series limit.
+// While the membership is shared it is the shared count as last seen (see
+// SetSharedCount), or this replica's own series when that is larger or unknown.
 func (e *Enforcer) SeriesCount(t tenant.ID) int {
 	st := e.lookup(t)
 	if st == nil {
 		return 0
 	}
-	st.series.rotate(e.epoch())
-	return int(st.series.count.Load())
+	epoch := e.epoch()
+	st.series.rotate(epoch)
+	n := st.series.count.Load()
+	if sc := st.series.shared.Load(); e.share != nil && sc.gen == epoch {
+		n = max(n, sc.n)
+	}
+	return int(n)
+}
+
+// SetSharedCount records t's active series in the shared membership in
+// generation gen, as the sharing side read it.
+func (e *Enforcer) SetSharedCount(t tenant.ID, gen, n int64) {
+	if st := e.lookup(t); st != nil {
+		st.series.shared.Store(sharedCount{gen: gen, n: n})
+	}
+}
+
+// Tenants returns the tenants with their own state.
+func (e *Enforcer) Tenants() []tenant.ID {
+	m := *e.tenants.Load()
+	out := make([]tenant.ID, 0, len(m))
+	for t := range m {
+		out = append(out, t)
+	}
+	return out
 }
 
 // MetricSeriesCount is SeriesCount for one metric name of the tenant.

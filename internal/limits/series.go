@@ -4,7 +4,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -33,6 +32,8 @@ const seriesShards = 16
 type seriesSet struct {
 	epoch atomic.Int64 // last window every shard was rotated to
 	count atomic.Int64
+	// shared is the tenant's count in the shared membership, as last seen.
+	shared sharedSlot
 	// pendingLost is set when an admission could not be queued for sharing.
 	pendingLost atomic.Bool
 	rotMu       sync.Mutex
@@ -83,61 +84,91 @@ func (s *seriesSet) init(maxMetrics int, overflow prometheus.Counter) {
 
 func shardOf(h uint64) int { return int((h ^ h>>32) % seriesShards) }
 
-func (s *seriesSet) admit(epoch int64, l *Limits, metric string, h uint64, share SeriesSharing, since time.Time) Reason {
+func (s *seriesSet) admit(epoch int64, l *Limits, metric string, h uint64, share SeriesSharing) (r Reason, deferred bool) {
 	if s.epoch.Load() < epoch {
 		s.rotate(epoch)
 	}
 	sh := &s.shards[shardOf(h)]
-	var (
-		synced  bool
-		syncErr error
-	)
-	for {
-		sh.mu.Lock()
-		sh.rotate(epoch, s) // in case a rotation raced with this call
-		if _, ok := sh.cur[h]; ok {
-			sh.mu.Unlock()
-			return ""
-		}
-		if ms, ok := sh.prev[h]; ok {
-			delete(sh.prev, h)
-			sh.cur[h] = ms
-			queued := share != nil && s.queue(sh, epoch, h, ms)
-			sh.mu.Unlock()
-			if queued {
-				share.Pending()
-			}
-			return ""
-		}
-		if share == nil || synced {
-			break
-		}
-		// New here: another replica may have admitted it. Never wait under the
-		// shard lock: Sync adds the other replicas' series to this very set.
-		sh.mu.Unlock()
-		syncErr, synced = share.Sync(since), true
-	}
+	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	// While the other replicas cannot be asked, a series that looks new over the
-	// limit may be one they admitted: admit it (fail open) up to the most that all
-	// replicas together could have admitted, which still bounds memory.
-	degraded := int64(1)
-	if syncErr != nil {
-		degraded = int64(max(share.Replicas(), 1))
+	sh.rotate(epoch, s) // in case a rotation raced with this call
+	if _, ok := sh.cur[h]; ok {
+		return "", false
 	}
-	if !reserve(&s.count, int64(l.MaxSeries)*degraded) {
+	if ms, ok := sh.prev[h]; ok {
+		delete(sh.prev, h)
+		sh.cur[h] = ms
+		if share != nil && s.queue(sh, epoch, h, ms) {
+			share.Pending()
+		}
+		return "", false
+	}
+	if share != nil {
+		// New here: the shared membership decides (Admitter.Resolve).
+		return "", true
+	}
+	return s.insert(sh, l, metric, h, 1), false
+}
+
+// insert admits a series new to the set within factor times l's limits (0: no
+// limit); the caller holds sh.mu.
+func (s *seriesSet) insert(sh *seriesShard, l *Limits, metric string, h uint64, factor int64) Reason {
+	if _, ok := sh.cur[h]; ok {
+		return ""
+	}
+	if ms, ok := sh.prev[h]; ok {
+		delete(sh.prev, h)
+		sh.cur[h] = ms
+		return ""
+	}
+	var maxSeries, maxPerMetric int64
+	if l != nil {
+		maxSeries, maxPerMetric = int64(l.MaxSeries)*factor, int64(l.MaxSeriesPerMetric)*factor
+	}
+	if !reserve(&s.count, maxSeries) {
 		return ReasonMaxSeries
 	}
-	ms := s.reserveMetric(metric, int64(l.MaxSeriesPerMetric)*degraded)
+	ms := &s.overflowMetric
+	if metric != "" {
+		ms = s.reserveMetric(metric, maxPerMetric)
+	} else {
+		ms.count.Add(1)
+	}
 	if ms == nil {
 		s.count.Add(-1)
 		return ReasonMaxSeriesPerMetric
 	}
 	sh.cur[h] = ms
-	if share != nil && s.queue(sh, epoch, h, ms) {
+	return ""
+}
+
+// settle records the shared membership's verdicts on series admit deferred: the
+// admitted ones join the set, uncounted against limits (the shared membership
+// counted them). With the sharing side unreachable, decide reports false and
+// each series is decided here, failing open (see SeriesSharing.FailOpenFactor);
+// those admissions are queued to be published.
+func (s *seriesSet) settle(epoch int64, l *Limits, cands []Candidate, decided bool, share SeriesSharing) {
+	queued, factor := false, int64(max(share.FailOpenFactor(), 1))
+	for i := range cands {
+		c := &cands[i]
+		if decided && c.Reason != "" {
+			continue
+		}
+		sh := &s.shards[shardOf(c.Hash)]
+		sh.mu.Lock()
+		sh.rotate(epoch, s)
+		if decided {
+			s.insert(sh, nil, c.Metric, c.Hash, 0)
+		} else if c.Reason = s.insert(sh, l, c.Metric, c.Hash, factor); c.Reason == "" {
+			if ms := sh.cur[c.Hash]; ms != nil && s.queue(sh, epoch, c.Hash, ms) {
+				queued = true
+			}
+		}
+		sh.mu.Unlock()
+	}
+	if queued {
 		share.Pending()
 	}
-	return ""
 }
 
 // queue records an admission or a refresh for DrainAdmissions; the caller holds
@@ -151,8 +182,8 @@ func (s *seriesSet) queue(sh *seriesShard, gen int64, h uint64, ms *metricState)
 	return true
 }
 
-// addRemote records a series another replica admitted or refreshed in generation
-// gen, without checking limits: it is admitted already. Generations older than the
+// addRemote records a series admitted in generation gen (restored from a
+// snapshot), without checking limits: it is admitted already. Generations older than the
 // previous one are ignored; newer ones (a clock ahead of ours) count as current.
 func (s *seriesSet) addRemote(epoch, gen int64, metric string, h uint64) {
 	if gen < epoch-1 {
@@ -267,6 +298,30 @@ func (s *seriesSet) reserveMetric(metric string, max int64) *metricState {
 		return nil
 	}
 	return ms
+}
+
+// sharedCount is a tenant's active series in the shared membership in one
+// generation.
+type sharedCount struct{ gen, n int64 }
+
+type sharedSlot struct{ p atomic.Pointer[sharedCount] }
+
+func (s *sharedSlot) Load() sharedCount {
+	if c := s.p.Load(); c != nil {
+		return *c
+	}
+	return sharedCount{gen: -1}
+}
+
+func (s *sharedSlot) Store(c sharedCount) { s.p.Store(&c) }
+
+// maxMetricsReached reports whether metric would be counted in the metric
+// overflow: it is not tracked and the tenant tracks as many metrics as it may.
+func (s *seriesSet) maxMetricsReached(metric string) bool {
+	s.metricsMu.RLock()
+	defer s.metricsMu.RUnlock()
+	_, ok := s.metrics[metric]
+	return !ok && len(s.metrics) >= s.maxMetrics
 }
 
 func (s *seriesSet) metricCount(metric string) int {

@@ -2,12 +2,8 @@ package state
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"time"
-
-	"github.com/cardguard/cardguard/internal/limits"
-	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // Backend is what replicas share state through. Redis (redis.go) is the real one;
@@ -16,7 +12,7 @@ import (
 // concurrent use and honour ctx.
 type Backend interface {
 	Presence
-	SeriesLog
+	Membership
 	SketchStore
 	UsageStore
 	SelectorStore
@@ -36,24 +32,6 @@ type Presence interface {
 	// Announce stores the URL other replicas reach replica at, for ttl, forgets
 	// the URLs of replicas not in alive, and returns the URLs of those in alive.
 	Announce(ctx context.Context, replica, url string, alive []string, ttl time.Duration) (map[string]string, error)
-}
-
-// SeriesLog is an append-only log of series admissions per membership generation.
-type SeriesLog interface {
-	// AppendSeries appends one batch (EncodeAdmissions) to gen's log, which expires
-	// at expireAt.
-	AppendSeries(ctx context.Context, gen int64, replica string, data []byte, expireAt time.Time) error
-	// ReadSeries returns up to count batches of each log in after, those after the
-	// given position ("0" for the start), in order.
-	ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error)
-}
-
-// SeriesBatch is one appended batch and its position in its log.
-type SeriesBatch struct {
-	Gen     int64
-	ID      string
-	Replica string
-	Data    []byte
 }
 
 // Blob is one named value of a replica with a digest of its content.
@@ -105,45 +83,5 @@ type LimitsBackend interface {
 // errDown is returned by Memory while it pretends to be unreachable.
 var errDown = errors.New("state backend unavailable")
 
-// EncodeAdmissions appends admissions to dst in the series log format: per
-// series, accountID and projectID (uint32), hash (uint64), all big endian, then
-// the metric name as a uvarint length and bytes.
-func EncodeAdmissions(dst []byte, as []limits.Admission) []byte {
-	for i := range as {
-		a := &as[i]
-		dst = binary.BigEndian.AppendUint32(dst, a.Tenant.AccountID)
-		dst = binary.BigEndian.AppendUint32(dst, a.Tenant.ProjectID)
-		dst = binary.BigEndian.AppendUint64(dst, a.Hash)
-		dst = binary.AppendUvarint(dst, uint64(len(a.Metric)))
-		dst = append(dst, a.Metric...)
-	}
-	return dst
-}
-
-// maxMetricNameLen bounds a decoded metric name; longer ones mean a damaged batch.
-const maxMetricNameLen = 64 << 10
-
-// DecodeAdmissions calls fn for each series of data, all with generation gen. It
-// stops at the first malformed record and says so; the records before it were
-// passed to fn. metric is only valid during the call.
-func DecodeAdmissions(data []byte, gen int64, fn func(a limits.Admission)) error {
-	for len(data) > 0 {
-		if len(data) < 16 {
-			return errors.New("truncated series record")
-		}
-		a := limits.Admission{
-			Tenant: tenant.ID{AccountID: binary.BigEndian.Uint32(data), ProjectID: binary.BigEndian.Uint32(data[4:])},
-			Gen:    gen,
-			Hash:   binary.BigEndian.Uint64(data[8:]),
-		}
-		data = data[16:]
-		n, k := binary.Uvarint(data)
-		if k <= 0 || n > maxMetricNameLen || uint64(len(data)-k) < n {
-			return errors.New("bad metric name length in series record")
-		}
-		a.Metric = string(data[k : k+int(n)])
-		data = data[k+int(n):]
-		fn(a)
-	}
-	return nil
-}
+// errBadReply is a reply of the backend that does not have the expected shape.
+var errBadReply = errors.New("unexpected reply from the state backend")

@@ -6,9 +6,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/cardguard/cardguard/internal/limits"
-	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 func TestConfigValidate(t *testing.T) {
@@ -65,38 +62,4 @@ func TestConfigValidate(t *testing.T) {
 	if d.KeyPrefix != "cardguard:" || d.SyncInterval != 2*time.Second || d.Timeout != 100*time.Millisecond {
 		t.Fatalf("defaults %+v", d)
 	}
-}
-
-func TestAdmissionsRoundTrip(t *testing.T) {
-	t.Parallel()
-	in := []limits.Admission{
-		{Tenant: tenant.MustParse("1:2"), Gen: 9, Hash: 42, Metric: "up"},
-		{Tenant: tenant.MustParse("4294967295:4294967295"), Gen: 9, Hash: 1<<64 - 1, Metric: ""},
-	}
-	var out []limits.Admission
-	if err := DecodeAdmissions(EncodeAdmissions(nil, in), 9, func(a limits.Admission) { out = append(out, a) }); err != nil {
-		t.Fatal(err)
-	}
-	if len(out) != 2 || out[0] != in[0] || out[1] != in[1] {
-		t.Fatalf("round trip: %+v", out)
-	}
-}
-
-// FuzzDecodeAdmissions: batches come from Redis, written by any replica or
-// anyone with access; decoding must never panic and must stop at damage.
-func FuzzDecodeAdmissions(f *testing.F) {
-	f.Add(EncodeAdmissions(nil, []limits.Admission{{Hash: 1, Metric: "m"}}))
-	f.Add([]byte{0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 3, 0xff, 0xff, 0xff, 0xff, 0x0f})
-	f.Fuzz(func(t *testing.T, data []byte) {
-		n := 0
-		_ = DecodeAdmissions(data, 1, func(a limits.Admission) {
-			n++
-			if len(a.Metric) > maxMetricNameLen {
-				t.Fatalf("metric of %d bytes", len(a.Metric))
-			}
-		})
-		if n > len(data)/17 {
-			t.Fatalf("%d records from %d bytes", n, len(data))
-		}
-	})
 }

@@ -8,52 +8,56 @@
 // go-redis is imported only in redis.go; memory.go implements the same Backend in
 // one process, for tests and as the executable description of the contract.
 //
-// # Series membership: existing series keep flowing on every replica
+// # Series membership: one shared set per tenant, decided atomically
 //
 // A series limit refuses only series that are new in the window (invariant 4),
-// which needs an exact "seen before?" answer. Each replica keeps the exact set
-// (limits.Enforcer) of every replica's series, not only its own:
+// which needs an exact "seen before?" answer. The answer lives in the backend,
+// not in the replicas: per tenant and window generation (Unix time / W), the set
+// of series hashes admitted or seen again in that generation, with per-metric
+// counts. A tenant's active series are those of the previous generation plus
+// those new in the current one.
 //
-//   - Publishing. Every admission and every refresh (a series of the previous
-//     generation seen again) is queued in the Enforcer and appended, in batches,
-//     to the log of its generation (a Redis stream per window generation). The
-//     flush loop sends as soon as something is queued, one batch in flight; a
-//     write request waits for its own admissions to be flushed before it answers
-//     (WaitFlushed, bounded by state.redis.timeout).
-//   - Reading. A replica reads the logs of the current and previous generations
-//     from its cursor and adds the other replicas' series to its set
-//     (Enforcer.AddRemoteSeries): every second in the background, and before it
-//     decides about a series it does not know, once per request (Sync, coalesced:
-//     concurrent requests share one read, bounded by the timeout).
-//   - Counting. The count a limit is checked against is the size of the union
-//     the replica holds: exact, no SCARD, no probabilistic count.
+//   - Deciding. A replica decides alone only about series it knows: those in its
+//     own set for the current generation pass at once; those of the previous
+//     generation pass too, and are queued to be recorded in the current one
+//     (Pending; published in batches by the flush loop, no request waits).
+//     Every other series of a request is collected, and after the request's
+//     loop they are all decided in one exchange (AdmitShared → AdmitSeries): a
+//     Lua script that checks membership, counts and limits and adds the
+//     admitted series, as one atomic step on the tenant's Redis master. Admitted
+//     ones join the replica's own set.
+//   - Counting. The counts are the backend's, so concurrent requests on any
+//     number of replicas never push a tenant past its limit while Redis answers:
+//     the overshoot is 0.
+//   - Partitioning. With state.advertise_url, writes are routed to the replica
+//     that owns their metric (package ring, ingest's route.go), so each
+//     replica's own set, like its series cache, holds its share of the series:
+//     memory per replica falls as replicas are added. Without it, a replica's
+//     own set holds the series it received.
 //
-// Why an admitted series is never refused elsewhere: a client sends a series'
-// next sample only after the request that carried the previous one was answered
-// (a Prometheus remote-write shard sends its batches one after the other, and a
-// series always goes to the same shard). Replica A answers after its admissions
-// are in the log; replica B reads the log after its request began, before it
-// decides about any series it does not know. So B knows every series A admitted
-// in earlier requests. With the backend unreachable (the read fails or times
-// out; after a failure further reads fail at once for a second), B cannot know:
-// it then admits a series that looks new over the limit as long as the tenant
-// is under Replicas x limit, the most all replicas together can have admitted.
+// Why an admitted series is never refused: it is in the shared set of its
+// generation or the previous one, whichever replica asks, including one that
+// just took over its metric from a replica that left. A refresh not yet
+// published is no exception: the series is then still in the previous
+// generation's set. An owner that cannot be connected to (killed, not yet
+// expired from the ring) has its part of a request processed by the receiving
+// replica, for tenants whose series do not need their owner (no label guard,
+// relabel rules or aggregation, which answer 503 so that the sender retries).
+//
+// With the backend unreachable (the call fails or times out; after a failure
+// further calls fail at once for a second), a replica decides alone and fails
+// open: a series it does not know is admitted as long as it holds fewer than
+// FailOpenFactor x limit series, because it may have been admitted elsewhere.
+// FailOpenFactor is 1 with routing, so all replicas together stay under
+// Replicas x limit; without routing it is the number of replicas, per replica.
+// Those admissions are queued and published when the backend answers again.
 // A series is therefore never refused because the backend could not be asked,
 // and memory stays bounded (invariant 8).
 //
-// Overshoot bound. Requests answered one after the other are decided exactly:
-// the union is exact and B reads A's admissions before deciding. Requests in
-// flight at the same time on different replicas do not see each other's
-// admissions, so the tenant may exceed its limit by at most the new series of
-// the requests processed concurrently on the other replicas (typically a few
-// remote-write batches). While the backend is unreachable, up to Replicas x
-// limit. Both are corrected at the next generation, as series expire.
-//
-// Recovery. Admissions that could not be published (backend down) are
-// dropped from the queue and the replica publishes its whole membership again
-// once the backend answers; the same happens when the backend lost its data
-// (a new instance token, as after a restart of Redis without persistence).
-// Cursors restart from the beginning then.
+// Recovery. Refreshes and admissions that could not be published (backend down)
+// are dropped from the queue and the replica publishes its whole own set again
+// once the backend answers; the same happens when the backend lost its data (a
+// new instance token, as after a restart of Redis without persistence).
 //
 // # Sketches
 //
@@ -99,13 +103,13 @@
 // # Key layout
 //
 // The same layout serves one Redis and a Redis Cluster (state.redis.cluster_addrs):
-// no command names keys of two slots. Several keys are read and written one
-// command each, in pipelines (the cluster client sends each node its part):
-// XREAD per generation stream, GET and DEL per sketch and usage key. MULTI is
-// used only on one key (instance, replicas, peers, limits, aggregate_rules); the
-// usage snapshot and its index are written without it. No hash tags, so key
-// names did not change; the price is that one generation's admissions stream is
-// one key, on one master.
+// no command names keys of two slots. The membership keys of one tenant share
+// the hash tag {<tenant>}, so the admission script, which reads and writes five
+// of them, runs on one master; different tenants spread over the masters.
+// Several other keys are read and written one command each, in pipelines (the
+// cluster client sends each node its part): GET and DEL per sketch and usage
+// key. MULTI is used only on one key (instance, replicas, peers, limits,
+// aggregate_rules); the usage snapshot and its index are written without it.
 //
 // Every key starts with state.redis.key_prefix (default "cardguard:"). W is the
 // series window (cardinality.window, 1h), C the churn window (24h), R the query
@@ -113,13 +117,17 @@
 //
 //	instance                 string  token of the data set (lost data → new token); expires after max(C, R)
 //	replicas                 zset    replica → last heartbeat (ms); members older than 3I+1s removed; expires 2x that
-//	series:<gen>             stream  admissions of generation <gen> (Unix time / W): fields r (replica), d (batch);
-//	                                 expires at the end of generation <gen>+1, plus a minute
+//	peers                    hash    replica → its advertise URL; expires with replicas
+//	members:{<t>}:<gen>      set     hashes (8 bytes) of tenant <t>'s series admitted or seen in generation
+//	                                 <gen> (Unix time / W); expires at the end of generation <gen>+1, plus a minute
+//	members:{<t>}:<gen>:metrics  hash  metric → series of the set above
+//	members:{<t>}:<gen>:new  hash    metric → series new in <gen> (not in <gen>-1), "" → all of them
 //	sketches:<replica>       hash    bucket name → digest (hex); expires C+1h after the last write
 //	sketch:<replica>:<name>  string  one gob-encoded cardinality.Bucket, <name> = <tenant>|<level>|<start ns>;
 //	                                 expires when the bucket leaves its window
 //	usage                    zset    replica → last usage write (ms); expires after R
 //	usage:<replica>          string  the replica's query usage snapshot (JSON); expires after R
+//	selectors, selectors:<replica>  zset, string  the same for series usage selectors
 //	limits                   hash    tenant → API override (JSON); no expiry: it is configuration,
 //	                                 one field per tenant with an override
 //	limits:changed           channel announcements of limits changes (pub/sub, no storage)
@@ -127,8 +135,9 @@
 //	                                 (as sent), and ".known" once any were set; no expiry: configuration
 //	aggregate_rules:changed  channel announcements of aggregation rules changes
 //
-// Memory therefore follows the traffic of the last windows: about 40 bytes per
-// series per replica that published it in each of two generations, the sketches
-// of each replica (the data directory snapshot size, per replica), and the
-// usage snapshots.
+// Memory therefore follows the active series, once each whatever the number of
+// replicas: a set member per series and generation it was seen in (measured
+// in BENCHMARKS.md, "Scale-out"), the sketches of each replica (the data
+// directory snapshot size, per replica), and the usage snapshots. The price of
+// the per-tenant hash tag is that one tenant's membership lives on one master.
 package state

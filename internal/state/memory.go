@@ -6,9 +6,11 @@ import (
 	"encoding/hex"
 	"maps"
 	"slices"
-	"strconv"
 	"sync"
 	"time"
+
+	"github.com/cardguard/cardguard/internal/limits"
+	"github.com/cardguard/cardguard/internal/tenant"
 )
 
 // Memory is a Backend held in this process: several Syncers given the same Memory
@@ -22,8 +24,7 @@ type Memory struct {
 	instance string
 	replicas map[string]time.Time
 	peers    map[string]string
-	logs     map[int64][]SeriesBatch
-	seq      int64
+	members  map[memberKey]*memberGen
 	sketches map[string]map[string]Blob
 	usage    map[string]usageEntry
 	sels     map[string]usageEntry
@@ -49,7 +50,7 @@ func NewMemory() *Memory {
 func (m *Memory) resetLocked() {
 	m.instance = ""
 	m.replicas = map[string]time.Time{}
-	m.logs = map[int64][]SeriesBatch{}
+	m.members = map[memberKey]*memberGen{}
 	m.sketches = map[string]map[string]Blob{}
 	m.usage = map[string]usageEntry{}
 	m.sels = map[string]usageEntry{}
@@ -135,36 +136,105 @@ func (m *Memory) Announce(ctx context.Context, replica, url string, alive []stri
 	return out, nil
 }
 
-// AppendSeries implements SeriesLog.
-func (m *Memory) AppendSeries(ctx context.Context, gen int64, replica string, data []byte, _ time.Time) error {
-	if err := m.lock(ctx); err != nil {
-		return err
-	}
-	defer m.mu.Unlock()
-	m.seq++
-	m.logs[gen] = append(m.logs[gen], SeriesBatch{Gen: gen, ID: strconv.FormatInt(m.seq, 10), Replica: replica, Data: slices.Clone(data)})
-	return nil
+// memberGen is one tenant's membership in one generation.
+type memberGen struct {
+	set       map[uint64]string // series → metric ("" none)
+	perMetric map[string]int64
+	newTotal  int64
+	newMetric map[string]int64
 }
 
-// ReadSeries implements SeriesLog.
-func (m *Memory) ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error) {
+func (m *Memory) gen(t tenant.ID, gen int64, create bool) *memberGen {
+	k := memberKey{t, gen}
+	g := m.members[k]
+	if g == nil && create {
+		g = &memberGen{set: map[uint64]string{}, perMetric: map[string]int64{}, newMetric: map[string]int64{}}
+		m.members[k] = g
+	}
+	return g
+}
+
+type memberKey struct {
+	t   tenant.ID
+	gen int64
+}
+
+// AdmitSeries implements Membership as admitScript does, under the lock.
+func (m *Memory) AdmitSeries(ctx context.Context, t tenant.ID, gen int64, maxSeries, maxPerMetric int64, force bool, cands []limits.Candidate, _ time.Time) (int64, error) {
+	if err := m.lock(ctx); err != nil {
+		return 0, err
+	}
+	defer m.mu.Unlock()
+	cur, prev := m.gen(t, gen, true), m.gen(t, gen-1, false)
+	if prev == nil {
+		prev = &memberGen{}
+	}
+	total := int64(len(prev.set)) + cur.newTotal
+	for i := range cands {
+		c := &cands[i]
+		c.Reason = ""
+		if _, ok := cur.set[c.Hash]; ok {
+			continue
+		}
+		if _, ok := prev.set[c.Hash]; ok {
+			cur.set[c.Hash] = c.Metric
+			if c.Metric != "" {
+				cur.perMetric[c.Metric]++
+			}
+			continue
+		}
+		if !force {
+			if maxSeries > 0 && total >= maxSeries {
+				c.Reason = limits.ReasonMaxSeries
+				continue
+			}
+			if maxPerMetric > 0 && c.Metric != "" && prev.perMetric[c.Metric]+cur.newMetric[c.Metric] >= maxPerMetric {
+				c.Reason = limits.ReasonMaxSeriesPerMetric
+				continue
+			}
+		}
+		cur.set[c.Hash] = c.Metric
+		total++
+		cur.newTotal++
+		if c.Metric != "" {
+			cur.perMetric[c.Metric]++
+			cur.newMetric[c.Metric]++
+		}
+	}
+	for k := range m.members {
+		if k.gen < gen-1 {
+			delete(m.members, k)
+		}
+	}
+	return total, nil
+}
+
+// SeriesCounts implements Membership.
+func (m *Memory) SeriesCounts(ctx context.Context, gen int64, ts []tenant.ID) ([]int64, error) {
 	if err := m.lock(ctx); err != nil {
 		return nil, err
 	}
 	defer m.mu.Unlock()
-	var out []SeriesBatch
-	for gen, pos := range after {
-		p, _ := strconv.ParseInt(pos, 10, 64)
-		n := 0
-		for _, b := range m.logs[gen] {
-			id, _ := strconv.ParseInt(b.ID, 10, 64)
-			if id > p && n < count {
-				out = append(out, b)
-				n++
-			}
+	out := make([]int64, len(ts))
+	for i, t := range ts {
+		if p := m.gen(t, gen-1, false); p != nil {
+			out[i] += int64(len(p.set))
+		}
+		if c := m.gen(t, gen, false); c != nil {
+			out[i] += c.newTotal
 		}
 	}
 	return out, nil
+}
+
+// MembersOf returns how many series t's membership holds in gen, for tests.
+func (m *Memory) MembersOf(t tenant.ID, gen int64) int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if g := m.gen(t, gen, false); g != nil {
+		return len(g.set)
+	}
+	return 0
 }
 
 // PutSketches implements SketchStore.

@@ -3,7 +3,6 @@ package state
 import (
 	"context"
 	"errors"
-	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -138,54 +137,6 @@ func (r *Redis) Announce(ctx context.Context, replica, url string, alive []strin
 	if len(gone) > 0 {
 		if err := r.c.HDel(ctx, k, gone...).Err(); err != nil {
 			return nil, err
-		}
-	}
-	return out, nil
-}
-
-func (r *Redis) seriesKey(gen int64) string { return r.key("series", strconv.FormatInt(gen, 10)) }
-
-// AppendSeries implements SeriesLog with one stream per generation.
-func (r *Redis) AppendSeries(ctx context.Context, gen int64, replica string, data []byte, expireAt time.Time) error {
-	k := r.seriesKey(gen)
-	p := r.c.Pipeline()
-	p.XAdd(ctx, &redis.XAddArgs{Stream: k, Values: []any{"r", replica, "d", data}})
-	p.PExpireAt(ctx, k, expireAt)
-	_, err := p.Exec(ctx)
-	return err
-}
-
-// ReadSeries implements SeriesLog with one XREAD per stream, never blocking, in
-// one pipeline: the streams of two generations are in different slots of a
-// cluster, where one XREAD of both would be refused.
-func (r *Redis) ReadSeries(ctx context.Context, after map[int64]string, count int) ([]SeriesBatch, error) {
-	if len(after) == 0 {
-		return nil, nil
-	}
-	gens := slices.Sorted(maps.Keys(after))
-	reads := make([]*redis.XStreamSliceCmd, len(gens))
-	p := r.c.Pipeline()
-	for i, gen := range gens {
-		reads[i] = p.XRead(ctx, &redis.XReadArgs{Streams: []string{r.seriesKey(gen), after[gen]}, Count: int64(count), Block: -1})
-	}
-	if _, err := p.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return nil, err
-	}
-	var out []SeriesBatch
-	for i, read := range reads {
-		res, err := read.Result()
-		if errors.Is(err, redis.Nil) {
-			continue // nothing after the cursor
-		}
-		if err != nil {
-			return nil, err
-		}
-		for _, s := range res {
-			for _, m := range s.Messages {
-				rep, _ := m.Values["r"].(string)
-				data, _ := m.Values["d"].(string)
-				out = append(out, SeriesBatch{Gen: gens[i], ID: m.ID, Replica: rep, Data: []byte(data)})
-			}
 		}
 	}
 	return out, nil

@@ -95,21 +95,14 @@ type Syncer struct {
 	reps    atomic.Int64
 	backoff time.Duration
 
-	// Series membership reads, coalesced: see Sync.
-	syncMu    sync.Mutex
-	inflight  chan struct{}
-	doneStart time.Time // start of the last finished read
-	doneErr   error
-	failedAt  time.Time
-	curMu     sync.Mutex
-	cursors   map[int64]string
+	// Series membership: after a failed exchange, the request path does not
+	// ask the backend again for backoff.
+	failMu   sync.Mutex
+	failErr  error
+	failedAt time.Time
 
-	// Admissions waiting to be published, and who waits for them.
-	queued    atomic.Uint64
-	flushed   atomic.Uint64
+	// Refreshes and fail-open admissions waiting to be published.
 	kick      chan struct{}
-	flushMu   sync.Mutex
-	flushDone chan struct{} // closed and replaced after every flush
 	republish atomic.Bool
 	buf       []limits.Admission // flush loop only
 
@@ -169,9 +162,7 @@ func NewSyncer(o Options) (*Syncer, error) {
 			Help: "1 when the last exchange with the shared state backend worked.",
 		}),
 		backoff:   min(time.Second, o.SyncInterval),
-		cursors:   map[int64]string{},
 		kick:      make(chan struct{}, 1),
-		flushDone: make(chan struct{}),
 		published: map[string]uint64{},
 		merged:    map[string]map[string]uint64{},
 	}
@@ -179,7 +170,7 @@ func NewSyncer(o Options) (*Syncer, error) {
 		Name: "cardguard_state_replicas",
 		Help: "Replicas seen alive in the shared state at the last heartbeat.",
 	}, func() float64 { return float64(s.Replicas()) })
-	for _, op := range []string{"series_publish", "series_read", "presence", "sketches", "usage", "limits"} {
+	for _, op := range []string{"series_admit", "series_publish", "series_count", "presence", "sketches", "usage", "limits"} {
 		s.errs.WithLabelValues(op)
 	}
 	s.reps.Store(1)
@@ -197,140 +188,50 @@ func (s *Syncer) fail(op string, err error) {
 // Replicas implements limits.SeriesSharing.
 func (s *Syncer) Replicas() int { return int(s.reps.Load()) }
 
+// FailOpenFactor implements limits.SeriesSharing: 1 when writes are routed to
+// the owner of their series (each series is then held by one replica only),
+// the number of live replicas otherwise.
+func (s *Syncer) FailOpenFactor() int {
+	if s.o.Ring != nil && s.o.AdvertiseURL != "" {
+		return 1
+	}
+	return s.Replicas()
+}
+
 // Pending implements limits.SeriesSharing.
 func (s *Syncer) Pending() {
-	s.queued.Add(1)
 	select {
 	case s.kick <- struct{}{}:
 	default:
 	}
 }
 
-// Sync implements limits.SeriesSharing: it reads the other replicas' admissions
-// with the request timeout. Concurrent callers share one read; a read that
-// started at or after since serves them all. After a failure, calls within the
+// AdmitShared implements limits.SeriesSharing with one Membership.AdmitSeries
+// call, bounded by the request timeout. After a failure, calls within the
 // backoff fail at once, so that an unreachable backend costs requests nothing.
-func (s *Syncer) Sync(since time.Time) error {
-	return s.syncSeries(since, s.o.Timeout)
-}
-
-func (s *Syncer) syncSeries(since time.Time, timeout time.Duration) error {
-	s.syncMu.Lock()
-	for {
-		if !s.doneStart.IsZero() && !s.doneStart.Before(since) {
-			err := s.doneErr
-			s.syncMu.Unlock()
-			return err
-		}
-		if s.doneErr != nil && s.now().Sub(s.failedAt) < s.backoff {
-			err := s.doneErr
-			s.syncMu.Unlock()
-			return err
-		}
-		if s.inflight == nil {
-			break
-		}
-		ch := s.inflight
-		s.syncMu.Unlock()
-		<-ch
-		s.syncMu.Lock()
+func (s *Syncer) AdmitShared(t tenant.ID, l *limits.Limits, gen int64, cands []limits.Candidate) (int64, error) {
+	if err := s.failingRecently(); err != nil {
+		return 0, err
 	}
-	start := s.now()
-	ch := make(chan struct{})
-	s.inflight = ch
-	s.syncMu.Unlock()
-
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	err := s.readSeries(ctx)
-	cancel()
+	ctx, cancel := context.WithTimeout(context.Background(), s.o.Timeout)
+	defer cancel()
+	n, err := s.b.AdmitSeries(ctx, t, gen, int64(l.MaxSeries), int64(l.MaxSeriesPerMetric), false, cands, s.expireAt(gen))
 	if err != nil {
-		s.fail("series_read", err)
+		s.fail("series_admit", err)
+		s.trip(err)
+		return 0, err
 	}
-	s.syncMu.Lock()
-	s.inflight, s.doneStart, s.doneErr = nil, start, err
-	if err != nil {
-		s.failedAt = s.now()
-	}
-	s.syncMu.Unlock()
-	close(ch)
-	return err
+	return n, nil
 }
 
-// CatchUp reads the other replicas' admissions with the given timeout: what a
-// replica does before it starts serving, so that it knows the whole membership.
-func (s *Syncer) CatchUp(timeout time.Duration) error {
-	return s.syncSeries(s.now(), timeout)
+// expireAt is when the membership of gen is no longer needed: at the end of
+// the next generation, which still counts its series, plus a minute for clocks.
+func (s *Syncer) expireAt(gen int64) time.Time {
+	return time.Unix(0, (gen+2)*int64(s.o.Enforcer.Window())).Add(time.Minute)
 }
 
-// seriesPage is how many batches of one generation a read asks for at a time.
-const seriesPage = 128
-
-func (s *Syncer) readSeries(ctx context.Context) error {
-	epoch := s.o.Enforcer.Generation(s.now())
-	for {
-		s.curMu.Lock()
-		after := map[int64]string{}
-		for _, g := range []int64{epoch - 1, epoch} {
-			after[g] = cmp.Or(s.cursors[g], "0")
-		}
-		s.curMu.Unlock()
-		batches, err := s.b.ReadSeries(ctx, after, seriesPage)
-		if err != nil {
-			return err
-		}
-		perGen := map[int64]int{}
-		for _, b := range batches {
-			perGen[b.Gen]++
-			if b.Replica != s.o.Replica {
-				err := DecodeAdmissions(b.Data, b.Gen, func(a limits.Admission) {
-					s.o.Enforcer.AddRemoteSeries(a.Tenant, a.Gen, a.Metric, a.Hash)
-				})
-				if err != nil {
-					s.log.Warn("damaged series batch in the shared state; its rest is skipped", "gen", b.Gen, "id", b.ID, "replica", b.Replica, "err", err)
-				}
-			}
-			s.curMu.Lock()
-			s.cursors[b.Gen] = b.ID
-			s.curMu.Unlock()
-		}
-		s.curMu.Lock()
-		for g := range s.cursors {
-			if g < epoch-1 {
-				delete(s.cursors, g)
-			}
-		}
-		s.curMu.Unlock()
-		if perGen[epoch-1] < seriesPage && perGen[epoch] < seriesPage {
-			return nil
-		}
-	}
-}
-
-// WaitFlushed returns once every admission made before the call is published, or
-// when ctx is done or publishing failed (the admissions are then republished
-// later). It is what a write request calls before answering: a client sends a
-// series' next sample only after that answer, so another replica that reads the
-// log when the next request starts knows the series.
-func (s *Syncer) WaitFlushed(ctx context.Context) {
-	target := s.queued.Load()
-	for s.flushed.Load() < target {
-		s.flushMu.Lock()
-		ch := s.flushDone
-		s.flushMu.Unlock()
-		if s.flushed.Load() >= target {
-			return
-		}
-		select {
-		case <-ch:
-		case <-ctx.Done():
-			return
-		}
-	}
-}
-
-// Run exchanges state until ctx is done: admissions as soon as they are made,
-// the other replicas' admissions every second, everything else every
-// SyncInterval, limits changes as they are announced.
+// Run exchanges state until ctx is done: refreshes as soon as they are made,
+// everything else every SyncInterval, limits changes as they are announced.
 func (s *Syncer) Run(ctx context.Context) {
 	var wg sync.WaitGroup
 	run := func(f func(context.Context)) {
@@ -338,9 +239,6 @@ func (s *Syncer) Run(ctx context.Context) {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	run(s.flushLoop)
-	run(func(ctx context.Context) {
-		s.every(ctx, time.Second, func() { _ = s.syncSeries(s.now(), s.o.SyncInterval) })
-	})
 	run(func(ctx context.Context) { s.every(ctx, s.o.SyncInterval, func() { s.SyncOnce(ctx) }) })
 	if s.o.Registry != nil {
 		run(s.watchLimits)
@@ -376,22 +274,21 @@ func (s *Syncer) flushLoop(ctx context.Context) {
 	}
 }
 
-// Flush publishes the admissions waiting in the Enforcer and wakes WaitFlushed.
-// When the backend is failing, they are dropped from the queue and the whole
-// membership is published again once it works.
+// Flush publishes the refreshes and fail-open admissions waiting in the
+// Enforcer. When the backend is failing, they are dropped from the queue and the
+// whole membership is published again once it works.
 func (s *Syncer) Flush(ctx context.Context) {
-	q := s.queued.Load()
 	var complete bool
 	s.buf, complete = s.o.Enforcer.DrainAdmissions(s.buf[:0])
 	if !complete {
 		s.republish.Store(true)
 	}
 	if len(s.buf) > 0 {
-		if s.failingRecently() {
+		if s.failingRecently() != nil {
 			s.republish.Store(true)
 		} else {
 			ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
-			if err := s.appendAdmissions(ctx, s.buf); err != nil {
+			if err := s.publish(ctx, s.buf); err != nil {
 				s.fail("series_publish", err)
 				s.trip(err)
 				s.republish.Store(true)
@@ -400,48 +297,49 @@ func (s *Syncer) Flush(ctx context.Context) {
 		}
 		clear(s.buf)
 	}
-	s.flushed.Store(max(s.flushed.Load(), q))
-	s.flushMu.Lock()
-	close(s.flushDone)
-	s.flushDone = make(chan struct{})
-	s.flushMu.Unlock()
 }
 
-// trip makes request-path calls fail at once for the backoff, as after a failed read.
+// trip makes request-path calls fail at once for the backoff.
 func (s *Syncer) trip(err error) {
-	s.syncMu.Lock()
-	if s.doneErr == nil {
-		s.doneErr = err
+	s.failMu.Lock()
+	s.failErr, s.failedAt = err, s.now()
+	s.failMu.Unlock()
+}
+
+// failingRecently returns the last failure when it is within the backoff.
+func (s *Syncer) failingRecently() error {
+	s.failMu.Lock()
+	defer s.failMu.Unlock()
+	if s.failErr != nil && s.now().Sub(s.failedAt) < s.backoff {
+		return s.failErr
 	}
-	s.failedAt = s.now()
-	s.syncMu.Unlock()
+	return nil
 }
 
-func (s *Syncer) failingRecently() bool {
-	s.syncMu.Lock()
-	defer s.syncMu.Unlock()
-	return s.doneErr != nil && s.now().Sub(s.failedAt) < s.backoff
-}
-
-// maxBatchBytes bounds one appended batch.
-const maxBatchBytes = 256 << 10
-
-func (s *Syncer) appendAdmissions(ctx context.Context, as []limits.Admission) error {
-	slices.SortFunc(as, func(a, b limits.Admission) int { return cmp.Compare(a.Gen, b.Gen) })
-	var data []byte
-	for i := 0; i < len(as); {
-		gen := as[i].Gen
-		j := i
-		data = data[:0]
-		for j < len(as) && as[j].Gen == gen && len(data) < maxBatchBytes {
-			data = EncodeAdmissions(data, as[j:j+1])
-			j++
+// publish records as (refreshes, fail-open admissions, the whole membership)
+// in the shared membership without checking limits: they are admitted already.
+// Generations older than the previous one are skipped: they no longer count.
+func (s *Syncer) publish(ctx context.Context, as []limits.Admission) error {
+	type key struct {
+		t   tenant.ID
+		gen int64
+	}
+	epoch := s.o.Enforcer.Generation(s.now())
+	groups := map[key][]limits.Candidate{}
+	for _, a := range as {
+		if a.Gen < epoch-1 {
+			continue
 		}
-		expire := time.Unix(0, (gen+2)*int64(s.o.Enforcer.Window())).Add(time.Minute)
-		if err := s.b.AppendSeries(ctx, gen, s.o.Replica, data, expire); err != nil {
+		k := key{a.Tenant, min(a.Gen, epoch)}
+		groups[k] = append(groups[k], limits.Candidate{Hash: a.Hash, Metric: a.Metric})
+	}
+	keys := slices.SortedFunc(maps.Keys(groups), func(a, b key) int {
+		return cmp.Or(cmp.Compare(a.gen, b.gen), cmp.Compare(a.t.AccountID, b.t.AccountID), cmp.Compare(a.t.ProjectID, b.t.ProjectID))
+	})
+	for _, k := range keys {
+		if _, err := s.b.AdmitSeries(ctx, k.t, k.gen, 0, 0, true, groups[k], s.expireAt(k.gen)); err != nil {
 			return err
 		}
-		i = j
 	}
 	return nil
 }
@@ -451,10 +349,30 @@ func (s *Syncer) appendAdmissions(ctx context.Context, as []limits.Admission) er
 func (s *Syncer) republishSeries(ctx context.Context) error {
 	var all []limits.Admission
 	s.o.Enforcer.EachSeries(func(a limits.Admission) { all = append(all, a) })
-	if err := s.appendAdmissions(ctx, all); err != nil {
+	if err := s.publish(ctx, all); err != nil {
 		return err
 	}
-	s.log.Info("published the series membership to the shared state", "series", len(all))
+	if len(all) > 0 {
+		s.log.Info("published the series membership to the shared state", "series", len(all))
+	}
+	return nil
+}
+
+// syncCounts reads every tracked tenant's count in the shared membership, so
+// that SeriesCount shows the tenant's series, not this replica's share.
+func (s *Syncer) syncCounts(ctx context.Context) error {
+	ts := s.o.Enforcer.Tenants()
+	if len(ts) == 0 {
+		return nil
+	}
+	gen := s.o.Enforcer.Generation(s.now())
+	ns, err := s.b.SeriesCounts(ctx, gen, ts)
+	if err != nil {
+		return err
+	}
+	for i, t := range ts {
+		s.o.Enforcer.SetSharedCount(t, gen, ns[i])
+	}
 	return nil
 }
 
@@ -480,6 +398,9 @@ func (s *Syncer) SyncOnce(ctx context.Context) {
 			s.republish.Store(true)
 			s.fail("series_publish", err)
 		}
+	}
+	if err := s.syncCounts(ctx); err != nil {
+		s.fail("series_count", err)
 	}
 	if s.o.Tracker != nil {
 		if err := s.syncSketches(ctx); err != nil {
@@ -514,9 +435,6 @@ func (s *Syncer) presence(ctx context.Context) error {
 		}
 		s.instance = inst
 		s.republish.Store(true)
-		s.curMu.Lock()
-		clear(s.cursors)
-		s.curMu.Unlock()
 		clear(s.published)
 		clear(s.merged)
 		s.usageDigest = 0

@@ -80,17 +80,34 @@ func newReplica(t *testing.T, b Backend, id string) *replica {
 	return r
 }
 
-// request admits hashes as one remote-write request would, then publishes the
-// admissions as the request does before answering. It returns the admitted ones.
+// request admits hashes as one remote-write request does: the series this
+// replica knows are decided at once, the others in one exchange with the
+// shared membership; then refreshes are published. It returns the admitted ones.
 func (r *replica) request(l *limits.Limits, hashes ...uint64) []uint64 {
+	ok := r.admit(l, hashes...)
+	r.s.Flush(context.Background())
+	return ok
+}
+
+func (r *replica) admit(l *limits.Limits, hashes ...uint64) []uint64 {
 	a := r.enf.Admitter(tn, l, time.Now())
 	var ok []uint64
+	var cands []limits.Candidate
 	for _, h := range hashes {
-		if a.Admit(fmt.Sprintf("m%d", h%3), h) == "" {
+		m := fmt.Sprintf("m%d", h%3)
+		switch reason, deferred := a.Defer(m, h); {
+		case deferred:
+			cands = append(cands, limits.Candidate{Hash: h, Metric: m})
+		case reason == "":
 			ok = append(ok, h)
 		}
 	}
-	r.s.Flush(context.Background())
+	a.Resolve(cands)
+	for _, c := range cands {
+		if c.Reason == "" {
+			ok = append(ok, c.Hash)
+		}
+	}
 	return ok
 }
 
@@ -145,8 +162,9 @@ func testSeriesLimitHoldsAcrossReplicas(t *testing.T, b testBackend) {
 }
 
 // TestSeriesNeverRefusedWhenBackendDown: series replica a admitted while the
-// backend was down are unknown to b; b must admit them (fail open), and converge
-// once the backend is back.
+// backend was down are unknown to b; b must admit them (fail open, each replica
+// up to 2 x the limit with two replicas and no owner routing), and once the
+// backend is back both replicas count the union.
 func TestSeriesNeverRefusedWhenBackendDown(t *testing.T) {
 	t.Parallel()
 	backends(t, testSeriesNeverRefusedWhenBackendDown)
@@ -154,41 +172,48 @@ func TestSeriesNeverRefusedWhenBackendDown(t *testing.T) {
 
 func testSeriesNeverRefusedWhenBackendDown(t *testing.T, b testBackend) {
 	ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+	ra.s.SyncOnce(context.Background()) // a sees b: two replicas
 	l := seriesLimit(50)
 	if got := ra.request(l, hashes(0, 30)...); len(got) != 30 {
 		t.Fatalf("a admitted %d of 30", len(got))
-	}
-	if err := rb.s.Sync(time.Now()); err != nil {
-		t.Fatal(err)
 	}
 	b.SetDown(true)
 	if got := ra.request(l, hashes(30, 50)...); len(got) != 20 {
 		t.Fatalf("a admitted %d of 20 while down", len(got))
 	}
-	// b knows 30 (from before the outage): the tenant is at its limit for b only
-	// after a's 20, which b cannot see. The limit is 50: b fills 20 new ones first.
 	if got := rb.request(l, hashes(1000, 1020)...); len(got) != 20 {
 		t.Fatalf("b admitted %d of 20 new series while down", len(got))
 	}
-	// Now b is at 50; a's 20 series reach b: never refused because b could not ask.
+	// a's 20 series reach b: never refused because b could not ask.
 	if got := rb.request(l, hashes(30, 50)...); len(got) != 20 {
 		t.Fatalf("b refused %d series admitted by a while the backend was down", 20-len(got))
 	}
-	// The degraded bound: 2 replicas x 50.
-	if got := rb.request(l, hashes(2000, 2100)...); len(got) != 30 {
-		t.Fatalf("b admitted %d brand-new series while down; want 30 (up to 2 x 50 = 100 counted)", len(got))
+	// The fail-open bound: b holds 40, and takes new ones up to 2 x 50.
+	if got := rb.request(l, hashes(2000, 2100)...); len(got) != 60 {
+		t.Fatalf("b admitted %d brand-new series while down; want 60 (up to 2 x 50 held by b)", len(got))
 	}
 	b.SetDown(false)
 	time.Sleep(1100 * time.Millisecond) // past the backoff after failures
-	ra.s.SyncOnce(context.Background())
-	rb.s.SyncOnce(context.Background())
 	for _, r := range []*replica{ra, rb} {
-		if err := r.s.Sync(time.Now()); err != nil {
-			t.Fatal(err)
-		}
+		r.s.Flush(context.Background())
+		r.s.SyncOnce(context.Background())
 	}
-	if na, nb := ra.enf.SeriesCount(tn), rb.enf.SeriesCount(tn); na != nb || na != 100 {
-		t.Fatalf("after recovery a counts %d, b %d; want both 100 (the union)", na, nb)
+	// The union: a's 50, b's 20 + 60 of its own.
+	for _, r := range []*replica{ra, rb} {
+		r.s.SyncOnce(context.Background())
+	}
+	if na, nb := ra.enf.SeriesCount(tn), rb.enf.SeriesCount(tn); na != nb || na != 130 {
+		t.Fatalf("after recovery a counts %d, b %d; want both 130 (the union)", na, nb)
+	}
+	// Every series admitted anywhere passes everywhere; nothing new fits.
+	all := append(append(hashes(0, 50), hashes(1000, 1020)...), hashes(2000, 2060)...)
+	for i, r := range []*replica{ra, rb} {
+		if got := r.request(l, all...); len(got) != len(all) {
+			t.Errorf("replica %d passes %d of the %d admitted series", i, len(got), len(all))
+		}
+		if got := r.request(l, hashes(3000, 3001)...); len(got) != 0 {
+			t.Errorf("replica %d admitted a new series over the limit", i)
+		}
 	}
 }
 
@@ -206,14 +231,11 @@ func testBackendLostData(t *testing.T, b testBackend) {
 	b.Reset()
 	ra.s.SyncOnce(context.Background())
 	rc := newReplica(t, b, "c")
-	if err := rc.s.Sync(time.Now()); err != nil {
-		t.Fatal(err)
+	if got := rc.request(l, hashes(0, 11)...); len(got) != 10 {
+		t.Fatalf("new replica admitted %d of 10 existing + 1 new; want the 10", len(got))
 	}
 	if n := rc.enf.SeriesCount(tn); n != 10 {
 		t.Fatalf("new replica counts %d series after the backend lost its data; want 10", n)
-	}
-	if got := rc.request(l, hashes(0, 11)...); len(got) != 10 {
-		t.Fatalf("new replica admitted %d of 10 existing + 1 new; want the 10", len(got))
 	}
 }
 
@@ -419,5 +441,76 @@ func testSelectorsShared(t *testing.T, b testBackend) {
 	defer sels["b"].mu.Unlock()
 	if got := string(sels["b"].remote["a"]); got != `"a's, new"` {
 		t.Errorf("b got %s after a changed", got)
+	}
+}
+
+// TestSharedMembershipPerMetric: max_series_per_metric is counted in the shared
+// membership too, a series offered twice in one request counts once, and a
+// series of the previous generation is admitted again whatever the limits.
+func TestSharedMembershipPerMetric(t *testing.T) {
+	t.Parallel()
+	backends(t, testSharedMembershipPerMetric)
+}
+
+func testSharedMembershipPerMetric(t *testing.T, b testBackend) {
+	ctx := context.Background()
+	const gen = 1000
+	cands := func(metric string, from, to int, dup bool) []limits.Candidate {
+		var out []limits.Candidate
+		for _, h := range hashes(from, to) {
+			out = append(out, limits.Candidate{Hash: h, Metric: metric})
+			if dup {
+				out = append(out, limits.Candidate{Hash: h, Metric: metric})
+			}
+		}
+		return out
+	}
+	admitted := func(cs []limits.Candidate) (n int) {
+		for _, c := range cs {
+			if c.Reason == "" {
+				n++
+			}
+		}
+		return n
+	}
+	expire := time.Now().Add(time.Hour)
+	a := cands("a", 0, 30, true)
+	active, err := b.AdmitSeries(ctx, tn, gen-1, 25, 10, false, a, expire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := admitted(a); got != 20 || active != 10 || a[len(a)-1].Reason != limits.ReasonMaxSeriesPerMetric {
+		t.Fatalf("30 series of a, each offered twice, per-metric limit 10: %d admitted offers (want the 10 series twice, 20), %d active (want 10), last reason %q", got, active, a[len(a)-1].Reason)
+	}
+	m := cands("b", 100, 120, false)
+	if active, err = b.AdmitSeries(ctx, tn, gen-1, 25, 10, false, m, expire); err != nil {
+		t.Fatal(err)
+	}
+	if got := admitted(m); got != 10 || active != 20 {
+		t.Fatalf("20 series of b: %d admitted, %d active; want 10 and 20", got, active)
+	}
+	// The next generation: the 20 of gen-1 still count; seen again, they pass
+	// even with a limit now lower than their number.
+	again := append(cands("a", 0, 10, false), cands("b", 100, 110, false)...)
+	if active, err = b.AdmitSeries(ctx, tn, gen, 5, 2, false, again, expire); err != nil {
+		t.Fatal(err)
+	}
+	if got := admitted(again); got != 20 || active != 20 {
+		t.Fatalf("the 20 series of the previous generation: %d admitted, %d active; want 20 and 20", got, active)
+	}
+	counts, err := b.SeriesCounts(ctx, gen, []tenant.ID{tn, tenant.MustParse("8")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if counts[0] != 20 || counts[1] != 0 {
+		t.Fatalf("counts %v; want [20 0]", counts)
+	}
+	// Forced: recorded whatever the limits.
+	f := cands("c", 200, 210, false)
+	if active, err = b.AdmitSeries(ctx, tn, gen, 5, 2, true, f, expire); err != nil {
+		t.Fatal(err)
+	}
+	if got := admitted(f); got != 10 || active != 30 {
+		t.Fatalf("forced: %d admitted, %d active; want 10 and 30", got, active)
 	}
 }
