@@ -105,7 +105,11 @@ type seriesScratch struct {
 	order     []int32 // entries grouped by cache shard
 	folds     []fold  // series to aggregate instead of forwarding
 	samples   []prompb.Sample
-	streams   streamScratch
+	// Series whose admission the shared membership decides, all at once after
+	// the loop: cands[i] is pending[i]'s question.
+	pending []pendingAdmission
+	cands   []limits.Candidate
+	streams streamScratch
 }
 
 // requestEntry is a series' cache entry while its request is processed.
@@ -148,6 +152,14 @@ func (s *seriesScratch) reset() {
 	s.entries = s.entries[:0]
 	s.folds = s.folds[:0]
 	s.samples = s.samples[:0]
+	s.pending, s.cands = s.pending[:0], s.cands[:0]
+}
+
+// pendingAdmission is where a series waiting for its admission went: out is
+// its index among the forwarded series, fold among the folds (-1: not there).
+type pendingAdmission struct {
+	out, fold int
+	samples   int
 }
 
 // release drops s's memory and with it every reference into the request's
@@ -172,6 +184,57 @@ type result struct {
 	forwardSamples int
 	modified       bool  // a series was dropped or rewritten: re-encode
 	verdict        error // nil → 204; or the 4xx to answer after forwarding the rest
+}
+
+// settleAdmissions applies the shared membership's verdicts on the request's
+// new series: refused ones leave the forwarded series and the folds (in dry run
+// they stay, counted as would-drop). It returns the new number of forwarded
+// series.
+func settleAdmissions(sc *seriesScratch, tss []series, kept int, dry bool, res *result, firstEnforced *limits.Reason) int {
+	dropOut, dropFold := -1, -1 // first index removed, or -1
+	for i := range sc.cands {
+		r := sc.cands[i].Reason
+		if r == "" {
+			continue
+		}
+		p := &sc.pending[i]
+		sc.addDiscard(r, dry, p.samples)
+		if dry {
+			continue
+		}
+		res.modified = true
+		if *firstEnforced == "" {
+			*firstEnforced = r
+		}
+		switch {
+		case p.out >= 0:
+			tss[p.out].Samples = -1 // removed below
+			res.forwardSeries--
+			res.forwardSamples -= p.samples
+			if dropOut < 0 {
+				dropOut = p.out
+			}
+		case p.fold >= 0:
+			sc.folds[p.fold].s.Samples = -1
+			if dropFold < 0 {
+				dropFold = p.fold
+			}
+		}
+	}
+	if dropOut >= 0 {
+		n := dropOut
+		for j := dropOut; j < kept; j++ {
+			if tss[j].Samples >= 0 {
+				tss[n] = tss[j]
+				n++
+			}
+		}
+		kept = n
+	}
+	if dropFold >= 0 {
+		sc.folds = slices.DeleteFunc(sc.folds, func(f fold) bool { return f.s.Samples < 0 })
+	}
+	return kept
 }
 
 // seriesKey is what the series cache knows a series by: the hash of its label
@@ -470,10 +533,18 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				}
 			}
 		}
+		pending := -1
 		if drop == "" && admitting && e.admitted != admitGen {
 			// A series the guard rewrote is admitted under the hash of its
 			// rewritten labels, which depends on the guard's state: not remembered.
-			if drop = admit.Admit(metric, hash); drop == "" && !guardRewrote {
+			// A series new to this replica is decided after the loop, with the
+			// request's other new series, and remembered from its next request.
+			var deferred bool
+			if drop, deferred = admit.Defer(metric, hash); deferred {
+				pending = len(sc.pending)
+				sc.pending = append(sc.pending, pendingAdmission{out: -1, fold: -1, samples: int(ts.Samples)})
+				sc.cands = append(sc.cands, limits.Candidate{Hash: hash, Metric: metric})
+			} else if drop == "" && !guardRewrote {
 				e.admitted = admitGen
 			}
 		}
@@ -509,6 +580,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 				s: *ts, labels: sc.arena[start:len(sc.arena):len(sc.arena)],
 				key: foldKey, in: e.raw, seed: foldSeed, metric: metric, source: foldBy,
 			})
+			if pending >= 0 {
+				sc.pending[pending].fold = len(sc.folds) - 1
+			}
 			res.modified = true
 			continue
 		}
@@ -521,6 +595,9 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 			sc.arena = append(sc.arena, labels...)
 			labels = sc.arena[start:len(sc.arena):len(sc.arena)]
 		}
+		if pending >= 0 {
+			sc.pending[pending].out = kept
+		}
 		tss[kept] = *ts
 		tss[kept].out, tss[kept].mask = out, e.mask
 		if out == outLabels {
@@ -529,6 +606,10 @@ func (h *Handler) process(t tenant.ID, tl string, b *batch, sc *seriesScratch) (
 		kept++
 		res.forwardSeries++
 		res.forwardSamples += int(ts.Samples)
+	}
+	if len(sc.cands) > 0 {
+		admit.Resolve(sc.cands)
+		kept = settleAdmissions(sc, tss, kept, dry, &res, &firstEnforced)
 	}
 	if streams && kept > 0 && dry {
 		if err := h.streamObserve(t, b, tss[:kept], &sc.streams); err != nil {
