@@ -51,9 +51,8 @@ type Config struct {
 	// MaxConcurrent × MaxRequestBytes, and a quarter of that (at least one
 	// largest body).
 	InflightBytes, TenantInflightBytes int64
-	// Peers, when set, sends the series of tenants with a label guard or relabel
-	// rules to the replica that owns their metric (route.go), with PeerToken
-	// (the admin token) as credential.
+	// Peers, when set, sends every series to the replica that owns its metric
+	// (route.go), with PeerToken (the admin token) as credential.
 	Peers     Peers
 	PeerToken string
 	// Types, when set, learns metric types from remote-write metadata, which
@@ -85,6 +84,9 @@ type Handler struct {
 	logger  *slog.Logger
 	now     func() time.Time
 	zstd    *zstd.Decoder // see decodeBody
+	// downPeers holds, by replica ID, when a connection to it last failed
+	// (Unix ns): see peerDown.
+	downPeers sync.Map
 
 	ctxPool sync.Pool     // *writeCtx
 	slots   chan struct{} // one per request being processed
@@ -398,8 +400,17 @@ func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writ
 	}
 	if wait != nil {
 		// Whatever happens here, the client hears of the owners' answers: the
-		// request is acknowledged only once every part of it was taken.
-		defer func() { err = worse(err, wait()) }()
+		// request is acknowledged only once every part of it was taken. Parts
+		// whose owner could not be reached are processed here.
+		defer func() {
+			local, werr := wait()
+			for _, body := range local {
+				n, lerr := h.forwardLocal(r, t, tl, protocol, body)
+				res.forwardSamples += n
+				werr = worse(werr, lerr)
+			}
+			err = worse(err, werr)
+		}()
 	}
 	res, err = h.process(t, tl, b, &wc.series)
 	if err != nil {
@@ -421,6 +432,23 @@ func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writ
 	}
 	h.metrics.samplesForwarded.WithLabelValues(tl).Add(float64(res.forwardSamples))
 	return res, nil
+}
+
+// forwardLocal processes here a part of r, an uncompressed remote-write 1.0
+// body, whose owner could not be reached; it returns the samples forwarded.
+// It runs in r's processing slot.
+func (h *Handler) forwardLocal(r *http.Request, t tenant.ID, tl, protocol string, body []byte) (int, error) {
+	wc := h.getCtx()
+	defer h.putCtx(wc)
+	wc.decoded = append(wc.decoded[:0], body...)
+	if err := wc.decode(protoV1); err != nil {
+		return 0, err
+	}
+	res, err := h.forwardBatch(r.WithContext(WithRouted(r.Context())), t, tl, wc, protocol, true)
+	if err != nil {
+		return res.forwardSamples, err
+	}
+	return res.forwardSamples, res.verdict
 }
 
 // decode reads wc.decoded, a request of protocol proto, into wc.batch. What it

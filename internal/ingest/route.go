@@ -3,8 +3,10 @@ package ingest
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -40,16 +42,16 @@ func WithRouted(ctx context.Context) context.Context {
 
 func routed(ctx context.Context) bool { v, _ := ctx.Value(routedKey{}).(bool); return v }
 
-// ownedWork reports whether tenant t's series must be processed by the owner of
-// their metric: the label guard and the collision check of relabel rules decide
-// on what they saw of every series of a metric, and an aggregate (of folded
-// series or of stream aggregation rules) is right only where all its inputs
-// meet. Other tenants' series are processed wherever they arrive.
-func (h *Handler) ownedWork(t tenant.ID) bool {
+// needsOwner reports whether tenant t's series must be processed by the owner
+// of their metric and nowhere else: the label guard and the collision check of
+// relabel rules decide on what they saw of every series of a metric, and an
+// aggregate (of folded series or of stream aggregation rules) is right only
+// where all its inputs meet. Other tenants' series may be processed by any
+// replica when their owner cannot be reached: their limits are decided by the
+// shared membership, and the rest is per series.
+func (h *Handler) needsOwner(t tenant.ID) bool {
 	st := &h.stages
 	if st.Streams != nil && st.Streams.Has(t) {
-		// Stream aggregation rules keep __name__ in their outputs (vmagent adds
-		// it to by), so the inputs of one output share its metric's owner.
 		return true
 	}
 	if st.Folder == nil {
@@ -60,6 +62,20 @@ func (h *Handler) ownedWork(t tenant.ID) bool {
 	}
 	return st.Rules != nil && st.Rules.RulesFor(t) != nil
 }
+
+// peerDownFor is how long a replica that could not be connected to is skipped
+// for the series that do not need their owner, while the ring still lists it
+// (until its heartbeat expires).
+const peerDownFor = 2 * time.Second
+
+func (h *Handler) peerDown(id string) bool {
+	at, ok := h.downPeers.Load(id)
+	return ok && h.now().Sub(time.Unix(0, at.(int64))) < peerDownFor
+}
+
+// errUnreachable is the answer of a peer that could not be connected to, for
+// a part the receiving replica then processes itself.
+var errUnreachable = errors.New("owner unreachable")
 
 // peerWrite is the part of a request that another replica owns.
 type peerWrite struct {
@@ -72,12 +88,21 @@ type peerWrite struct {
 
 // route takes out of b the series that other replicas own and sends them to
 // their owners, concurrently with the rest of the request; wait collects the
-// answers. With one replica, or for a tenant whose series need no owner, it does
-// nothing.
-func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() error, moved bool, err error) {
-	if h.cfg.Peers == nil || routed(r.Context()) || h.cfg.Peers.Size() < 2 || !h.ownedWork(t) {
+// answers. With one replica it does nothing.
+//
+// Every series is processed by the owner of its metric. The label guard and the
+// collision check of relabel rules decide on what they saw of every series of a
+// metric, and an aggregate (of folded series or of stream aggregation rules,
+// whose outputs keep __name__) is right only where all its inputs meet. And
+// what a replica keeps per series (the series cache, the limits membership,
+// the estimates' per-series work) is then its share of the series, not every
+// series a balancer happened to send it: replicas divide the memory instead of
+// each holding all of it.
+func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() (local [][]byte, err error), moved bool, err error) {
+	if h.cfg.Peers == nil || routed(r.Context()) || h.cfg.Peers.Size() < 2 {
 		return nil, false, nil
 	}
+	anywhere := !h.needsOwner(t)
 	var peers []*peerWrite
 	byID := map[string]*peerWrite{}
 	kept := 0
@@ -88,7 +113,7 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() err
 			return nil, false, err
 		}
 		m, self := h.cfg.Peers.OwnerOf(t, name)
-		if self {
+		if self || (anywhere && h.peerDown(m.ID)) {
 			b.series[kept] = *s
 			kept++
 			continue
@@ -139,16 +164,28 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() err
 			wr := prompb.WriteRequest{Timeseries: pw.tss}
 			pw.body = wr.MarshalProtobuf(pw.body)
 		}
-		go func() { pw.err <- h.sendToPeer(ctx, t, pw, ua) }()
+		go func() { pw.err <- h.sendToPeer(ctx, t, pw, ua, anywhere) }()
 	}
-	wait = func() error {
+	wait = func() ([][]byte, error) {
 		var worst error
+		var local [][]byte
 		for _, pw := range peers {
-			worst = worse(worst, <-pw.err)
+			if err := <-pw.err; errors.Is(err, errUnreachable) {
+				local = append(local, pw.body)
+			} else {
+				worst = worse(worst, err)
+			}
 		}
-		return worst
+		return local, worst
 	}
 	return wait, true, nil
+}
+
+// isDialError reports whether err is a failure to connect: the request never
+// left, so processing its series elsewhere cannot write them twice.
+func isDialError(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "dial"
 }
 
 // seriesMetric is the metric name of s. A scanned series' labels are read in
@@ -206,7 +243,10 @@ func worse(a, b error) error {
 // maps the owner's answer as forward maps VictoriaMetrics': the owner answers
 // only after VictoriaMetrics (or its aggregator) took what it was sent, so a 2xx
 // may be passed on to the client.
-func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string) error {
+//
+// With anywhere, a peer that cannot be connected to (nothing was sent) answers
+// errUnreachable, and pw.body is left uncompressed for the caller to process.
+func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string, anywhere bool) error {
 	ctx, cancel := context.WithTimeout(ctx, h.scheme.Timeout()+5*time.Second)
 	defer cancel()
 	url := strings.TrimSuffix(pw.member.URL, "/") + "/insert/" + t.String() + "/prometheus/api/v1/write"
@@ -225,6 +265,11 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 		req.Header.Set("Authorization", "Bearer "+h.cfg.PeerToken)
 	}
 	resp, err := h.fwd.client.Do(req)
+	if err != nil && anywhere && isDialError(err) {
+		h.downPeers.Store(pw.member.ID, h.now().UnixNano())
+		h.metrics.routed.WithLabelValues("unreachable").Add(float64(pw.samples))
+		return errUnreachable
+	}
 	if err != nil {
 		h.metrics.routeErrors.Inc()
 		return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s, which owns %d samples of this request, cannot be reached: %s", pw.member.ID, pw.samples, sanitize(err.Error()))}
