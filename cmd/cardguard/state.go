@@ -91,6 +91,7 @@ func (s *shared) attach(a *app, usageCfg queryaudit.RecorderConfig) error {
 		Backend:        s.redis,
 		Replica:        id,
 		SyncInterval:   s.cfg.Redis.SyncInterval,
+		SketchInterval: s.cfg.Redis.SketchInterval,
 		Timeout:        s.cfg.Redis.Timeout,
 		Enforcer:       a.enforcer,
 		Registry:       a.registry,

@@ -36,6 +36,8 @@ type Tracker struct {
 
 	// epoch is the current series bucket (UnixNano / width), advanced by Rotate.
 	epoch atomic.Int64
+	// localSeq numbers own inserts (see LocalChanges).
+	localSeq atomic.Uint64
 
 	// seen holds the keys of (tenant, series) already inserted in the current series
 	// bucket: a repeated series costs one lookup and no sketch work.
@@ -105,6 +107,9 @@ type tenantState struct {
 	labels         map[string]*labelState // values and series, label buckets
 	overflowLabel  *labelState
 	dirty          bool
+	// local is the Tracker's sequence number at this tenant's last own
+	// insert (merges leave it alone): see LocalChanges.
+	local uint64
 
 	// Written by Refresh only.
 	est, estDaily int64
@@ -210,6 +215,23 @@ func (t *Tracker) Observe(tn tenant.ID, metric string, labels []prompb.Label, se
 	t.ObserveFirst(tn, metric, labels, seriesHash)
 }
 
+// LocalChanges returns a number that changes whenever tenant tn's sketches
+// take a series this replica observed itself, and not when they merge other
+// replicas' buckets: a replica sharing its sketches exports a tenant again
+// only when it has something new of its own to say, so that merged content
+// does not travel back and forth between replicas. 0 for an unknown tenant.
+func (t *Tracker) LocalChanges(tn tenant.ID) uint64 {
+	t.mu.RLock()
+	ts := t.tenants[tn]
+	t.mu.RUnlock()
+	if ts == nil {
+		return 0
+	}
+	ts.mu.Lock()
+	defer ts.mu.Unlock()
+	return ts.local
+}
+
 // ObserveFirst is Observe, telling whether the series is new in the current
 // series bucket: other observers that count series once per bucket follow it
 // instead of keeping a set of their own.
@@ -244,6 +266,7 @@ func (t *Tracker) insert(tn tenant.ID, metric string, labels []prompb.Label, ser
 		ts.mu.Lock()
 	}
 	ts.dirty = true
+	ts.local = t.localSeq.Add(1)
 	ts.series.insert(epoch, seriesHash)
 	ts.daily.insert(floorDiv(epoch, t.dayDiv), seriesHash)
 	for i := range labels {

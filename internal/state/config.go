@@ -25,7 +25,9 @@ const (
 const (
 	DefaultKeyPrefix    = "cardguard:"
 	DefaultSyncInterval = 2 * time.Second
-	DefaultTimeout      = 100 * time.Millisecond
+	// DefaultSketchInterval paces the exchange of cardinality sketches.
+	DefaultSketchInterval = 30 * time.Second
+	DefaultTimeout        = 100 * time.Millisecond
 )
 
 // Config is the state section of the policy file.
@@ -66,10 +68,16 @@ type RedisConfig struct {
 	// KeyPrefix starts every key cardguard writes (default "cardguard:"), so that
 	// several deployments can share one Redis.
 	KeyPrefix string `yaml:"key_prefix"`
-	// SyncInterval is how often sketches, query usage and limits are exchanged
-	// (default 2s). Series membership is exchanged continuously (see the package
-	// documentation).
+	// SyncInterval is how often presence, query usage and limits are exchanged
+	// (default 2s). Series membership is decided in Redis per request (see the
+	// package documentation).
 	SyncInterval time.Duration `yaml:"sync_interval"`
+	// SketchInterval is how often cardinality sketches are exchanged (default
+	// 30s, at least sync_interval): merging every other replica's sketches is
+	// the largest part of a replica's work for sharing, and estimates over a
+	// one-hour window gain little from fresher remote parts. Each replica's
+	// own part of the estimates is live.
+	SketchInterval time.Duration `yaml:"sketch_interval"`
 	// Timeout bounds every Redis call a request waits for (default 100ms); past
 	// it the request goes on with local state. Background calls get SyncInterval.
 	Timeout time.Duration `yaml:"timeout"`
@@ -90,6 +98,9 @@ func (c Config) WithDefaults() Config {
 		}
 		if r.SyncInterval == 0 {
 			r.SyncInterval = DefaultSyncInterval
+		}
+		if r.SketchInterval == 0 {
+			r.SketchInterval = max(DefaultSketchInterval, r.SyncInterval)
 		}
 		if r.Timeout == 0 {
 			r.Timeout = DefaultTimeout
@@ -142,6 +153,9 @@ func (c Config) Validate() error {
 	}
 	if r.SyncInterval < 100*time.Millisecond || r.SyncInterval > 10*time.Minute {
 		return fmt.Errorf("state.redis.sync_interval %s: want between 100ms and 10m", r.SyncInterval)
+	}
+	if r.SketchInterval != 0 && (r.SketchInterval < r.SyncInterval || r.SketchInterval > time.Hour) {
+		return fmt.Errorf("state.redis.sketch_interval %s: want between sync_interval (%s) and 1h", r.SketchInterval, r.SyncInterval)
 	}
 	if r.Timeout <= 0 || r.Timeout > r.SyncInterval {
 		return fmt.Errorf("state.redis.timeout %s: want above 0 and at most sync_interval (%s)", r.Timeout, r.SyncInterval)

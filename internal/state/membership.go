@@ -94,7 +94,13 @@ local function metricCount(name)
 end
 local out = {}
 local added = {}
-local wrote = false
+local toAdd = {}
+local addMetric = {}
+local newMetric = {}
+local newTotal = 0
+local function bump(t, name)
+  t[name] = (t[name] or 0) + 1
+end
 for i = 1, n do
   local h = hs[i]
   local mi = tonumber(ARGV[base + 2 * i])
@@ -102,36 +108,36 @@ for i = 1, n do
   if mi > 0 then name = ARGV[5 + mi] end
   local code = '0'
   if inCur[i] ~= 1 and not added[h] then
-    if inPrev[i] == 1 then
-      if redis.call('SADD', KEYS[1], h) == 1 then
-        added[h] = true
-        if name then redis.call('HINCRBY', KEYS[3], name, 1) end
+    if inPrev[i] ~= 1 and not force then
+      if maxS > 0 and total >= maxS then
+        code = '1'
+      elseif maxM > 0 and name and metricCount(name) >= maxM then
+        code = '2'
       end
-      wrote = true
-    else
-      if not force then
-        if maxS > 0 and total >= maxS then
-          code = '1'
-        elseif maxM > 0 and name and metricCount(name) >= maxM then
-          code = '2'
-        end
-      end
-      if code == '0' and redis.call('SADD', KEYS[1], h) == 1 then
-        added[h] = true
+    end
+    if code == '0' then
+      added[h] = true
+      toAdd[#toAdd + 1] = h
+      if name then bump(addMetric, name) end
+      if inPrev[i] ~= 1 then
         total = total + 1
-        redis.call('HINCRBY', KEYS[5], '', 1)
+        newTotal = newTotal + 1
         if name then
-          redis.call('HINCRBY', KEYS[3], name, 1)
-          redis.call('HINCRBY', KEYS[5], name, 1)
+          bump(newMetric, name)
           if perMetric[name] ~= nil then perMetric[name] = perMetric[name] + 1 end
         end
-        wrote = true
       end
     end
   end
   out[i] = code
 end
-if wrote then
+if #toAdd > 0 then
+  for from = 1, #toAdd, 4000 do
+    redis.call('SADD', KEYS[1], unpack(toAdd, from, math.min(from + 3999, #toAdd)))
+  end
+  for name, c in pairs(addMetric) do redis.call('HINCRBY', KEYS[3], name, c) end
+  for name, c in pairs(newMetric) do redis.call('HINCRBY', KEYS[5], name, c) end
+  if newTotal > 0 then redis.call('HINCRBY', KEYS[5], '', newTotal) end
   redis.call('PEXPIREAT', KEYS[1], exp)
   redis.call('PEXPIREAT', KEYS[3], exp)
   redis.call('PEXPIREAT', KEYS[5], exp)

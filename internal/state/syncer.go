@@ -34,8 +34,11 @@ type Options struct {
 	Backend Backend
 	// Replica names this replica; it must differ between replicas.
 	Replica string
-	// SyncInterval paces sketches, usage, limits and presence (default 2s).
+	// SyncInterval paces usage, limits and presence (default 2s).
 	SyncInterval time.Duration
+	// SketchInterval paces the sketches in Run (default SyncInterval);
+	// SyncOnce always exchanges them.
+	SketchInterval time.Duration
 	// Timeout bounds what a request waits for (default 100ms).
 	Timeout time.Duration
 
@@ -104,13 +107,14 @@ type Syncer struct {
 	// Refreshes and fail-open admissions waiting to be published.
 	kick      chan struct{}
 	republish atomic.Bool
-	buf       []limits.Admission // flush loop only
+	buf       []limits.Admission // flush loop only: waiting to be published
 
 	// Slow loop: SyncOnce holds slowMu.
 	slowMu      sync.Mutex
 	alive       []string
 	instance    string
 	published   map[string]uint64            // own sketch name → digest
+	exported    map[tenant.ID]uint64         // tenant → Tracker.LocalChanges when last exported
 	merged      map[string]map[string]uint64 // replica → sketch name → digest merged
 	usageDigest uint64
 	usageAt     time.Time
@@ -134,6 +138,9 @@ func NewSyncer(o Options) (*Syncer, error) {
 	}
 	if o.Timeout <= 0 {
 		o.Timeout = DefaultTimeout
+	}
+	if o.SketchInterval < o.SyncInterval {
+		o.SketchInterval = o.SyncInterval
 	}
 	if o.SketchWindow <= 0 {
 		o.SketchWindow = time.Hour
@@ -164,6 +171,7 @@ func NewSyncer(o Options) (*Syncer, error) {
 		backoff:   min(time.Second, o.SyncInterval),
 		kick:      make(chan struct{}, 1),
 		published: map[string]uint64{},
+		exported:  map[tenant.ID]uint64{},
 		merged:    map[string]map[string]uint64{},
 	}
 	f.NewGaugeFunc(prometheus.GaugeOpts{
@@ -239,7 +247,16 @@ func (s *Syncer) Run(ctx context.Context) {
 		go func() { defer wg.Done(); f(ctx) }()
 	}
 	run(s.flushLoop)
-	run(func(ctx context.Context) { s.every(ctx, s.o.SyncInterval, func() { s.SyncOnce(ctx) }) })
+	var lastSketches time.Time
+	run(func(ctx context.Context) {
+		s.every(ctx, s.o.SyncInterval, func() {
+			due := s.now().Sub(lastSketches) >= s.o.SketchInterval-s.o.SyncInterval/2
+			if due {
+				lastSketches = s.now()
+			}
+			s.syncOnce(ctx, due)
+		})
+	})
 	if s.o.Registry != nil {
 		run(s.watchLimits)
 	}
@@ -274,28 +291,42 @@ func (s *Syncer) flushLoop(ctx context.Context) {
 	}
 }
 
+// maxRetry bounds the admissions kept to be published again after a failed
+// publish; beyond it the whole membership is published again instead.
+const maxRetry = 1 << 20
+
 // Flush publishes the refreshes and fail-open admissions waiting in the
-// Enforcer. When the backend is failing, they are dropped from the queue and the
-// whole membership is published again once it works.
+// Enforcer. While the backend is failing they stay queued (the Enforcer bounds
+// the queue); a batch that could not be published is tried again at the next
+// flush. Only what overflowed makes the whole membership be published again:
+// republishing everything on every hiccup would load a busy Redis with the
+// whole membership and make it busier.
 func (s *Syncer) Flush(ctx context.Context) {
+	if s.failingRecently() != nil {
+		return
+	}
 	var complete bool
-	s.buf, complete = s.o.Enforcer.DrainAdmissions(s.buf[:0])
+	s.buf, complete = s.o.Enforcer.DrainAdmissions(s.buf)
 	if !complete {
 		s.republish.Store(true)
 	}
-	if len(s.buf) > 0 {
-		if s.failingRecently() != nil {
-			s.republish.Store(true)
-		} else {
-			ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
-			if err := s.publish(ctx, s.buf); err != nil {
-				s.fail("series_publish", err)
-				s.trip(err)
-				s.republish.Store(true)
-			}
-			cancel()
-		}
+	if len(s.buf) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
+	err := s.publish(ctx, s.buf)
+	cancel()
+	if err == nil {
 		clear(s.buf)
+		s.buf = s.buf[:0]
+		return
+	}
+	s.fail("series_publish", err)
+	s.trip(err)
+	if len(s.buf) > maxRetry {
+		clear(s.buf)
+		s.buf = s.buf[:0]
+		s.republish.Store(true)
 	}
 }
 
@@ -378,13 +409,28 @@ func (s *Syncer) syncCounts(ctx context.Context) error {
 
 // SyncOnce runs one round of the slow loop: presence, membership republishing
 // when needed, sketches, usage and limits. Tests call it to converge at once.
-func (s *Syncer) SyncOnce(ctx context.Context) {
+func (s *Syncer) SyncOnce(ctx context.Context) { s.syncOnce(ctx, true) }
+
+func (s *Syncer) syncOnce(ctx context.Context, sketches bool) {
 	s.slowMu.Lock()
 	defer s.slowMu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, s.o.SyncInterval)
-	defer cancel()
-	if err := s.presence(ctx); err != nil {
-		s.fail("presence", err)
+	// Each exchange has its own deadline: a long one (republishing a large
+	// membership, many changed sketches) must not make the others fail.
+	step := func(op string, f func(context.Context) error) bool {
+		timeout := s.o.SyncInterval
+		if op == "series_publish" {
+			// The whole membership: millions of series take seconds.
+			timeout = max(timeout, 30*time.Second)
+		}
+		c, cancel := context.WithTimeout(ctx, timeout)
+		defer cancel()
+		if err := f(c); err != nil {
+			s.fail(op, err)
+			return false
+		}
+		return true
+	}
+	if !step("presence", s.presence) {
 		if s.o.Usage != nil {
 			// Only the local part: the backend is away, and the view must still
 			// show this replica's reads.
@@ -394,33 +440,22 @@ func (s *Syncer) SyncOnce(ctx context.Context) {
 	}
 	if s.republish.Load() {
 		s.republish.Store(false)
-		if err := s.republishSeries(ctx); err != nil {
+		if !step("series_publish", s.republishSeries) {
 			s.republish.Store(true)
-			s.fail("series_publish", err)
 		}
 	}
-	if err := s.syncCounts(ctx); err != nil {
-		s.fail("series_count", err)
-	}
-	if s.o.Tracker != nil {
-		if err := s.syncSketches(ctx); err != nil {
-			s.fail("sketches", err)
-		}
+	step("series_count", s.syncCounts)
+	if s.o.Tracker != nil && sketches {
+		step("sketches", s.syncSketches)
 	}
 	if s.o.Usage != nil {
-		if err := s.syncUsage(ctx); err != nil {
-			s.fail("usage", err)
-		}
+		step("usage", s.syncUsage)
 	}
 	if s.o.Selectors != nil {
-		if err := s.syncSelectors(ctx); err != nil {
-			s.fail("selectors", err)
-		}
+		step("selectors", s.syncSelectors)
 	}
 	if s.o.Registry != nil {
-		if err := s.reloadLimits(ctx); err != nil {
-			s.fail("limits", err)
-		}
+		step("limits", s.reloadLimits)
 	}
 }
 
@@ -436,6 +471,7 @@ func (s *Syncer) presence(ctx context.Context) error {
 		s.instance = inst
 		s.republish.Store(true)
 		clear(s.published)
+		clear(s.exported)
 		clear(s.merged)
 		s.usageDigest = 0
 		if s.o.Registry != nil {
@@ -490,12 +526,26 @@ func canonical(b *cardinality.Bucket) {
 func (s *Syncer) syncSketches(ctx context.Context) error {
 	tr := s.o.Tracker
 	var buckets []cardinality.Bucket
+	current := map[string]bool{}
+	versions := map[tenant.ID]uint64{}
 	for _, id := range tr.TenantIDs() {
+		v := tr.LocalChanges(id)
+		if last, ok := s.exported[id]; ok && last == v {
+			// Nothing of its own since the last export: what merges added
+			// came from the others, who have it. Its published buckets stay.
+			prefix := id.String() + "|"
+			for name := range s.published {
+				if strings.HasPrefix(name, prefix) {
+					current[name] = true
+				}
+			}
+			continue
+		}
+		versions[id] = v
 		buckets = append(buckets, tr.ExportBuckets(id)...)
 	}
 	buckets = append(buckets, tr.ExportOverflowBuckets()...)
 	var put []Blob
-	current := make(map[string]bool, len(buckets))
 	for i := range buckets {
 		b := &buckets[i]
 		canonical(b)
@@ -528,6 +578,7 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 			delete(s.published, n)
 		}
 	}
+	maps.Copy(s.exported, versions)
 
 	changed := false
 	for _, rep := range s.alive {
@@ -563,6 +614,7 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 		}
 		for i, data := range datas {
 			if data == nil {
+				seen[names[i]] = idx[names[i]] // expired: not asked for again
 				continue
 			}
 			var b cardinality.Bucket
