@@ -73,6 +73,7 @@ type scaleResult struct {
 	Members       []member  `json:"members"`
 	RedisBase     int64     `json:"redis_used_memory_start"`
 	RedisUsed     int64     `json:"redis_used_memory"`
+	RedisMembers  int64     `json:"redis_membership_bytes"` // MEMORY USAGE of the series membership keys
 	RedisCPU      float64   `json:"redis_cpu_s"`
 	VMCPU         float64   `json:"vm_cpu_s"`
 	VMRows        float64   `json:"vm_rows_inserted"`
@@ -92,8 +93,12 @@ type member struct {
 	URL       string  `json:"url"`
 	HeapLive  float64 `json:"heap_alloc_after_gc_bytes"`
 	HeapInuse float64 `json:"heap_inuse_after_gc_bytes"`
-	RSSKiB    int64   `json:"rss_kib"`
-	CPU       float64 `json:"cpu_s"`
+	// Sketches is cardguard_cardinality_sketch_memory_bytes: the HLL sketches,
+	// bounded by the cardinality caps and held whole by every replica (each
+	// merges the others' so that its estimates are global).
+	Sketches float64 `json:"sketch_memory_bytes"`
+	RSSKiB   int64   `json:"rss_kib"`
+	CPU      float64 `json:"cpu_s"`
 }
 
 // gauge is one metric name summed over its label sets, per replica.
@@ -121,12 +126,23 @@ func (r scaleResult) perSample(cpu float64) float64 {
 
 // heapRange is the smallest and largest replica heap after a GC, and their sum.
 func (r scaleResult) heapRange() (lo, hi, sum float64) {
+	return r.rangeOf(func(m member) float64 { return m.HeapLive })
+}
+
+// heapBeyondSketchesRange is heapRange less the sketches: the part of the heap
+// that must shrink as replicas divide the series.
+func (r scaleResult) heapBeyondSketchesRange() (lo, hi, sum float64) {
+	return r.rangeOf(func(m member) float64 { return m.HeapLive - m.Sketches })
+}
+
+func (r scaleResult) rangeOf(f func(member) float64) (lo, hi, sum float64) {
 	for i, m := range r.Members {
-		if i == 0 || m.HeapLive < lo {
-			lo = m.HeapLive
+		v := f(m)
+		if i == 0 || v < lo {
+			lo = v
 		}
-		hi = max(hi, m.HeapLive)
-		sum += m.HeapLive
+		hi = max(hi, v)
+		sum += v
 	}
 	return lo, hi, sum
 }
@@ -139,6 +155,14 @@ func (r scaleResult) rssRange() (lo, hi int64) {
 		hi = max(hi, m.RSSKiB)
 	}
 	return lo, hi
+}
+
+// membersPerSeries is the series membership's Redis memory per active series.
+func (r scaleResult) membersPerSeries() float64 {
+	if r.Series == 0 {
+		return 0
+	}
+	return float64(r.RedisMembers) / float64(r.Series)
 }
 
 // redisPerSeries is what Redis grew by, per active series.
@@ -292,6 +316,9 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 	if r.RedisUsed, err = redisUsedMemory(redisAddr); err != nil {
 		r.Notes = append(r.Notes, "Redis used_memory not read: "+err.Error())
 	}
+	if r.RedisMembers, err = redisMembershipMemory(redisAddr, "0:0", time.Now()); err != nil {
+		r.Notes = append(r.Notes, "Redis membership memory not read: "+err.Error())
+	}
 	e.readMembers(&r, procs)
 	e.checkScale(&r)
 	e.logf("scale: %d replicas: %s", n, scaleSummary(r))
@@ -329,6 +356,7 @@ func (e *env) readMembers(r *scaleResult, procs []*process) {
 		}
 		m.HeapLive = fam["go_memstats_heap_alloc_bytes"].value
 		m.HeapInuse = fam["go_memstats_heap_inuse_bytes"].value
+		m.Sketches = fam["cardguard_cardinality_sketch_memory_bytes"].value
 		for name, f := range fam {
 			switch {
 			case f.typ == "gauge" && sizeGauge(name):
@@ -585,11 +613,44 @@ func scrapeFamilies(url string) (map[string]family, error) {
 		if err != nil {
 			return nil, fmt.Errorf("metric line %q: %w", line, err)
 		}
+		if name == "cardguard_state_sync_errors_total" && v != 0 {
+			// By operation too: which exchange with Redis failed says why.
+			full := line[:strings.LastIndexByte(line, ' ')]
+			f := out[full]
+			f.typ, f.value = "counter", f.value+v
+			out[full] = f
+		}
 		f := out[name]
 		f.value += v
 		out[name] = f
 	}
 	return out, sc.Err()
+}
+
+// redisMembershipMemory is MEMORY USAGE (every element counted) of tenant's
+// series membership keys of the current and previous window generation, in the
+// layout of internal/state (default key prefix, 1h window).
+func redisMembershipMemory(addr, tenant string, now time.Time) (int64, error) {
+	gen := now.Unix() / 3600
+	var total int64
+	for _, g := range []int64{gen - 1, gen} {
+		base := "cardguard:members:{" + tenant + "}:" + strconv.FormatInt(g, 10)
+		for _, k := range []string{base, base + ":metrics", base + ":new"} {
+			v, err := redisDo(addr, "MEMORY", "USAGE", k, "SAMPLES", "0")
+			if errors.Is(err, errNilReply) {
+				continue
+			}
+			if err != nil {
+				return 0, err
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return 0, err
+			}
+			total += n
+		}
+	}
+	return total, nil
 }
 
 // redisUsedMemory is INFO memory's used_memory of the Redis at addr.
@@ -605,6 +666,9 @@ func redisUsedMemory(addr string) (int64, error) {
 	}
 	return 0, errors.New("no used_memory in INFO memory")
 }
+
+// errNilReply is Redis' nil reply (a key that does not exist).
+var errNilReply = errors.New("redis: nil")
 
 // redisDo sends one command to the Redis at addr and returns its reply, which
 // must be a status, an integer or a bulk string: all the benchmark asks for,
@@ -636,10 +700,15 @@ func redisDo(addr string, args ...string) (string, error) {
 	switch line[0] {
 	case '+', ':':
 		return line[1:], nil
+	case '_':
+		return "", errNilReply
 	case '-':
 		return "", errors.New("redis: " + line[1:])
 	case '$':
 		n, err := strconv.Atoi(line[1:])
+		if n == -1 {
+			return "", errNilReply
+		}
 		if err != nil || n < 0 {
 			return "", fmt.Errorf("redis bulk reply %q", line)
 		}

@@ -32,18 +32,20 @@ func renderScale(info runInfo, redisVersion string, rs []scaleResult, c config) 
 	}
 	fmt.Fprintf(&b, "\n- requests round-robin over the replicas, each round starting one replica further: with 2 or 3 replicas every series goes through 2 or 3 of them\n")
 	fmt.Fprintf(&b, "- each replica count on fresh processes: a VictoriaMetrics, a redis-server (`--save \"\" --appendonly no`), and replicas with `state.backend: redis`, their own `-dataDir`, `replica_id` and `advertise_url`, and tenant `0:0`'s limits `%s`\n", s.tenantLimits)
-	fmt.Fprintf(&b, "- heap: `go_memstats_heap_alloc_bytes` after a GC forced through `/debug/pprof/heap?gc=1`; RSS: VmRSS; both %s after VictoriaMetrics stored the last sample. Redis: `used_memory` then, less `used_memory` right after start, per active series. CPU: utime+stime from the first request to the same moment, per sample sent\n\n", s.settle)
+	fmt.Fprintf(&b, "- heap: `go_memstats_heap_alloc_bytes` after a GC forced through `/debug/pprof/heap?gc=1`; RSS: VmRSS; both %s after VictoriaMetrics stored the last sample. Redis: `used_memory` then, less `used_memory` right after start, per active series; of which the series membership: `MEMORY USAGE` of its keys (sets and counts of the current and previous window). CPU: utime+stime from the first request to the same moment, per sample sent\n\n", s.settle)
 
-	fmt.Fprintf(&b, "| replicas | samples sent | not accepted, lost or refused | series in VictoriaMetrics / expected | heap after GC MiB per replica | RSS MiB per replica | Redis used_memory MiB | Redis bytes / active series | cardguard CPU µs/sample (all replicas) | VictoriaMetrics CPU µs/sample | cardguard ÷ VictoriaMetrics | Redis CPU µs/sample | push s |\n")
-	fmt.Fprintf(&b, "|---:|---:|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&b, "| replicas | samples sent | not accepted, lost or refused | series in VictoriaMetrics / expected | heap after GC MiB per replica | of which sketches | heap less sketches | RSS MiB per replica | Redis used_memory MiB | Redis bytes / active series | of which membership | cardguard CPU µs/sample (all replicas) | VictoriaMetrics CPU µs/sample | cardguard ÷ VictoriaMetrics | Redis CPU µs/sample | push s |\n")
+	fmt.Fprintf(&b, "|---:|---:|---|---|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, r := range rs {
 		lo, hi, _ := r.heapRange()
 		rlo, rhi := r.rssRange()
-		fmt.Fprintf(&b, "| %d | %s | %s | %s / %s | %s | %s | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.1f |\n",
+		slo, shi, _ := r.rangeOf(func(m member) float64 { return m.Sketches })
+		xlo, xhi, _ := r.heapBeyondSketchesRange()
+		fmt.Fprintf(&b, "| %d | %s | %s | %s / %s | %s | %s | %s | %s | %.1f | %.1f | %.1f | %.2f | %.2f | %.2f | %.2f | %.1f |\n",
 			r.Replicas, thousands(float64(r.Load.SamplesSent)), failedCell(r),
 			thousands(r.VMSeries), thousands(float64(r.Series)),
-			span(lo/(1<<20), hi/(1<<20)), span(float64(rlo)/1024, float64(rhi)/1024),
-			float64(r.RedisUsed)/(1<<20), r.redisPerSeries(),
+			span(lo/(1<<20), hi/(1<<20)), span(slo/(1<<20), shi/(1<<20)), span(xlo/(1<<20), xhi/(1<<20)), span(float64(rlo)/1024, float64(rhi)/1024),
+			float64(r.RedisUsed)/(1<<20), r.redisPerSeries(), r.membersPerSeries(),
 			r.perSample(r.CardguardCPU()), r.perSample(r.VMCPU), ratio(r.CardguardCPU(), r.VMCPU), r.perSample(r.RedisCPU), r.PushSeconds)
 	}
 	if len(rs) >= 2 {
@@ -52,6 +54,10 @@ func renderScale(info runInfo, redisVersion string, rs []scaleResult, c config) 
 		_, hiN, sumN := many.heapRange()
 		fmt.Fprintf(&b, "\n- %d-replica heap ÷ %d-replica heap: ×%.2f per replica (the largest), ×%.2f all replicas together\n",
 			many.Replicas, one.Replicas, ratio(hiN, hi1), ratio(sumN, sum1))
+		_, xhi1, _ := one.heapBeyondSketchesRange()
+		_, xhiN, _ := many.heapBeyondSketchesRange()
+		fmt.Fprintf(&b, "- %d-replica heap less the sketches ÷ %d-replica: ×%.2f per replica (the largest). The sketches (`cardguard_cardinality_sketch_memory_bytes`) are the capped part: bounded by the cardinality caps, and whole on every replica so that each one's estimates are global\n",
+			many.Replicas, one.Replicas, ratio(xhiN, xhi1))
 		fmt.Fprintf(&b, "- %d-replica cardguard CPU/sample ÷ %d-replica: ×%.2f\n",
 			many.Replicas, one.Replicas, ratio(many.perSample(many.CardguardCPU()), one.perSample(one.CardguardCPU())))
 	}

@@ -8,10 +8,10 @@ import (
 )
 
 func scaleRunOf(n int, heapMiB, cpu float64, failures ...string) scaleResult {
-	r := scaleResult{Replicas: n, Series: 1000, VMSeries: 1000, VMCPU: 0.01, RedisUsed: 100_000, RedisBase: 60_000, Failures: failures}
+	r := scaleResult{Replicas: n, Series: 1000, VMSeries: 1000, VMCPU: 0.01, RedisUsed: 100_000, RedisBase: 60_000, RedisMembers: 25_000, Failures: failures}
 	r.Load.SamplesSent, r.Load.SamplesOK = 3000, 3000
 	for i := range n {
-		r.Members = append(r.Members, member{Name: "r" + string(rune('1'+i)), HeapLive: heapMiB * (1 << 20), RSSKiB: 40 << 10, CPU: cpu / float64(n)})
+		r.Members = append(r.Members, member{Name: "r" + string(rune('1'+i)), HeapLive: heapMiB * (1 << 20), Sketches: 2 << 20, RSSKiB: 40 << 10, CPU: cpu / float64(n)})
 	}
 	r.Gauges = []gauge{{Name: "cardguard_ingest_series_cache_entries", Values: make([]float64, n)}}
 	return r
@@ -24,8 +24,9 @@ func TestRenderScale(t *testing.T) {
 	c := config{sc: scaleFlags{series: 1000, metrics: 10, rounds: 3, tenantLimits: "{max_series: 1}"}, wl: workloadFlags{labels: 10, batch: 100}}
 	clean := renderScale(runInfo{}, "redis", []scaleResult{scaleRunOf(1, 10, 0.03), scaleRunOf(3, 5, 0.06)}, c)
 	for _, want := range []string{
-		"| 1 | 3,000 | 0 | 1,000 / 1,000 | 10 | 40 | 0.1 | 40.0 | 10.00 | 3.33 | 3.00 |",
-		"| 3 | 3,000 | 0 | 1,000 / 1,000 | 5 | 40 |",
+		"| 1 | 3,000 | 0 | 1,000 / 1,000 | 10 | 2 | 8 | 40 | 0.1 | 40.0 | 25.0 | 10.00 | 3.33 | 3.00 |",
+		"| 3 | 3,000 | 0 | 1,000 / 1,000 | 5 | 2 | 3 | 40 |",
+		"3-replica heap less the sketches ÷ 1-replica: ×0.38 per replica (the largest)",
 		"3-replica heap ÷ 1-replica heap: ×0.50 per replica (the largest), ×1.50 all replicas together",
 		"3-replica cardguard CPU/sample ÷ 1-replica: ×2.00",
 		"| `cardguard_ingest_series_cache_entries` | 0 | 0 / 0 / 0 |",
