@@ -38,6 +38,8 @@ func TestConfigValidate(t *testing.T) {
 		{"cluster addr without port", Config{Backend: BackendRedis, Redis: RedisConfig{ClusterAddrs: []string{"r1:6379", "r2"}}}, "cluster_addrs[1]"},
 		{"cluster db", Config{Backend: BackendRedis, Redis: RedisConfig{ClusterAddrs: []string{"r1:6379"}, DB: 1}}, "only database 0"},
 		{"interval too short", redis(func(r *RedisConfig) { r.SyncInterval = time.Millisecond }), "sync_interval 1ms"},
+		{"sketch interval under sync interval", redis(func(r *RedisConfig) { r.SketchInterval = time.Second }), "sketch_interval 1s"},
+		{"sketch interval", redis(func(r *RedisConfig) { r.SketchInterval = time.Minute }), ""},
 		{"timeout over interval", redis(func(r *RedisConfig) { r.Timeout = 3 * time.Second }), "timeout 3s"},
 		{"negative timeout", redis(func(r *RedisConfig) { r.Timeout = -time.Second }), "timeout -1s"},
 		{"ca without tls", redis(func(r *RedisConfig) { r.TLSCAFile = notPEM }), "need tls: true"},
@@ -59,7 +61,7 @@ func TestConfigValidate(t *testing.T) {
 		})
 	}
 	d := Config{Backend: BackendRedis}.WithDefaults().Redis
-	if d.KeyPrefix != "cardguard:" || d.SyncInterval != 2*time.Second || d.Timeout != 100*time.Millisecond {
+	if d.KeyPrefix != "cardguard:" || d.SyncInterval != 2*time.Second || d.SketchInterval != 30*time.Second || d.Timeout != 100*time.Millisecond {
 		t.Fatalf("defaults %+v", d)
 	}
 }
