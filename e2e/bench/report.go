@@ -708,6 +708,11 @@ fast cardguard is: compare ratios from one run, never absolute figures across ma
 - ` + "`make bench-readlimits`" + ` (separate, about 8 minutes): two tenants on one VictoriaMetrics,
   one at 10× its read limits; the other's query p50 and p99 with the first idle and
   busy, in alternating rounds, through cardguard and direct. Target: within 20%.
+- ` + "`make bench-scale`" + ` (separate, about 8 minutes): the same 1M active series, round-robin
+  through 1, 2 and 3 replicas sharing one Redis, each on fresh processes. Targets: per
+  replica heap less the sketches with 3 replicas at most 45% of one replica's; cardguard
+  CPU per sample of all 3 at most 1.3× one replica's; Redis at most 100 bytes per active
+  series per window.
 
 Raw results of the last run are in ` + "`.cache/bench/*.json`" + ` (not committed).
 `

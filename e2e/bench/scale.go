@@ -346,6 +346,9 @@ func (e *env) readMembers(r *scaleResult, procs []*process) {
 	for i := range r.Members {
 		m := &r.Members[i]
 		m.RSSKiB, _ = memKiB(procs[i].pid(), "VmRSS")
+		// Twice: the first GC moves sync.Pool's buffers to its victim cache,
+		// the second frees them. What is left is what the replica holds.
+		_ = forceGC(m.URL)
 		if err := forceGC(m.URL); err != nil {
 			r.Notes = append(r.Notes, m.Name+": heap after a GC not measured: "+err.Error())
 		}
