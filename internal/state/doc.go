@@ -27,8 +27,8 @@
 //     admitted series, as one atomic step on the tenant's Redis master. Admitted
 //     ones join the replica's own set.
 //   - Counting. The counts are the backend's, so concurrent requests on any
-//     number of replicas never push a tenant past its limit while Redis answers:
-//     the overshoot is 0.
+//     number of replicas never push a tenant past its limit while Redis answers
+//     within the timeout: the overshoot is 0. A slower answer counts as none.
 //   - Partitioning. With state.advertise_url, writes are routed to the replica
 //     that owns their metric (package ring, ingest's route.go), so each
 //     replica's own set, like its series cache, holds its share of the series:
