@@ -16,7 +16,10 @@ const seriesShards = 16
 
 // seriesSet is the exact set of a tenant's active series. HyperLogLog answers "how
 // many" but never "seen before?", and invariant 4 (existing series keep flowing)
-// needs the latter.
+// needs the latter. While the membership is shared (SeriesSharing), the shared
+// membership is the authority and this set holds the series this replica
+// decided about: what it may pass without asking, and what it counts when it
+// must decide alone.
 //
 // Two generations per shard: cur holds series seen in the current window, prev those
 // seen in the previous one and not since. A hit in prev moves the series to cur; at
