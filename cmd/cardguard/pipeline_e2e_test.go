@@ -140,7 +140,9 @@ func testSeriesLimit(t *testing.T, e *env) {
 // Retry-After; a dry-run tenant over its series limit loses nothing and the
 // would-be drops are counted.
 func TestRateLimitAndDryRun(t *testing.T) {
-	e := newEnv(t, multiTenant(`overrides:
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			testRateLimitAndDryRun(t, newEnvOn(t, layout, multiTenant(`overrides:
   "3":
     ingestion_rate: 100
     ingestion_burst: 200
@@ -150,7 +152,12 @@ func TestRateLimitAndDryRun(t *testing.T) {
   "5":
     max_series: 10
     on_limit: reject
-`))
+`), io.Discard))
+		})
+	}
+}
+
+func testRateLimitAndDryRun(t *testing.T, e *env) {
 	ts := time.Now().Add(-time.Minute).UnixMilli()
 	wr := &prompb.WriteRequest{Timeseries: genSeries("rated", 150, ts)}
 	if code, body := e.push("/insert/3/prometheus/api/v1/write", wr); code != 204 {
@@ -172,14 +179,14 @@ func TestRateLimitAndDryRun(t *testing.T) {
 	if code != 400 || !strings.Contains(body, "max_series") {
 		t.Errorf("reject tenant over its limit: %d %q, want 400 naming max_series", code, body)
 	}
-	e.vm.Flush()
-	if got := vmScalar(t, e, `count(dry{vm_account_id="4:0"})`); got != 50 {
+	e.be.flush()
+	if got := e.be.scalar("4", `count(dry)`); got != 50 {
 		t.Errorf("dry-run tenant: %v series landed, want all 50", got)
 	}
 	if got := metricValue(t, e, "cardguard_dry_run_discarded_samples_total", map[string]string{"tenant": "4:0", "reason": "max_series"}); got != 40 {
 		t.Errorf("would-drop count = %v, want 40", got)
 	}
-	if got := vmScalar(t, e, `count(strict{vm_account_id="5:0"})`); got != 10 {
+	if got := e.be.scalar("5", `count(strict)`); got != 10 {
 		t.Errorf("reject tenant: %v series landed, want the 10 within the limit", got)
 	}
 }
@@ -201,11 +208,20 @@ func pushRaw(t *testing.T, e *env, path string, wr *prompb.WriteRequest) (int, s
 // leaves at most max_values_per_label+1 distinct user_id values in
 // VictoriaMetrics; a well-behaved metric in the same requests is untouched.
 func TestLabelGuardAgainstVictoriaMetrics(t *testing.T) {
-	const maxValues = 100
-	e := newEnv(t, func(c *Config) {
-		c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = maxValues
-		c.Limits.Defaults.LabelGuard.Action = limits.GuardOverflowValue
-	})
+	for _, layout := range layouts {
+		t.Run(layout, func(t *testing.T) {
+			testLabelGuard(t, newEnvOn(t, layout, func(c *Config) {
+				c.Limits.Defaults.LabelGuard.MaxValuesPerLabel = guardMaxValues
+				c.Limits.Defaults.LabelGuard.Action = limits.GuardOverflowValue
+			}, io.Discard))
+		})
+	}
+}
+
+const guardMaxValues = 100
+
+func testLabelGuard(t *testing.T, e *env) {
+	const maxValues = guardMaxValues
 	ts := time.Now().Add(-time.Minute).UnixMilli()
 	for batch := 0; batch < 10; batch++ {
 		var wr prompb.WriteRequest
@@ -220,14 +236,14 @@ func TestLabelGuardAgainstVictoriaMetrics(t *testing.T) {
 			t.Fatalf("batch %d: %d %s", batch, code, body)
 		}
 	}
-	e.vm.Flush()
-	if got := vmScalar(t, e, `count(count by (user_id) (user_requests_total))`); got < 1 || got > maxValues+1 {
+	e.be.flush()
+	if got := e.be.scalar("0", `count(count by (user_id) (user_requests_total))`); got < 1 || got > maxValues+1 {
 		t.Errorf("user_id has %v distinct values in VictoriaMetrics, want at most %d", got, maxValues+1)
 	}
-	if got := vmScalar(t, e, `count(user_requests_total{user_id="__cardguard_overflow__"})`); got != 1 {
+	if got := e.be.scalar("0", `count(user_requests_total{user_id="__cardguard_overflow__"})`); got != 1 {
 		t.Errorf("overflow series count = %v, want 1", got)
 	}
-	if got := vmScalar(t, e, `count(well_behaved{zone="a"})`); got != 50 {
+	if got := e.be.scalar("0", `count(well_behaved{zone="a"})`); got != 50 {
 		t.Errorf("well_behaved has %v series, want 50 untouched", got)
 	}
 	_, body := get(t, e.srv.URL+"/api/cardguard/v1/guard/tenants/0")
