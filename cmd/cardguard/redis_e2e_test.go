@@ -9,7 +9,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"net/url"
 	"os"
 	"strconv"
 	"strings"
@@ -111,28 +110,6 @@ func (c *cluster) syncAll() {
 			a.shared.syncer.SyncOnce(context.Background())
 		}
 	}
-}
-
-// vmValue runs an instant query against VictoriaMetrics; -1 for an empty result.
-func (c *cluster) vmValue(query string) float64 {
-	c.t.Helper()
-	c.vm.Flush()
-	var resp struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	body := c.vm.Get("/api/v1/query?query=" + url.QueryEscape(query))
-	if err := json.Unmarshal(body, &resp); err != nil {
-		c.t.Fatalf("%s: %v: %s", query, err, body)
-	}
-	if len(resp.Data.Result) == 0 {
-		return -1
-	}
-	f, _ := strconv.ParseFloat(resp.Data.Result[0].Value[1].(string), 64)
-	return f
 }
 
 // tenantValue runs an instant query for tenant tn straight against
