@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -157,26 +156,7 @@ func (c *scaleCluster) push(tn string, series []prompb.TimeSeries) (int, int, st
 // scalarAt is backend.scalar evaluated at time ts (ms).
 func (c *scaleCluster) scalarAt(tn, query string, ts int64) float64 {
 	c.t.Helper()
-	args := url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(ts)/1000, 'f', 3, 64)}}
-	code, body := get(c.t, c.be.selectURL(tn, "api/v1/query", args))
-	if code != http.StatusOK {
-		c.t.Fatalf("%s at %d for tenant %q: %d %s", query, ts, tn, code, body)
-	}
-	var resp struct {
-		Data struct {
-			Result []struct {
-				Value [2]any `json:"value"`
-			} `json:"result"`
-		} `json:"data"`
-	}
-	if err := json.Unmarshal(body, &resp); err != nil {
-		c.t.Fatalf("%s: %v: %s", query, err, body)
-	}
-	if len(resp.Data.Result) == 0 {
-		return -1
-	}
-	f, _ := strconv.ParseFloat(resp.Data.Result[0].Value[1].(string), 64)
-	return f
+	return c.be.scalarWith(tn, url.Values{"query": {query}, "time": {strconv.FormatFloat(float64(ts)/1000, 'f', 3, 64)}})
 }
 
 // metricSum is the sum of every series of metric name that replica r exposes

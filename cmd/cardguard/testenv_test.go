@@ -145,9 +145,16 @@ func (b *backend) selectURL(tn, apiPath string, args url.Values) string {
 // tenant when "") and returns the first value, or -1 when the result is empty.
 func (b *backend) scalar(tn, query string) float64 {
 	b.t.Helper()
-	code, body := get(b.t, b.selectURL(tn, "api/v1/query", url.Values{"query": {query}}))
+	return b.scalarWith(tn, url.Values{"query": {query}})
+}
+
+// scalarWith is scalar with the query's arguments (query, time, ...) given.
+func (b *backend) scalarWith(tn string, args url.Values) float64 {
+	b.t.Helper()
+	query := args.Get("query")
+	code, body := get(b.t, b.selectURL(tn, "api/v1/query", args))
 	if code != http.StatusOK {
-		b.t.Fatalf("%s for tenant %q: %d %s", query, tn, code, body)
+		b.t.Fatalf("%s (%s) for tenant %q: %d %s", query, args.Encode(), tn, code, body)
 	}
 	var resp struct {
 		Data struct {
