@@ -99,6 +99,9 @@ type member struct {
 	Sketches float64 `json:"sketch_memory_bytes"`
 	RSSKiB   int64   `json:"rss_kib"`
 	CPU      float64 `json:"cpu_s"`
+	// CPUSettle is the part of CPU spent after the load was stored, while the
+	// replicas exchanged what it left (sketches, usage).
+	CPUSettle float64 `json:"cpu_settle_s"`
 }
 
 // gauge is one metric name summed over its label sets, per replica.
@@ -112,6 +115,15 @@ func (r scaleResult) CardguardCPU() float64 {
 	var s float64
 	for _, m := range r.Members {
 		s += m.CPU
+	}
+	return s
+}
+
+// CardguardSettleCPU is the replicas' CPU after the load, together.
+func (r scaleResult) CardguardSettleCPU() float64 {
+	var s float64
+	for _, m := range r.Members {
+		s += m.CPUSettle
 	}
 	return s
 }
@@ -301,6 +313,7 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 	// leaves in their heaps and in Redis is read once that has happened, and its
 	// CPU counts with the load's.
 	t1 := time.Now()
+	cpuLoad := e.scaleCPU(procs, redis)
 	select {
 	case <-time.After(s.settle):
 	case <-ctx.Done():
@@ -310,6 +323,7 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 	cpu1 := e.scaleCPU(procs, redis)
 	for i := range r.Members {
 		r.Members[i].CPU = cpu1[i] - cpu0[i]
+		r.Members[i].CPUSettle = cpu1[i] - cpuLoad[i]
 	}
 	r.VMCPU = cpu1[n] - cpu0[n]
 	r.RedisCPU = cpu1[n+1] - cpu0[n+1]

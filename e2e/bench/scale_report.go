@@ -60,6 +60,10 @@ func renderScale(info runInfo, redisVersion string, rs []scaleResult, c config) 
 			many.Replicas, one.Replicas, ratio(xhiN, xhi1))
 		fmt.Fprintf(&b, "- %d-replica cardguard CPU/sample ÷ %d-replica: ×%.2f\n",
 			many.Replicas, one.Replicas, ratio(many.perSample(many.CardguardCPU()), one.perSample(one.CardguardCPU())))
+		for _, r := range rs {
+			fmt.Fprintf(&b, "- %d replica(s): %.1f of %.1f CPU seconds after the load was stored (the %s settle: exchanges of what it left)\n",
+				r.Replicas, r.CardguardSettleCPU(), r.CardguardCPU(), c.sc.settle)
+		}
 	}
 	renderScaleGauges(&b, rs)
 	var notes []string
