@@ -10,6 +10,8 @@ import (
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cardguard/cardguard/internal/aggregate"
+	"github.com/cardguard/cardguard/internal/guard"
 	"github.com/cardguard/cardguard/internal/limits"
 	"github.com/cardguard/cardguard/internal/tenant"
 	"github.com/cardguard/cardguard/internal/upstream"
@@ -113,4 +115,72 @@ func fmtList(s []string) string {
 		out += v
 	}
 	return out + "]"
+}
+
+// admitFirst is a shared membership that admits the first n series it is
+// asked about and refuses the others, as a tenant reaching its limit would.
+type admitFirst struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (s *admitFirst) AdmitShared(_ tenant.ID, _ *limits.Limits, _ int64, cands []limits.Candidate) (int64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for i := range cands {
+		if s.n > 0 {
+			s.n--
+			continue
+		}
+		cands[i].Reason = limits.ReasonMaxSeries
+	}
+	return 0, nil
+}
+
+func (s *admitFirst) Pending()            {}
+func (s *admitFirst) FailOpenFactor() int { return 1 }
+
+// TestSharedAdmissionRefusesFolds: series the label guard folds into an
+// aggregate are decided after the loop too; refused ones must leave the
+// aggregate, or it would count inputs that were never admitted.
+func TestSharedAdmissionRefusesFolds(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		admit      int
+		wantInputs int // 0: no aggregate at all
+	}{{admit: 3, wantInputs: 2}, {admit: 1, wantInputs: 0}} {
+		up := newFakeUpstream(t)
+		scheme, _ := upstream.New(upstream.Config{Mode: upstream.ModeCluster, InsertURL: up.srv.URL, SelectURL: up.srv.URL, Timeout: 5 * time.Second})
+		logger := slog.New(slog.NewTextHandler(io.Discard, nil))
+		def := limits.Default()
+		def.MaxSeries = 1000
+		def.LabelGuard.MaxValuesPerLabel = 1
+		registry, _ := limits.NewRegistry(def, nil, nil, logger)
+		aggCfg := aggregate.Config{}
+		if err := aggCfg.Validate(); err != nil {
+			t.Fatal(err)
+		}
+		folds := aggregate.New(aggCfg, nil, nil)
+		enf := limits.NewEnforcer(limits.EnforcerOptions{})
+		enf.ShareSeries(&admitFirst{n: tc.admit})
+		h := New(Config{}, scheme, Stages{Guard: guard.New(guard.Options{}), Limits: registry, Enforcer: enf, Folder: folds}, prometheus.NewRegistry(), logger)
+		wr := &prompb.WriteRequest{}
+		for _, u := range []string{"a", "b", "c"} {
+			wr.Timeseries = append(wr.Timeseries, prompb.TimeSeries{
+				Labels:  []prompb.Label{{Name: "__name__", Value: "jobs_total"}, {Name: "user", Value: u}},
+				Samples: []prompb.Sample{{Value: 5, Timestamp: time.Now().UnixMilli()}},
+			})
+		}
+		if rec := post(h, encode(wr), nil); rec.Code != 204 {
+			t.Fatalf("admit %d: status %d %s", tc.admit, rec.Code, rec.Body)
+		}
+		got := folds.Snapshot(tenant.MustParse("1"), "jobs_total", 10)
+		inputs := 0
+		for _, a := range got {
+			inputs += a.Inputs
+		}
+		if inputs != tc.wantInputs {
+			t.Errorf("admit %d of 3 (user a forwarded, b and c folded by the guard): aggregates %+v; want %d inputs", tc.admit, got, tc.wantInputs)
+		}
+	}
 }
