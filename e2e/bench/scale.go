@@ -16,6 +16,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"gopkg.in/yaml.v3"
@@ -29,6 +30,7 @@ type scaleFlags struct {
 	settle                  time.Duration // after the load, before memory is read
 	redisBin                string
 	tenantLimits            string // YAML mapping: tenant 0's limits
+	profile                 time.Duration // CPU profile of each replica from the start of the load; 0: none
 }
 
 func (s scaleFlags) validate() error {
@@ -298,6 +300,7 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 		urls[i] = m.URL + "/api/v1/write"
 	}
 	t0 = time.Now()
+	profiled := e.profileReplicas(tag, r.Members)
 	r.Load, err = e.loadgen(ctx, tag, strings.Join(urls, ","), "-passes=1", "-concurrency="+strconv.Itoa(e.cfg.concurrency), "-duration=15m")
 	if err != nil {
 		return r, err
@@ -320,6 +323,7 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 		return r, ctx.Err()
 	}
 	r.SettleSeconds = time.Since(t1).Seconds()
+	profiled()
 	cpu1 := e.scaleCPU(procs, redis)
 	for i := range r.Members {
 		r.Members[i].CPU = cpu1[i] - cpu0[i]
@@ -746,4 +750,51 @@ func commandVersion(bin string) string {
 	}
 	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
 	return line
+}
+
+// profileReplicas takes a CPU profile of every replica over -scale.profile from
+// now, and writes it with the replica's allocation profile (since its start)
+// to the cache directory; the returned func waits for them.
+func (e *env) profileReplicas(tag string, ms []member) (wait func()) {
+	d := e.cfg.sc.profile
+	if d <= 0 {
+		return func() {}
+	}
+	var wg sync.WaitGroup
+	for _, m := range ms {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			secs := strconv.Itoa(max(1, int(d.Seconds())))
+			for _, p := range []struct{ path, file string }{
+				{"/debug/pprof/profile?seconds=" + secs, m.Name + ".cpu.pprof"},
+				{"/debug/pprof/allocs", m.Name + ".allocs.pprof"},
+			} {
+				if err := fetchTo(m.URL+p.path, filepath.Join(e.cfg.resultsDir, p.file), d+30*time.Second); err != nil {
+					e.logf("scale: profile of %s: %v", m.Name, err)
+					return
+				}
+			}
+			e.logf("scale: profiles of %s in %s", m.Name, e.cfg.resultsDir)
+		}()
+	}
+	return wg.Wait
+}
+
+// fetchTo writes what a GET of url answers to path.
+func fetchTo(url, path string, timeout time.Duration) error {
+	c := &http.Client{Timeout: timeout}
+	resp, err := c.Get(url)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", url, resp.Status)
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, b, 0o644)
 }

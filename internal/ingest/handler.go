@@ -87,6 +87,7 @@ type Handler struct {
 	// downPeers holds, by replica ID, when a connection to it last failed
 	// (Unix ns): see peerDown.
 	downPeers sync.Map
+	peerBufs  sync.Pool // *[]byte: the parts of requests routed to their owners
 
 	ctxPool sync.Pool     // *writeCtx
 	slots   chan struct{} // one per request being processed
@@ -405,9 +406,10 @@ func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writ
 		defer func() {
 			local, werr := wait()
 			for _, body := range local {
-				n, lerr := h.forwardLocal(r, t, tl, protocol, body)
+				n, lerr := h.forwardLocal(r, t, tl, protocol, *body)
 				res.forwardSamples += n
 				werr = worse(werr, lerr)
+				h.putPeerBuf(body)
 			}
 			err = worse(err, werr)
 		}()

@@ -1,6 +1,7 @@
 package ingest
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"log/slog"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/VictoriaMetrics/VictoriaMetrics/lib/prompb"
+	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cardguard/cardguard/internal/aggregate"
@@ -216,5 +218,53 @@ func TestRouteStreamRules(t *testing.T) {
 	}
 	if len(streams[0].got)+len(streams[1].got) != 20 {
 		t.Fatalf("metrics taken: %d and %d, want 20 in all", len(streams[0].got), len(streams[1].got))
+	}
+}
+
+func TestAppendSnappyBlock(t *testing.T) {
+	big := make([]byte, snappyBlock+12345)
+	for i := range big {
+		big[i] = byte(i / 7 % 251)
+	}
+	for _, src := range [][]byte{nil, []byte("x"), []byte(strings.Repeat("abc", 1000)), big} {
+		enc := appendSnappyBlock([]byte("prefix"), src)
+		if !bytes.HasPrefix(enc, []byte("prefix")) {
+			t.Fatal("prefix overwritten")
+		}
+		got, err := snappy.Decode(nil, enc[len("prefix"):])
+		if err != nil {
+			t.Fatalf("%d bytes: %v", len(src), err)
+		}
+		if !bytes.Equal(got, src) {
+			t.Fatalf("%d bytes: decoded %d bytes that differ", len(src), len(got))
+		}
+	}
+}
+
+// The transport may read a routed body after Do returned, and ask for it again:
+// its buffer is given back once, after the last reader closed.
+func TestPeerBodyFreedAfterLastReader(t *testing.T) {
+	freed := 0
+	buf := []byte("body")
+	p := &peerBody{free: func(b *[]byte) { freed++ }, buf: &buf}
+	p.refs.Store(1)
+	r1, _ := p.reader()
+	r2, _ := p.reader()
+	p.release() // the sender is done
+	if freed != 0 {
+		t.Fatal("freed while readers are open")
+	}
+	got, _ := io.ReadAll(r2)
+	if string(got) != "body" {
+		t.Fatalf("read %q", got)
+	}
+	_ = r1.Close()
+	_ = r1.Close() // a second Close is no release
+	if freed != 0 {
+		t.Fatal("freed while a reader is open")
+	}
+	_ = r2.Close()
+	if freed != 1 {
+		t.Fatalf("freed %d times, want 1", freed)
 	}
 }

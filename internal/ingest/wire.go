@@ -70,6 +70,7 @@ type batch struct {
 	others   [][]byte
 	metadata int // metadata entries
 	arena    []prompb.Label
+	owners   []int32 // scratch of route: the peer of each series, -1 for this replica
 	// wr is set when the request was decoded by lib/prompb (native histograms) or
 	// converted from 2.0; it is encoded from wr then.
 	wr *prompb.WriteRequest
@@ -563,6 +564,18 @@ func (b *batch) appendSnappyBlocks(dst []byte, buf *[]byte, block int) []byte {
 	n := binary.PutUvarint(dst[start:], uint64(total))
 	m := copy(dst[start+n:], dst[start+hdr:])
 	return dst[:start+n+m]
+}
+
+// appendSnappyBlock appends src compressed as one snappy block to dst, in
+// pieces of snappyBlock bytes (see appendSnappyBlocks).
+func appendSnappyBlock(dst, src []byte) []byte {
+	dst = binary.AppendUvarint(dst, uint64(len(src)))
+	for len(src) > 0 {
+		n := min(len(src), snappyBlock)
+		dst = appendSnappyElements(dst, src[:n])
+		src = src[n:]
+	}
+	return dst
 }
 
 // appendSnappyElements appends the snappy elements of src, without a block
