@@ -89,7 +89,20 @@ func (t *Tracker) ExportBuckets(tn tenant.ID) []Bucket {
 	t.mu.RLock()
 	ts := t.tenants[tn]
 	t.mu.RUnlock()
-	return t.export(ts)
+	return t.export(ts, false)
+}
+
+// ExportLocalBuckets is ExportBuckets leaving out the sketches that hold only
+// what other replicas' buckets merged in: what a replica shares of its own.
+// With writes routed to the owner of their metric, a replica observes a
+// metric only if it owns it, so each metric's sketches travel once, from
+// their owner, instead of from every replica that merged them; the union of
+// every replica's own buckets is the whole.
+func (t *Tracker) ExportLocalBuckets(tn tenant.ID) []Bucket {
+	t.mu.RLock()
+	ts := t.tenants[tn]
+	t.mu.RUnlock()
+	return t.export(ts, true)
 }
 
 // TenantIDs returns the tracked tenants, the overflow entry left out: what a
@@ -109,10 +122,19 @@ func (t *Tracker) ExportOverflowBuckets() []Bucket {
 	t.mu.RLock()
 	ts := t.overflow
 	t.mu.RUnlock()
-	return t.export(ts)
+	return t.export(ts, false)
 }
 
-func (t *Tracker) export(ts *tenantState) []Bucket {
+// ExportLocalOverflowBuckets is ExportOverflowBuckets as ExportLocalBuckets is
+// ExportBuckets.
+func (t *Tracker) ExportLocalOverflowBuckets() []Bucket {
+	t.mu.RLock()
+	ts := t.overflow
+	t.mu.RUnlock()
+	return t.export(ts, true)
+}
+
+func (t *Tracker) export(ts *tenantState, onlyLocal bool) []Bucket {
 	if ts == nil {
 		return nil
 	}
@@ -131,7 +153,7 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 	each := func(r *ring, cur int64, fn func(epoch int64, data []byte)) {
 		for i := range r.slots {
 			s := &r.slots[i]
-			if s.sk == nil || s.inserts == 0 || !inWindow(s.epoch, cur, len(r.slots)) {
+			if s.sk == nil || s.inserts == 0 || !inWindow(s.epoch, cur, len(r.slots)) || (onlyLocal && !s.local) {
 				continue
 			}
 			if data, err := s.sk.MarshalBinary(); err == nil {
@@ -219,16 +241,24 @@ func (t *Tracker) export(ts *tenantState) []Bucket {
 // tracker holds for the same bucket; buckets already out of their window are skipped.
 // New tenants, metrics and labels count against the caps like observed ones. It stops
 // at the first bucket that does not fit this tracker's configuration.
-func (t *Tracker) MergeBuckets(bs []Bucket) error {
+func (t *Tracker) MergeBuckets(bs []Bucket) error { return t.mergeBuckets(bs, false) }
+
+// AdoptBuckets is MergeBuckets for buckets that are this replica's own: a
+// snapshot it saved, or what it shared before it restarted. They count as
+// observed here (LocalChanges, ExportLocalBuckets), so that the replica shares
+// them again.
+func (t *Tracker) AdoptBuckets(bs []Bucket) error { return t.mergeBuckets(bs, true) }
+
+func (t *Tracker) mergeBuckets(bs []Bucket, local bool) error {
 	for i := range bs {
-		if err := t.mergeBucket(&bs[i]); err != nil {
+		if err := t.mergeBucket(&bs[i], local); err != nil {
 			return fmt.Errorf("bucket %d (tenant %s, %s at %s): %w", i, bs[i].Tenant, bs[i].Level, bs[i].Start.Format(time.RFC3339), err)
 		}
 	}
 	return nil
 }
 
-func (t *Tracker) mergeBucket(b *Bucket) error {
+func (t *Tracker) mergeBucket(b *Bucket, local bool) error {
 	w, err := t.levelWidth(b.Level)
 	if err != nil {
 		return err
@@ -271,17 +301,20 @@ func (t *Tracker) mergeBucket(b *Bucket) error {
 		}
 		ts.mu.Unlock()
 	}
-	sk := new(sketch)
 	mergeInto := func(r *ring, data []byte) error {
 		if len(data) == 0 {
 			return nil
 		}
+		sk := new(sketch)
 		if err := sk.UnmarshalBinary(data); err != nil {
 			return err
 		}
-		return r.merge(epoch, sk)
+		return r.merge(epoch, sk, data[1], local) // the precision, checked by UnmarshalBinary
 	}
 	ts.dirty = true
+	if local {
+		ts.local = t.localSeq.Add(1)
+	}
 	var metrics []MetricBucket
 	switch b.Level {
 	case LevelSeries:
@@ -407,8 +440,8 @@ func (t *Tracker) WriteSnapshot(w io.Writer) error {
 	return bw.Flush()
 }
 
-// ReadSnapshot merges a snapshot written by WriteSnapshot into t. Buckets that have
-// left their window since are skipped. Call Refresh afterwards to see the estimates.
+// ReadSnapshot merges a snapshot written by WriteSnapshot into t, as its own
+// (AdoptBuckets). Buckets that have left their window since are skipped. Call Refresh afterwards to see the estimates.
 func (t *Tracker) ReadSnapshot(r io.Reader) error {
 	var s snapshot
 	if err := gob.NewDecoder(bufio.NewReader(r)).Decode(&s); err != nil {
@@ -417,7 +450,7 @@ func (t *Tracker) ReadSnapshot(r io.Reader) error {
 	if s.Version != snapshotVersion {
 		return fmt.Errorf("read cardinality snapshot: version %d, want %d", s.Version, snapshotVersion)
 	}
-	if err := t.MergeBuckets(s.Buckets); err != nil {
+	if err := t.AdoptBuckets(s.Buckets); err != nil {
 		return fmt.Errorf("read cardinality snapshot: %w", err)
 	}
 	return nil

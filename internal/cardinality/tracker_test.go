@@ -416,6 +416,34 @@ func TestMerge(t *testing.T) {
 	}
 }
 
+// A bucket merged into an empty one is taken as it is (ring.merge): the
+// sketch must then take further merges and observations like any other.
+func TestMergeIntoEmptyThenObserve(t *testing.T) {
+	t.Parallel()
+	a, clk := newTracker(t, Config{})
+	c, _ := newTracker(t, Config{Now: clk.Now})
+	tn := tenant.ID{AccountID: 9}
+	for i := range 2000 {
+		observe(a, tn, series("m", "id", strconv.Itoa(i)))
+	}
+	for range 2 { // the second merge must count nothing twice
+		if err := c.Merge(a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 1500; i < 3000; i++ {
+		observe(c, tn, series("m", "id", strconv.Itoa(i)))
+	}
+	c.Refresh()
+	if got, _ := c.MetricSeries(tn, "m"); !within(got, 3000, 0.02) {
+		t.Errorf("merged then observed: %d series, want 3000", got)
+	}
+	a.Refresh()
+	if got, _ := a.MetricSeries(tn, "m"); !within(got, 2000, 0.02) {
+		t.Errorf("the exporting tracker now counts %d series, want its 2000", got)
+	}
+}
+
 func TestConcurrentObserve(t *testing.T) {
 	t.Parallel()
 	tr, clk := newTracker(t, Config{})

@@ -61,15 +61,22 @@
 //
 // # Sketches
 //
-// Every SyncInterval each replica exports its cardinality buckets
-// (Tracker.ExportBuckets) and stores those whose digest changed since it last
-// stored them. It then reads the digests of every other live replica and fetches
-// and merges (Tracker.MergeBuckets) the buckets that changed. Merging goes into
-// the replica's own tracker: HyperLogLog union is idempotent and commutative, so
-// a bucket merged twice, or a replica's own data coming back inside another
-// replica's union, counts once; the estimate is that of the union of every
-// replica's series, not their sum. Bucket encodings are sorted so that unchanged
-// content does not travel again.
+// Every SketchInterval each replica exports the cardinality buckets it
+// observed itself (Tracker.ExportLocalBuckets: sketches that only merged other
+// replicas' buckets stay home) and stores those whose digest changed since it
+// last stored them. It then reads the digests of every other live replica and
+// fetches and merges (Tracker.MergeBuckets) the buckets that changed. Merging
+// goes into the replica's own tracker: HyperLogLog union is idempotent and
+// commutative, so a bucket merged twice counts once; the estimate is that of
+// the union of every replica's series, not their sum. With writes routed to
+// the owner of their metric, a metric's sketches travel once, from its owner.
+// Bucket encodings are sorted so that unchanged content does not travel again.
+//
+// What a replica shared stays in the backend until its buckets leave their
+// window. A replica restarted with its ID (kept in the data directory) takes
+// its own back as its own (Tracker.AdoptBuckets) before it shares anything;
+// when a replica is gone from the live ones, the first live one by ID adopts
+// its buckets, so that replicas started later still see what it observed.
 //
 // # Query usage
 //

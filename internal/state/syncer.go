@@ -110,12 +110,19 @@ type Syncer struct {
 	buf       []limits.Admission // flush loop only: waiting to be published
 
 	// Slow loop: SyncOnce holds slowMu.
-	slowMu      sync.Mutex
-	alive       []string
-	instance    string
-	published   map[string]uint64            // own sketch name → digest
-	exported    map[tenant.ID]uint64         // tenant → Tracker.LocalChanges when last exported
-	merged      map[string]map[string]uint64 // replica → sketch name → digest merged
+	slowMu    sync.Mutex
+	alive     []string
+	instance  string
+	published map[string]uint64            // own sketch name → digest
+	exported  map[tenant.ID]uint64         // tenant → Tracker.LocalChanges when last exported
+	merged    map[string]map[string]uint64 // replica → sketch name → digest merged
+	// Sketches each replica shares are its own (ExportLocalBuckets). What
+	// another replica shared stays in the backend after it is gone, until its
+	// buckets expire: ownSketches says this replica's own from before a
+	// restart were taken back, departed lists gone replicas whose buckets one
+	// survivor is to adopt.
+	ownSketches bool
+	departed    []string
 	usageDigest uint64
 	usageAt     time.Time
 	othersUsage []queryaudit.Snapshot
@@ -484,6 +491,11 @@ func (s *Syncer) presence(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	for _, rep := range s.alive {
+		if rep != s.o.Replica && !slices.Contains(alive, rep) && !slices.Contains(s.departed, rep) {
+			s.departed = append(s.departed, rep)
+		}
+	}
 	s.alive = alive
 	s.reps.Store(int64(max(len(alive), 1)))
 	if s.o.Ring != nil && s.o.AdvertiseURL != "" {
@@ -523,8 +535,76 @@ func canonical(b *cardinality.Bucket) {
 	}
 }
 
+// adoptSketches takes as this replica's own the sketches it shared before a
+// restart (a replica ID is kept in the data directory), and those of replicas
+// that are gone, when this replica is the survivor that adopts them (the
+// first alive ID in order): each replica shares only what it observed
+// itself, so what a gone replica observed would otherwise be missing from the
+// union that replicas started later see.
+func (s *Syncer) adoptSketches(ctx context.Context) error {
+	if !s.ownSketches {
+		if err := s.adopt(ctx, s.o.Replica); err != nil {
+			return err
+		}
+		s.ownSketches = true
+	}
+	if len(s.departed) == 0 {
+		return nil
+	}
+	if len(s.alive) > 0 && slices.Min(s.alive) != s.o.Replica {
+		s.departed = s.departed[:0]
+		return nil
+	}
+	for len(s.departed) > 0 {
+		if err := s.adopt(ctx, s.departed[0]); err != nil {
+			return err
+		}
+		delete(s.merged, s.departed[0])
+		s.departed = s.departed[1:]
+	}
+	return nil
+}
+
+// adopt merges every bucket replica shared into the tracker as this
+// replica's own.
+func (s *Syncer) adopt(ctx context.Context, replica string) error {
+	idx, err := s.b.SketchIndex(ctx, replica)
+	if err != nil || len(idx) == 0 {
+		return err
+	}
+	names := slices.Sorted(maps.Keys(idx))
+	datas, err := s.b.GetSketches(ctx, replica, names)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for i, data := range datas {
+		if data == nil {
+			continue
+		}
+		var b cardinality.Bucket
+		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b); err != nil {
+			s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", replica, "bucket", names[i], "err", err)
+			continue
+		}
+		if err := s.o.Tracker.AdoptBuckets([]cardinality.Bucket{b}); err != nil {
+			s.log.Warn("sketch bucket does not fit this configuration; skipped", "replica", replica, "bucket", names[i], "err", err)
+			continue
+		}
+		n++
+	}
+	if n > 0 {
+		s.log.Info("took over the sketch buckets a replica shared", "replica", replica, "buckets", n)
+		s.o.Tracker.Refresh()
+	}
+	return nil
+}
+
 func (s *Syncer) syncSketches(ctx context.Context) error {
 	tr := s.o.Tracker
+	if err := s.adoptSketches(ctx); err != nil {
+		return err
+	}
 	var buckets []cardinality.Bucket
 	current := map[string]bool{}
 	versions := map[tenant.ID]uint64{}
@@ -542,9 +622,9 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 			continue
 		}
 		versions[id] = v
-		buckets = append(buckets, tr.ExportBuckets(id)...)
+		buckets = append(buckets, tr.ExportLocalBuckets(id)...)
 	}
-	buckets = append(buckets, tr.ExportOverflowBuckets()...)
+	buckets = append(buckets, tr.ExportLocalOverflowBuckets()...)
 	var put []Blob
 	for i := range buckets {
 		b := &buckets[i]

@@ -1,7 +1,9 @@
 package state
 
 import (
+	"bytes"
 	"context"
+	"encoding/gob"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -512,5 +514,147 @@ func testSharedMembershipPerMetric(t *testing.T, b testBackend) {
 	}
 	if got := admitted(f); got != 10 || active != 30 {
 		t.Fatalf("forced: %d admitted, %d active; want 10 and 30", got, active)
+	}
+}
+
+// observeMetric has r observe n series of metric name.
+func observeMetric(r *replica, name string, n int) {
+	for i := range n {
+		lbs := []prompb.Label{{Name: "__name__", Value: name}, {Name: "i", Value: fmt.Sprint(i)}}
+		r.tracker.Observe(tn, name, lbs, xxhashOf(name, i))
+	}
+	r.tracker.Refresh()
+}
+
+func xxhashOf(name string, i int) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range []byte(fmt.Sprintf("%s/%d", name, i)) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return h
+}
+
+// sharedMetrics lists the metrics in the buckets replica shared.
+func sharedMetrics(t *testing.T, b Backend, replica string) map[string]bool {
+	t.Helper()
+	ctx := context.Background()
+	idx, err := b.SketchIndex(ctx, replica)
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := make([]string, 0, len(idx))
+	for n := range idx {
+		names = append(names, n)
+	}
+	datas, err := b.GetSketches(ctx, replica, names)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, data := range datas {
+		var bk cardinality.Bucket
+		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&bk); err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range bk.Metrics {
+			out[m.Name] = true
+		}
+	}
+	return out
+}
+
+func metricSeries(t *testing.T, r *replica, name string) int64 {
+	t.Helper()
+	m, ok := r.tracker.Metric(tn, name)
+	if !ok {
+		return 0
+	}
+	return m.Series
+}
+
+// TestSketchesSharedOnceEach: a replica shares only what it observed itself, so
+// that a metric's sketches travel once (from the replica that owns it), yet
+// every replica sees every metric; a replica restarted with its ID takes its
+// own back, and one started later sees everything.
+func TestSketchesSharedOnceEach(t *testing.T) {
+	t.Parallel()
+	backends(t, func(t *testing.T, b testBackend) {
+		ra, rb := newReplica(t, b, "a"), newReplica(t, b, "b")
+		observeMetric(ra, "ma", 300)
+		observeMetric(rb, "mb", 200)
+		for range 2 {
+			ra.s.SyncOnce(context.Background())
+			rb.s.SyncOnce(context.Background())
+		}
+		for _, r := range []*replica{ra, rb} {
+			if a, b := metricSeries(t, r, "ma"), metricSeries(t, r, "mb"); a != 300 || b != 200 {
+				t.Fatalf("a replica sees ma=%d mb=%d; want 300 and 200", a, b)
+			}
+		}
+		if got := sharedMetrics(t, b, "a"); !got["ma"] || got["mb"] {
+			t.Errorf("replica a shared metrics %v; want ma only", got)
+		}
+		if got := sharedMetrics(t, b, "b"); !got["mb"] || got["ma"] {
+			t.Errorf("replica b shared metrics %v; want mb only", got)
+		}
+
+		// a restarts with its ID and empty state: it takes back what it shared,
+		// and shares it again.
+		ra2 := newReplica(t, b, "a")
+		if n := metricSeries(t, ra2, "ma"); n != 300 {
+			t.Errorf("restarted replica sees ma=%d; want its own 300 back", n)
+		}
+		observeMetric(ra2, "ma2", 10)
+		ra2.s.SyncOnce(context.Background())
+		if got := sharedMetrics(t, b, "a"); !got["ma"] || !got["ma2"] {
+			t.Errorf("restarted replica a shares %v; want ma and ma2", got)
+		}
+		rc := newReplica(t, b, "c")
+		rc.s.SyncOnce(context.Background())
+		if a, b := metricSeries(t, rc, "ma"), metricSeries(t, rc, "mb"); a != 300 || b != 200 {
+			t.Errorf("a replica started later sees ma=%d mb=%d; want 300 and 200", a, b)
+		}
+	})
+}
+
+// TestSketchesOfAGoneReplicaAdopted: what a replica that is gone shared is taken
+// over by one survivor, so that replicas started after it still see it.
+func TestSketchesOfAGoneReplicaAdopted(t *testing.T) {
+	t.Parallel()
+	b := NewMemory()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	newAt := func(id string) *replica {
+		r := newReplica(t, b, id)
+		r.s.now = clock
+		return r
+	}
+	ra, rb, rz := newAt("a"), newAt("b"), newAt("z")
+	observeMetric(rz, "mz", 250)
+	for _, r := range []*replica{ra, rb, rz} {
+		r.s.SyncOnce(context.Background())
+	}
+	for _, r := range []*replica{ra, rb} {
+		r.s.SyncOnce(context.Background())
+	}
+	// z stops for good; a and b see it gone.
+	mu.Lock()
+	now = now.Add(time.Minute)
+	mu.Unlock()
+	for range 2 {
+		ra.s.SyncOnce(context.Background())
+		rb.s.SyncOnce(context.Background())
+	}
+	if got := sharedMetrics(t, b, "a"); !got["mz"] {
+		t.Errorf("survivor a shares %v; want mz, adopted from the gone replica", got)
+	}
+	if got := sharedMetrics(t, b, "b"); got["mz"] {
+		t.Errorf("survivor b shares %v; only one survivor adopts", got)
+	}
+	rc := newAt("c")
+	rc.s.SyncOnce(context.Background())
+	if n := metricSeries(t, rc, "mz"); n != 250 {
+		t.Errorf("a replica started after z was gone sees mz=%d; want 250", n)
 	}
 }
