@@ -19,8 +19,16 @@ type slot struct {
 	// local: the sketch holds something this replica observed (or adopted as its
 	// own), not only what other replicas' buckets merged into it.
 	local bool
-	sk    *hyperloglog.Sketch
+	// source is the one replica whose buckets alone were merged into the
+	// sketch (MergeBucketsFrom), mixedSources once there were others, 0 for
+	// none or unknown.
+	source uint64
+	sk     *hyperloglog.Sketch
 }
+
+// mixedSources marks a slot into which more than one source merged: a source's
+// hash always has its lowest bit set, so it is never this.
+const mixedSources = ^uint64(0) - 1
 
 func newRing(p uint8, n int) ring { return ring{p: p, slots: make([]slot, n)} }
 
@@ -53,6 +61,7 @@ func (r *ring) at(epoch int64) *slot {
 	s.epoch = epoch
 	s.inserts = 0
 	s.local = false
+	s.source = 0
 	return s
 }
 
@@ -64,25 +73,29 @@ func (r *ring) insert(epoch int64, h uint64) {
 	}
 }
 
-// merge unions sk, of precision p, into the bucket of epoch; local says
-// whether sk is this replica's own (a snapshot it saved, what it published
-// before a restart). sk is the ring's from then on: into an empty bucket (a
-// metric another replica owns) it goes as it is, which costs nothing, where
-// merging a sparse sketch re-inserts every value of it (a third of the
-// exchange's CPU in a 3-replica make bench-scale profile).
-func (r *ring) merge(epoch int64, sk *hyperloglog.Sketch, p uint8, local bool) error {
+// merge unions sk, of precision p, into the bucket of epoch. sk is the ring's
+// from then on: into an empty bucket (a metric another replica owns) it goes
+// as it is, which costs nothing, where merging a sparse sketch re-inserts
+// every value of it; so does a newer copy of what one source alone put there,
+// since a source's bucket only grows (MergeBucketsFrom).
+func (r *ring) merge(epoch int64, sk *hyperloglog.Sketch, p uint8, from mergeFrom) error {
 	s := r.at(epoch)
 	if s == nil {
 		return nil
 	}
 	var err error
-	if s.inserts == 0 && p == r.p {
+	switch {
+	case p == r.p && s.inserts == 0:
 		s.sk = sk
-	} else {
+		s.source = from.source
+	case p == r.p && !s.local && !from.local && from.source != 0 && s.source == from.source:
+		s.sk = sk
+	default:
 		err = s.sk.Merge(sk)
+		s.source = mixedSources
 	}
 	s.inserts += 1 << r.p // merged content may be dense
-	s.local = s.local || local
+	s.local = s.local || from.local
 	return err
 }
 

@@ -444,6 +444,63 @@ func TestMergeIntoEmptyThenObserve(t *testing.T) {
 	}
 }
 
+// A newer copy of one source's bucket replaces the copy merged before; a
+// bucket that took anything else, from another source or observed here,
+// merges it instead.
+func TestMergeBucketsFromSources(t *testing.T) {
+	t.Parallel()
+	r1, clk := newTracker(t, Config{})
+	r2, _ := newTracker(t, Config{Now: clk.Now})
+	tn := tenant.ID{AccountID: 9}
+	obs := func(tr *Tracker, metric string, from, to int) {
+		for i := from; i < to; i++ {
+			observe(tr, tn, series(metric, "id", strconv.Itoa(i)))
+		}
+	}
+	count := func(tr *Tracker, metric string) int64 {
+		tr.Refresh()
+		n, _ := tr.MetricSeries(tn, metric)
+		return n
+	}
+	merge := func(into *Tracker, source string, from *Tracker) {
+		t.Helper()
+		if err := into.MergeBucketsFrom(source, from.ExportBuckets(tn)); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// One source: its grown bucket replaces the copy.
+	only, _ := newTracker(t, Config{Now: clk.Now})
+	obs(r1, "a", 0, 1000)
+	merge(only, "r1", r1)
+	obs(r1, "a", 1000, 1500)
+	merge(only, "r1", r1)
+	if got := count(only, "a"); !within(got, 1500, 0.02) {
+		t.Errorf("one source: %d series, want 1500", got)
+	}
+
+	// Two sources in one bucket: a newer copy of one keeps the other's.
+	mixed, _ := newTracker(t, Config{Now: clk.Now})
+	obs(r2, "a", 3000, 3400)
+	merge(mixed, "r1", r1)
+	merge(mixed, "r2", r2)
+	obs(r1, "a", 1500, 2000)
+	merge(mixed, "r1", r1)
+	if got := count(mixed, "a"); !within(got, 2400, 0.02) {
+		t.Errorf("two sources: %d series, want 2000 + 400", got)
+	}
+
+	// Observed here too: a source's copy merges into what was observed.
+	own, _ := newTracker(t, Config{Now: clk.Now})
+	merge(own, "r1", r1)
+	obs(own, "a", 5000, 5300)
+	obs(r1, "a", 2000, 2100)
+	merge(own, "r1", r1)
+	if got := count(own, "a"); !within(got, 2400, 0.02) {
+		t.Errorf("observed and merged: %d series, want 2100 + 300", got)
+	}
+}
+
 func TestConcurrentObserve(t *testing.T) {
 	t.Parallel()
 	tr, clk := newTracker(t, Config{})

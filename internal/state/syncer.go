@@ -702,7 +702,7 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 				s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", rep, "bucket", names[i], "err", err)
 				continue
 			}
-			if err := tr.MergeBuckets([]cardinality.Bucket{b}); err != nil {
+			if err := tr.MergeBucketsFrom(rep, []cardinality.Bucket{b}); err != nil {
 				s.log.Warn("sketch bucket of another replica does not fit this configuration; skipped", "replica", rep, "bucket", names[i], "err", err)
 				continue
 			}
