@@ -240,31 +240,3 @@ func TestAppendSnappyBlock(t *testing.T) {
 		}
 	}
 }
-
-// The transport may read a routed body after Do returned, and ask for it again:
-// its buffer is given back once, after the last reader closed.
-func TestPeerBodyFreedAfterLastReader(t *testing.T) {
-	freed := 0
-	buf := []byte("body")
-	p := &peerBody{free: func(b *[]byte) { freed++ }, buf: &buf}
-	p.refs.Store(1)
-	r1, _ := p.reader()
-	r2, _ := p.reader()
-	p.release() // the sender is done
-	if freed != 0 {
-		t.Fatal("freed while readers are open")
-	}
-	got, _ := io.ReadAll(r2)
-	if string(got) != "body" {
-		t.Fatalf("read %q", got)
-	}
-	_ = r1.Close()
-	_ = r1.Close() // a second Close is no release
-	if freed != 0 {
-		t.Fatal("freed while a reader is open")
-	}
-	_ = r2.Close()
-	if freed != 1 {
-		t.Fatalf("freed %d times, want 1", freed)
-	}
-}
