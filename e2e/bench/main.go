@@ -171,7 +171,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.sc.metrics, "scale.metrics", 1000, "metric names the -scale series are spread over")
 	fs.IntVar(&c.sc.rounds, "scale.rounds", 3, "times every -scale series is written, one round after the other")
 	fs.StringVar(&c.sc.replicas, "scale.replicas", "1,2,3", "replica counts for -scale, in this order; the first and the last are compared")
-	fs.DurationVar(&c.sc.settle, "scale.settle", 35*time.Second, "wait after the -scale load before memory and CPU are read, for the replicas' state sync to happen (sketches every 30s)")
+	fs.DurationVar(&c.sc.settle, "scale.settle", 65*time.Second, "wait after the -scale load before memory and CPU are read: two sketch intervals (30s), one for each replica to share what the load left and one for the others to merge it")
 	fs.DurationVar(&c.sc.profile, "scale.profile", 0, "with -scale, take a CPU profile of each replica over this long from the start of the load, and its allocation profile at the end, into .cache/bench (0: none)")
 	fs.StringVar(&c.sc.redisBin, "scale.redis", "redis-server", "redis-server binary for -scale")
 	fs.StringVar(&c.sc.tenantLimits, "scale.tenant-limits", "{max_series: 100000000}", "limits of tenant 0:0 for -scale, a YAML mapping; a series limit makes the replicas keep series membership")
