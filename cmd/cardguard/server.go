@@ -190,11 +190,11 @@ func (a *app) routes() http.Handler {
 		if !ok {
 			return
 		}
-		if r.Header.Get(ingest.RoutedHeader) != "" {
+		if v := r.Header.Get(ingest.RoutedHeader); v != "" {
 			// Another replica sent this part to its owner: process it here.
 			// Only with the admin credential, which replicas share.
 			if role, err := a.auth.Resolve(r); err == nil && role.Admin {
-				r = r.WithContext(ingest.WithRouted(r.Context()))
+				r = r.WithContext(ingest.RoutedContext(r.Context(), v))
 			}
 		}
 		a.ingest.ServeWrite(w, r, t)

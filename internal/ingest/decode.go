@@ -27,6 +27,9 @@ func contentProtocol(r *http.Request) (proto, enc int, err error) {
 	case e == "" || strings.EqualFold(e, "snappy"):
 	case strings.EqualFold(e, "zstd"):
 		enc = encZstd
+	case e == "identity" && decided(r.Context()):
+		// A part another replica routed here to be decided (route).
+		enc = encNone
 	default:
 		return 0, 0, errorf(http.StatusUnsupportedMediaType, "unsupported Content-Encoding %q: remote write needs snappy or zstd", truncate(e, 64))
 	}

@@ -14,11 +14,15 @@
 package ingest
 
 import (
+	"errors"
 	"fmt"
 	"hash/maphash"
 	"log/slog"
 	"net/http"
 	"runtime"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 	"unsafe"
@@ -311,6 +315,11 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, t
 	if lim := h.stages.requestLimit(t); lim > 0 && lim < maxBytes {
 		maxBytes = lim
 	}
+	if decided(r.Context()) {
+		// An uncompressed part of a request another replica decoded within
+		// its limits.
+		maxBytes = max(h.cfg.MaxRequestBytes, h.cfg.MaxDecodedBytes)
+	}
 	if r.ContentLength > maxBytes {
 		return errorf(http.StatusRequestEntityTooLarge, "request body of %d bytes exceeds the limit of %d bytes (max_request_bytes)", r.ContentLength, maxBytes)
 	}
@@ -338,7 +347,10 @@ func (h *Handler) receive(w http.ResponseWriter, r *http.Request, t tenant.ID, t
 
 func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err error) {
 	code := http.StatusNoContent
-	if err != nil {
+	var a answered
+	if errors.As(err, &a) {
+		code, err = a.code, nil
+	} else if err != nil {
 		var se *statusError
 		if asStatus(err, &se) && se.status == 499 {
 			code = 499
@@ -348,7 +360,7 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 		if code >= 500 && code != 499 {
 			h.logger.Warn("remote write failed", "tenant", tl, "status", code, "err", err)
 		}
-	} else {
+	} else if a.code == 0 {
 		w.WriteHeader(http.StatusNoContent)
 	}
 	h.metrics.requests.WithLabelValues(tl, statusClass(code)).Inc()
@@ -380,6 +392,9 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 	if err != nil {
 		return err
 	}
+	if decided(r.Context()) {
+		return answerDecided(w, res)
+	}
 	if proto == protoV2 {
 		setWritten(w.Header(), res.forwardSamples)
 	}
@@ -389,28 +404,39 @@ func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl 
 // forwardBatch runs the stages over wc.batch and forwards what they keep to
 // VictoriaMetrics, re-encoded when something changed or reencode is set (the
 // body is not snappy remote write 1.0). protocol names the protocol in
-// cardguard_ingested_samples_total.
+// cardguard_ingested_samples_total. A part another replica routed here to be
+// decided (see route) is not forwarded: what the stages keep of it is left in
+// res for the answer.
 func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writeCtx, protocol string, reencode bool) (res result, err error) {
 	b := &wc.batch
+	if decided(r.Context()) && b.wr != nil {
+		// A replica routes parts to be decided only from requests it scanned,
+		// never ones lib/prompb decoded (native histograms): the answer is
+		// made of scanned series.
+		return res, errorf(http.StatusBadRequest, "a part routed to be decided must not carry native histograms")
+	}
 	if h.cfg.Types != nil && b.metadata > 0 {
 		h.learnTypes(t, b)
 	}
-	wait, moved, err := h.route(r, t, b)
+	rt, err := h.route(r, t, b, !reencode)
 	if err != nil {
 		return res, err
 	}
-	if wait != nil {
+	switch {
+	case rt != nil && rt.decide:
+		defer rt.release(h)
+	case rt != nil:
 		// Whatever happens here, the client hears of the owners' answers: the
 		// request is acknowledged only once every part of it was taken. Parts
 		// whose owner could not be reached are processed here.
 		defer func() {
-			local, werr := wait()
-			for _, body := range local {
-				n, lerr := h.forwardLocal(r, t, tl, protocol, *body)
+			local, werr := rt.wait(h)
+			for _, pw := range local {
+				n, lerr := h.forwardLocal(r, t, tl, protocol, *pw.buf)
 				res.forwardSamples += n
 				werr = worse(werr, lerr)
-				h.putPeerBuf(body)
 			}
+			rt.release(h)
 			err = worse(err, werr)
 		}()
 	}
@@ -420,11 +446,27 @@ func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writ
 	}
 	h.metrics.samplesReceived.WithLabelValues(tl).Add(float64(res.received))
 	h.metrics.ingested.WithLabelValues(tl, protocol).Add(float64(res.received))
-	if res.forwardSeries == 0 && b.metadata == 0 {
+	if decided(r.Context()) {
+		if res.modified {
+			wc.out = b.appendSeries(wc.out[:0])
+			res.decided = wc.out
+		}
+		return res, nil
+	}
+	unchanged := !res.modified && !reencode && rt == nil
+	if rt != nil && rt.decide {
+		var werr error
+		if unchanged, werr = h.gatherDecided(r, t, tl, protocol, rt, b, &res); werr != nil {
+			// Nothing was forwarded: the client sends the whole request again.
+			return res, werr
+		}
+		unchanged = unchanged && !res.modified
+	}
+	if res.forwardSeries == 0 && b.metadata == 0 && len(b.extra) == 0 {
 		return res, nil
 	}
 	body := wc.body
-	if res.modified || moved || reencode {
+	if !unchanged {
 		wc.out = b.appendSnappy(wc.out[:0], &wc.chunk)
 		body = wc.out
 	}
@@ -434,6 +476,53 @@ func (h *Handler) forwardBatch(r *http.Request, t tenant.ID, tl string, wc *writ
 	}
 	h.metrics.samplesForwarded.WithLabelValues(tl).Add(float64(res.forwardSamples))
 	return res, nil
+}
+
+// gatherDecided waits for the owners' answers to the parts rt routed to be
+// decided, decides here those whose owner could not be reached, and adds
+// what they keep to the request: as extra parts of b (what changed, or
+// everything once anything did) and to res's counts and verdict. unchanged
+// reports that every part goes as it was sent. An owner's failure fails the
+// request, before anything of it is forwarded.
+func (h *Handler) gatherDecided(r *http.Request, t tenant.ID, tl, protocol string, rt *routing, b *batch, res *result) (unchanged bool, err error) {
+	local, err := rt.wait(h)
+	for _, pw := range local {
+		lres, lerr := h.decideLocal(r, t, tl, protocol, *pw.buf)
+		err = worse(err, lerr)
+		pw.unchanged = !lres.modified
+		pw.out, pw.outSamples, pw.verdict = lres.decided, lres.forwardSamples, lres.verdict
+	}
+	if err != nil {
+		return false, err
+	}
+	unchanged = true
+	for _, pw := range rt.peers {
+		if pw.unchanged {
+			b.extra = append(b.extra, (*pw.buf)[:pw.seriesLen])
+			res.forwardSamples += pw.samples
+		} else {
+			unchanged = false
+			b.extra = append(b.extra, pw.out)
+			res.forwardSamples += pw.outSamples
+		}
+		res.verdict = worse(res.verdict, pw.verdict)
+	}
+	return unchanged, nil
+}
+
+// decideLocal decides here a part of r, an uncompressed remote-write 1.0
+// body, whose owner could not be reached, as the owner would have. It runs
+// in r's processing slot.
+func (h *Handler) decideLocal(r *http.Request, t tenant.ID, tl, protocol string, body []byte) (result, error) {
+	wc := h.getCtx()
+	defer h.putCtx(wc)
+	wc.decoded = append(wc.decoded[:0], body...)
+	if err := wc.decode(protoV1); err != nil {
+		return result{}, err
+	}
+	res, err := h.forwardBatch(r.WithContext(withDecided(r.Context())), t, tl, wc, protocol, false)
+	res.decided = slices.Clone(res.decided) // wc's, which goes back to the pool
+	return res, err
 }
 
 // forwardLocal processes here a part of r, an uncompressed remote-write 1.0
@@ -486,4 +575,36 @@ func (wc *writeCtx) decode(proto int) error {
 	}
 	b.fromWriteRequest(wr)
 	return nil
+}
+
+// answered is what serve returns once it wrote the answer itself, with its
+// status.
+type answered struct{ code int }
+
+func (a answered) Error() string { return "answered " + strconv.Itoa(a.code) }
+
+// answerDecided answers the replica that routed a part here to be decided
+// what the stages keep of it (see route).
+func answerDecided(w http.ResponseWriter, res result) error {
+	if !res.modified {
+		w.Header().Set(unchangedHeader, "1")
+		w.WriteHeader(http.StatusNoContent)
+		return answered{http.StatusNoContent}
+	}
+	w.Header().Set(samplesHeader, strconv.Itoa(res.forwardSamples))
+	if res.verdict != nil {
+		// A header value is one line of printable text.
+		v := strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return ' '
+			}
+			return r
+		}, truncate(res.verdict.Error(), 1024))
+		w.Header().Set(verdictHeader, v)
+	}
+	w.Header().Set("Content-Type", "application/x-protobuf")
+	w.Header().Set("Content-Length", strconv.Itoa(len(res.decided)))
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(res.decided)
+	return answered{http.StatusOK}
 }

@@ -184,6 +184,9 @@ type result struct {
 	forwardSamples int
 	modified       bool  // a series was dropped or rewritten: re-encode
 	verdict        error // nil → 204; or the 4xx to answer after forwarding the rest
+	// decided is what the stages kept of a part routed here to be decided,
+	// encoded, when modified (see route).
+	decided []byte
 }
 
 // settleAdmissions applies the shared membership's verdicts on the request's

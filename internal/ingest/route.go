@@ -32,17 +32,61 @@ type Peers interface {
 
 // RoutedHeader marks a write that a replica sent to the owner of its series.
 // The owner processes it as its own and never routes it again; it is honoured
-// only with the admin credential (see WithRouted).
+// only with the admin credential (see RoutedContext). Its value says what the
+// owner does with what it keeps: "1", forward it to VictoriaMetrics;
+// routedDecide, answer it to the sender, which forwards the whole request.
 const RoutedHeader = "X-Cardguard-Routed"
+
+// routedDecide is RoutedHeader's value for a part whose owner decides and
+// answers (see route).
+const routedDecide = "decide"
+
+// Headers of an owner's answer to a part it decided: unchangedHeader, the part
+// goes as it was sent; otherwise the body is what it keeps, encoded, of
+// samplesHeader samples, and verdictHeader the refusal to pass on once the
+// rest is written (see result.verdict).
+const (
+	unchangedHeader = "X-Cardguard-Unchanged"
+	samplesHeader   = "X-Cardguard-Samples"
+	verdictHeader   = "X-Cardguard-Verdict"
+)
 
 type routedKey struct{}
 
-// WithRouted marks ctx as carrying a write another replica routed here.
+type routedMode int
+
+const (
+	routedForward routedMode = iota + 1
+	routedAnswer
+)
+
+// WithRouted marks ctx as carrying a write another replica routed here, to be
+// forwarded to VictoriaMetrics.
 func WithRouted(ctx context.Context) context.Context {
-	return context.WithValue(ctx, routedKey{}, true)
+	return context.WithValue(ctx, routedKey{}, routedForward)
 }
 
-func routed(ctx context.Context) bool { v, _ := ctx.Value(routedKey{}).(bool); return v }
+// RoutedContext marks ctx as carrying a write another replica routed here, as
+// RoutedHeader's value says.
+func RoutedContext(ctx context.Context, header string) context.Context {
+	if header == routedDecide {
+		return withDecided(ctx)
+	}
+	return WithRouted(ctx)
+}
+
+func withDecided(ctx context.Context) context.Context {
+	return context.WithValue(ctx, routedKey{}, routedAnswer)
+}
+
+func routed(ctx context.Context) bool { return ctx.Value(routedKey{}) != nil }
+
+// decided reports whether ctx carries a part whose owner answers what it
+// keeps to the replica that sent it, instead of forwarding it.
+func decided(ctx context.Context) bool {
+	v, _ := ctx.Value(routedKey{}).(routedMode)
+	return v == routedAnswer
+}
 
 // needsOwner reports whether tenant t's series must be processed by the owner
 // of their metric and nowhere else: the label guard and the collision check of
@@ -81,12 +125,66 @@ var errUnreachable = errors.New("owner unreachable")
 
 // peerWrite is the part of a request that another replica owns.
 type peerWrite struct {
-	member  ring.Member
-	buf     *[]byte // the WriteRequest, uncompressed (pooled: Handler.peerBufs)
-	size    int     // bytes of the request's series it takes, as they came
-	tss     []prompb.TimeSeries
-	samples int
-	err     chan error
+	member    ring.Member
+	buf       *[]byte // the WriteRequest, uncompressed (pooled: Handler.peerBufs)
+	size      int     // bytes of the request's series it takes, as they came
+	seriesLen int     // bytes of buf that are series; the metadata follows
+	tss       []prompb.TimeSeries
+	samples   int
+	err       chan error
+	answered  bool // err was read
+	// reusable: the transport is done with buf (it was answered 2xx, or never
+	// sent), so that it may go back to the pool.
+	reusable bool
+
+	// The owner's answer to a part it decided.
+	unchanged  bool
+	out        []byte // what it keeps, encoded, when not unchanged
+	outSamples int
+	verdict    error
+}
+
+// routing is the parts of a request that other replicas own, on their way.
+type routing struct {
+	peers []*peerWrite
+	// decide: the owners answer what they keep, and this replica forwards the
+	// whole request; otherwise each owner forwards its part.
+	decide bool
+}
+
+// answer waits for pw's owner.
+func (pw *peerWrite) answer() error {
+	err := <-pw.err
+	pw.answered = true
+	pw.err <- err // for whoever asks again
+	return err
+}
+
+// wait collects the owners' answers. The parts whose owner could not be
+// reached, which only a tenant whose series may be processed anywhere has,
+// are returned for this replica to process.
+func (rt *routing) wait(h *Handler) (local []*peerWrite, worst error) {
+	for _, pw := range rt.peers {
+		if err := pw.answer(); errors.Is(err, errUnreachable) {
+			local = append(local, pw)
+		} else {
+			worst = worse(worst, err)
+		}
+	}
+	return local, worst
+}
+
+// release gives the parts' buffers back once their owners answered.
+func (rt *routing) release(h *Handler) {
+	for _, pw := range rt.peers {
+		if !pw.answered {
+			_ = pw.answer()
+		}
+		if pw.reusable {
+			h.putPeerBuf(pw.buf)
+		}
+		pw.buf = nil
+	}
 }
 
 // keepPeerBuf caps the buffers a routed write gives back to the pool.
@@ -109,8 +207,19 @@ func (h *Handler) putPeerBuf(b *[]byte) {
 }
 
 // route takes out of b the series that other replicas own and sends them to
-// their owners, concurrently with the rest of the request; wait collects the
-// answers. With one replica it does nothing.
+// their owners, concurrently with the rest of the request; routing.wait
+// collects the answers. With one replica it does nothing.
+//
+// With decide (a snappy remote-write 1.0 request of a tenant whose series may
+// be processed anywhere), each owner runs its part through the stages and
+// answers what it keeps instead of forwarding it, and this replica forwards
+// the whole request: as it came when no part changed, which is the common
+// case, so that the request is compressed by its sender only. Forwarded by
+// their owners, the parts were each compressed again here and decompressed
+// there, and the rest re-encoded here: more than a third of what three
+// replicas spent beyond one (make bench-scale -scale.profile). The parts
+// travel uncompressed then, as replicas of one deployment talk over their
+// own network.
 //
 // Every series is processed by the owner of its metric. The label guard and the
 // collision check of relabel rules decide on what they saw of every series of a
@@ -120,11 +229,12 @@ func (h *Handler) putPeerBuf(b *[]byte) {
 // the estimates' per-series work) is then its share of the series, not every
 // series a balancer happened to send it: replicas divide the memory instead of
 // each holding all of it.
-func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() (local []*[]byte, err error), moved bool, err error) {
+func (h *Handler) route(r *http.Request, t tenant.ID, b *batch, decide bool) (*routing, error) {
 	if h.cfg.Peers == nil || routed(r.Context()) || h.cfg.Peers.Size() < 2 {
-		return nil, false, nil
+		return nil, nil
 	}
 	anywhere := !h.needsOwner(t)
+	decide = decide && anywhere && b.wr == nil
 	var peers []*peerWrite
 	byID := map[string]int32{} // index in peers
 	// Two passes: the first finds each series' owner and what each peer's part
@@ -138,7 +248,7 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() (lo
 		s := &b.series[i]
 		name, err := seriesMetric(s)
 		if err != nil {
-			return nil, false, err
+			return nil, err
 		}
 		m, self := h.cfg.Peers.OwnerOf(t, name)
 		if self || (anywhere && h.peerDown(m.ID)) {
@@ -174,7 +284,7 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() (lo
 		}
 	}
 	if len(peers) == 0 {
-		return nil, false, nil
+		return nil, nil
 	}
 	for _, pw := range peers {
 		if b.wr == nil {
@@ -208,24 +318,12 @@ func (h *Handler) route(r *http.Request, t tenant.ID, b *batch) (wait func() (lo
 			buf := wr.MarshalProtobuf(nil)
 			pw.buf = &buf
 		} else {
+			pw.seriesLen = len(*pw.buf)
 			*pw.buf = append(*pw.buf, md...)
 		}
-		go func() { pw.err <- h.sendToPeer(ctx, t, pw, ua, anywhere) }()
+		go func() { pw.err <- h.sendToPeer(ctx, t, pw, ua, anywhere, decide) }()
 	}
-	wait = func() ([]*[]byte, error) {
-		var worst error
-		var local []*[]byte
-		for _, pw := range peers {
-			if err := <-pw.err; errors.Is(err, errUnreachable) {
-				local = append(local, pw.buf)
-			} else {
-				worst = worse(worst, err)
-				h.putPeerBuf(pw.buf)
-			}
-		}
-		return local, worst
-	}
-	return wait, true, nil
+	return &routing{peers: peers, decide: decide}, nil
 }
 
 // isDialError reports whether err is a failure to connect: the request never
@@ -293,12 +391,18 @@ func worse(a, b error) error {
 //
 // With anywhere, a peer that cannot be connected to (nothing was sent) answers
 // errUnreachable, and pw.body is left uncompressed for the caller to process.
-func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string, anywhere bool) error {
+func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string, anywhere, decide bool) error {
 	ctx, cancel := context.WithTimeout(ctx, h.scheme.Timeout()+5*time.Second)
 	defer cancel()
 	url := strings.TrimSuffix(pw.member.URL, "/") + "/insert/" + t.String() + "/prometheus/api/v1/write"
-	buf := h.getPeerBuf(s2.MaxEncodedLen(len(*pw.buf)) + binary.MaxVarintLen64)
-	*buf = appendSnappyBlock(*buf, *pw.buf)
+	var buf *[]byte
+	encoding, mode := "snappy", "1"
+	if decide {
+		buf, encoding, mode = pw.buf, "identity", routedDecide
+	} else {
+		buf = h.getPeerBuf(s2.MaxEncodedLen(len(*pw.buf)) + binary.MaxVarintLen64)
+		*buf = appendSnappyBlock(*buf, *pw.buf)
+	}
 	// A *bytes.Reader, which net/http knows to be in memory: it then writes
 	// the body with the headers, from the connection's buffer, instead of
 	// flushing the headers alone and copying the body through a 32 KiB buffer
@@ -308,10 +412,10 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	if err != nil {
 		return errorf(http.StatusInternalServerError, "cannot build the request to replica %s: %v", pw.member.ID, err)
 	}
-	req.Header.Set("Content-Encoding", "snappy")
+	req.Header.Set("Content-Encoding", encoding)
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	req.Header.Set(RoutedHeader, "1")
+	req.Header.Set(RoutedHeader, mode)
 	if ua != "" {
 		req.Header.Set("User-Agent", ua)
 	}
@@ -320,6 +424,7 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	}
 	resp, err := h.fwd.client.Do(req)
 	if err != nil && anywhere && isDialError(err) {
+		pw.reusable = true
 		h.downPeers.Store(pw.member.ID, h.now().UnixNano())
 		h.metrics.routed.WithLabelValues("unreachable").Add(float64(pw.samples))
 		return errUnreachable
@@ -329,6 +434,13 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 		return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s, which owns %d samples of this request, cannot be reached: %s", pw.member.ID, pw.samples, sanitize(err.Error()))}
 	}
 	defer resp.Body.Close()
+	if decide && resp.StatusCode/100 == 2 {
+		// pw.buf is given back by routing.release, once the whole request
+		// was forwarded (see below for why only after a 2xx).
+		pw.reusable = true
+		h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))
+		return pw.readAnswer(resp, h.cfg.MaxDecodedBytes)
+	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
 	h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))
 	switch {
@@ -347,4 +459,29 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	}
 	h.metrics.routeErrors.Inc()
 	return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s answered %d: %s", pw.member.ID, resp.StatusCode, sanitize(strings.TrimSpace(string(msg))))}
+}
+
+// readAnswer reads the owner's 2xx answer to a part it decided.
+func (pw *peerWrite) readAnswer(resp *http.Response, maxBytes int64) error {
+	if resp.Header.Get(unchangedHeader) == "1" {
+		pw.unchanged = true
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		return nil
+	}
+	out, err := io.ReadAll(io.LimitReader(resp.Body, maxBytes+1))
+	if err == nil && int64(len(out)) > maxBytes {
+		err = fmt.Errorf("answer of more than %d bytes", maxBytes)
+	}
+	n, nerr := strconv.Atoi(resp.Header.Get(samplesHeader))
+	if err == nil && (nerr != nil || n < 0) {
+		err = fmt.Errorf("bad %s %q", samplesHeader, resp.Header.Get(samplesHeader))
+	}
+	if err != nil {
+		return &statusError{status: http.StatusServiceUnavailable, msg: fmt.Sprintf("replica %s, which owns %d samples of this request, answered: %s", pw.member.ID, pw.samples, sanitize(err.Error()))}
+	}
+	pw.out, pw.outSamples = out, n
+	if v := resp.Header.Get(verdictHeader); v != "" {
+		pw.verdict = &statusError{status: http.StatusBadRequest, msg: v}
+	}
+	return nil
 }

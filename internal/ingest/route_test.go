@@ -7,6 +7,8 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -35,6 +37,13 @@ type replica struct {
 }
 
 func twoReplicas(t *testing.T) [2]*replica {
+	def := limits.Default()
+	def.LabelGuard.MaxValuesPerLabel = 1
+	return twoReplicasWith(t, def)
+}
+
+// twoReplicasWith is twoReplicas with def as every tenant's limits.
+func twoReplicasWith(t *testing.T, def limits.Limits) [2]*replica {
 	t.Helper()
 	var rs [2]*replica
 	for i, id := range []string{"a", "b"} {
@@ -43,8 +52,6 @@ func twoReplicas(t *testing.T) [2]*replica {
 		if err != nil {
 			t.Fatal(err)
 		}
-		def := limits.Default()
-		def.LabelGuard.MaxValuesPerLabel = 1
 		registry, err := limits.NewRegistry(def, nil, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
 		if err != nil {
 			t.Fatal(err)
@@ -56,10 +63,11 @@ func twoReplicas(t *testing.T) [2]*replica {
 		r.folds = aggregate.New(aggCfg, nil, nil)
 		r.h = New(Config{Peers: r.ring, Types: r.types}, scheme, Stages{
 			Guard: guard.New(guard.Options{}), Limits: registry, Folder: r.folds,
+			Enforcer: limits.NewEnforcer(limits.EnforcerOptions{}),
 		}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.Header.Get(RoutedHeader) != "" {
-				req = req.WithContext(WithRouted(req.Context()))
+			if v := req.Header.Get(RoutedHeader); v != "" {
+				req = req.WithContext(RoutedContext(req.Context(), v))
 			}
 			seg := strings.Split(req.URL.Path, "/")[2]
 			r.h.ServeWrite(w, req, tenant.MustParse(seg))
@@ -185,8 +193,8 @@ func TestRouteStreamRules(t *testing.T) {
 		streams[i] = &routedStreams{got: map[string]int{}}
 		r.h = New(Config{Peers: r.ring}, scheme, Stages{Streams: streams[i]}, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 		r.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-			if req.Header.Get(RoutedHeader) != "" {
-				req = req.WithContext(WithRouted(req.Context()))
+			if v := req.Header.Get(RoutedHeader); v != "" {
+				req = req.WithContext(RoutedContext(req.Context(), v))
 			}
 			r.h.ServeWrite(w, req, tenant.MustParse("1"))
 		}))
@@ -238,5 +246,121 @@ func TestAppendSnappyBlock(t *testing.T) {
 		if !bytes.Equal(got, src) {
 			t.Fatalf("%d bytes: decoded %d bytes that differ", len(src), len(got))
 		}
+	}
+}
+
+// metricOwnedBy returns a metric name whose owner is id.
+func metricOwnedBy(r *replica, tn tenant.ID, id, prefix string) string {
+	for i := 0; ; i++ {
+		name := prefix + strconv.Itoa(i)
+		if m, _ := r.ring.OwnerOf(tn, name); m.ID == id {
+			return name
+		}
+	}
+}
+
+// forwardedSeries decodes every request an upstream took into its series'
+// label sets, sorted.
+func forwardedSeries(t *testing.T, up *fakeUpstream) []string {
+	t.Helper()
+	up.mu.Lock()
+	defer up.mu.Unlock()
+	var out []string
+	for _, b := range up.bodies {
+		var wru prompb.WriteRequestUnmarshaler
+		wr, err := wru.UnmarshalProtobuf(mustDecode(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ts := range wr.Timeseries {
+			out = append(out, fmt.Sprint(ts.Labels))
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func seriesOf(name string, users ...string) []prompb.TimeSeries {
+	var out []prompb.TimeSeries
+	for _, u := range users {
+		out = append(out, prompb.TimeSeries{
+			Labels:  []prompb.Label{{Name: "__name__", Value: name}, {Name: "user", Value: u}},
+			Samples: []prompb.Sample{{Value: 1, Timestamp: time.Now().UnixMilli()}},
+		})
+	}
+	return out
+}
+
+// A tenant whose series may be processed anywhere: each owner decides its
+// part and the receiving replica forwards the whole request, as it came when
+// nothing changed: one request to VictoriaMetrics, compressed by its sender.
+func TestDecidedRequestForwardedWhole(t *testing.T) {
+	rs := twoReplicasWith(t, limits.Default())
+	tn := tenant.MustParse("1")
+	ma, mb := metricOwnedBy(rs[0], tn, "a", "a_metric_"), metricOwnedBy(rs[0], tn, "b", "b_metric_")
+	wr := &prompb.WriteRequest{
+		Timeseries: append(seriesOf(ma, "u1", "u2"), seriesOf(mb, "u1", "u2", "u3")...),
+		Metadata:   []prompb.MetricMetadata{{Type: prompb.MetricTypeCounter, MetricFamilyName: mb}},
+	}
+	body := encode(wr)
+	if code := postTo(t, rs[0].srv.URL, wr); code != http.StatusNoContent {
+		t.Fatalf("write: %d", code)
+	}
+	if n := rs[1].up.forwarded(); n != 0 {
+		t.Errorf("the owner of %s forwarded %d requests itself; want 0, it only decides", mb, n)
+	}
+	if n := rs[0].up.forwarded(); n != 1 {
+		t.Fatalf("the receiving replica forwarded %d requests, want 1", n)
+	}
+	if got := rs[0].up.last(); !bytes.Equal(got, body) {
+		t.Errorf("forwarded %d bytes that differ from the %d the client sent; want them as they came", len(got), len(body))
+	}
+	// The owner saw its part: it learned the type from the metadata.
+	if k := rs[1].types.KindOf(tn, mb); k != aggregate.Counter {
+		t.Errorf("the owner of %s learned type %s, want counter", mb, k)
+	}
+}
+
+// What an owner refuses of its part leaves the request; what it keeps, and the
+// receiving replica's own part, go to VictoriaMetrics once, together.
+func TestDecidedRefusalsLeaveTheRequest(t *testing.T) {
+	def := limits.Default()
+	def.MaxSeriesPerMetric = 2
+	def.OnLimit = limits.OnLimitDrop
+	rs := twoReplicasWith(t, def)
+	tn := tenant.MustParse("1")
+	ma, mb := metricOwnedBy(rs[0], tn, "a", "a_metric_"), metricOwnedBy(rs[0], tn, "b", "b_metric_")
+	// Through b first: its own metric's first two series are admitted there.
+	if code := postTo(t, rs[1].srv.URL, &prompb.WriteRequest{Timeseries: seriesOf(mb, "u1", "u2")}); code != http.StatusNoContent {
+		t.Fatalf("first write: %d", code)
+	}
+	// Through a: u3 of b's metric is over b's limit for it.
+	if code := postTo(t, rs[0].srv.URL, &prompb.WriteRequest{Timeseries: append(seriesOf(ma, "u1"), seriesOf(mb, "u1", "u3")...)}); code != http.StatusNoContent {
+		t.Fatalf("second write: %d", code)
+	}
+	want := []string{fmt.Sprint(seriesOf(ma, "u1")[0].Labels), fmt.Sprint(seriesOf(mb, "u1")[0].Labels)}
+	slices.Sort(want)
+	if got := forwardedSeries(t, rs[0].up); !slices.Equal(got, want) {
+		t.Errorf("replica a forwarded %v, want %v (u3 of %s refused by its owner)", got, want, mb)
+	}
+	if n := rs[0].up.forwarded(); n != 1 {
+		t.Errorf("replica a forwarded %d requests, want 1", n)
+	}
+}
+
+// An owner that cannot be reached: its part is decided by the receiving
+// replica, and the request still goes once.
+func TestDecidedOwnerUnreachable(t *testing.T) {
+	rs := twoReplicasWith(t, limits.Default())
+	tn := tenant.MustParse("1")
+	ma, mb := metricOwnedBy(rs[0], tn, "a", "a_metric_"), metricOwnedBy(rs[0], tn, "b", "b_metric_")
+	rs[1].srv.Close()
+	wr := &prompb.WriteRequest{Timeseries: append(seriesOf(ma, "u1"), seriesOf(mb, "u1", "u2")...)}
+	body := encode(wr)
+	if code := postTo(t, rs[0].srv.URL, wr); code != http.StatusNoContent {
+		t.Fatalf("write with the owner down: %d, want 204", code)
+	}
+	if n := rs[0].up.forwarded(); n != 1 || !bytes.Equal(rs[0].up.last(), body) {
+		t.Errorf("forwarded %d requests; want the one the client sent, as it came", n)
 	}
 }

@@ -71,6 +71,9 @@ type batch struct {
 	metadata int // metadata entries
 	arena    []prompb.Label
 	owners   []int32 // scratch of route: the peer of each series, -1 for this replica
+	// extra are encoded series that other replicas decided (see route),
+	// forwarded after b's own.
+	extra [][]byte
 	// wr is set when the request was decoded by lib/prompb (native histograms) or
 	// converted from 2.0; it is encoded from wr then.
 	wr *prompb.WriteRequest
@@ -86,6 +89,8 @@ func (b *batch) reset() {
 	b.others = b.others[:0]
 	b.metadata = 0
 	b.arena = b.arena[:0]
+	clear(b.extra) // other requests' buffers
+	b.extra = b.extra[:0]
 	b.wr = nil
 	b.budget = budget{}
 }
@@ -552,6 +557,11 @@ func (b *batch) appendSnappyBlocks(dst []byte, buf *[]byte, block int) []byte {
 				flush(false)
 			}
 		}
+		for _, x := range b.extra {
+			if c = append(c, x...); len(c) >= block {
+				flush(false)
+			}
+		}
 		for _, o := range b.others {
 			if c = append(c, o...); len(c) >= block {
 				flush(false)
@@ -564,6 +574,15 @@ func (b *batch) appendSnappyBlocks(dst []byte, buf *[]byte, block int) []byte {
 	n := binary.PutUvarint(dst[start:], uint64(total))
 	m := copy(dst[start+n:], dst[start+hdr:])
 	return dst[:start+n+m]
+}
+
+// appendSeries appends b's current series, encoded as remote-write 1.0 series
+// fields (what an owner answers for a part it decided).
+func (b *batch) appendSeries(dst []byte) []byte {
+	for i := range b.series {
+		dst = b.series[i].append(dst)
+	}
+	return dst
 }
 
 // appendSnappyBlock appends src compressed as one snappy block to dst, in
