@@ -173,6 +173,7 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.sc.replicas, "scale.replicas", "1,2,3", "replica counts for -scale, in this order; the first and the last are compared")
 	fs.DurationVar(&c.sc.settle, "scale.settle", 65*time.Second, "wait after the -scale load before memory and CPU are read: two sketch intervals (30s), one for each replica to share what the load left and one for the others to merge it")
 	fs.DurationVar(&c.sc.profile, "scale.profile", 0, "with -scale, take a CPU profile of each replica over this long from the start of the load, and its allocation profile at the end, into .cache/bench (0: none)")
+	fs.DurationVar(&c.sc.idle, "scale.idle", 20*time.Second, "with -scale, measure the replicas' CPU idle for this long before the load, to tell what the load cost from what they use anyway (0: not measured)")
 	fs.StringVar(&c.sc.redisBin, "scale.redis", "redis-server", "redis-server binary for -scale")
 	fs.StringVar(&c.sc.tenantLimits, "scale.tenant-limits", "{max_series: 100000000}", "limits of tenant 0:0 for -scale, a YAML mapping; a series limit makes the replicas keep series membership")
 	if err := fs.Parse(args); err != nil {

@@ -29,8 +29,9 @@ type scaleFlags struct {
 	replicas                string        // comma-separated replica counts, run in this order
 	settle                  time.Duration // after the load, before memory is read
 	redisBin                string
-	tenantLimits            string // YAML mapping: tenant 0's limits
+	tenantLimits            string        // YAML mapping: tenant 0's limits
 	profile                 time.Duration // CPU profile of each replica from the start of the load; 0: none
+	idle                    time.Duration // replicas' CPU measured idle before the load
 }
 
 func (s scaleFlags) validate() error {
@@ -87,6 +88,11 @@ type scaleResult struct {
 	StateReplicas []float64 `json:"state_replicas"` // cardguard_state_replicas of each replica before the load
 	ReadySeconds  float64   `json:"replicas_ready_s"`
 	SettleSeconds float64   `json:"settle_s"`
+	// IdleSeconds is the window before the load in which each member's
+	// IdleCPU was measured; WindowSeconds the one of CPU, from the first
+	// request to the end of the settle.
+	IdleSeconds   float64 `json:"idle_s"`
+	WindowSeconds float64 `json:"cpu_window_s"`
 }
 
 // member is one replica's figures after the load.
@@ -104,6 +110,9 @@ type member struct {
 	// CPUSettle is the part of CPU spent after the load was stored, while the
 	// replicas exchanged what it left (sketches, usage).
 	CPUSettle float64 `json:"cpu_settle_s"`
+	// IdleCPU is what the replica used before the load, over IdleSeconds: its
+	// heartbeats, syncs and refreshes, which go on whatever the load.
+	IdleCPU float64 `json:"idle_cpu_s"`
 }
 
 // gauge is one metric name summed over its label sets, per replica.
@@ -119,6 +128,24 @@ func (r scaleResult) CardguardCPU() float64 {
 		s += m.CPU
 	}
 	return s
+}
+
+// IdleRate is the CPU the replicas used idle, together, per second.
+func (r scaleResult) IdleRate() float64 {
+	if r.IdleSeconds <= 0 {
+		return 0
+	}
+	var s float64
+	for _, m := range r.Members {
+		s += m.IdleCPU
+	}
+	return s / r.IdleSeconds
+}
+
+// CardguardBusyCPU is CardguardCPU less what the replicas would have used idle
+// over the same window: the part the load cost.
+func (r scaleResult) CardguardBusyCPU() float64 {
+	return r.CardguardCPU() - r.IdleRate()*r.WindowSeconds
 }
 
 // CardguardSettleCPU is the replicas' CPU after the load, together.
@@ -290,7 +317,20 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 	}
 	e.logf("scale: %d replicas up (each sees %v), pushing %d series in %d rounds", n, r.StateReplicas, s.series, s.rounds)
 
-	cpu0 := e.scaleCPU(procs, redis)
+	if s.idle > 0 {
+		i0, t := e.scaleCPU(procs, redis), time.Now()
+		select {
+		case <-time.After(s.idle):
+		case <-ctx.Done():
+			return r, ctx.Err()
+		}
+		i1 := e.scaleCPU(procs, redis)
+		r.IdleSeconds = time.Since(t).Seconds()
+		for i := range r.Members {
+			r.Members[i].IdleCPU = i1[i] - i0[i]
+		}
+	}
+	cpu0, tCPU := e.scaleCPU(procs, redis), time.Now()
 	rows0, err := e.vmRows()
 	if err != nil {
 		return r, err
@@ -323,8 +363,9 @@ func (e *env) scaleRun(ctx context.Context, n int) (scaleResult, error) {
 		return r, ctx.Err()
 	}
 	r.SettleSeconds = time.Since(t1).Seconds()
-	profiled()
 	cpu1 := e.scaleCPU(procs, redis)
+	r.WindowSeconds = time.Since(tCPU).Seconds()
+	profiled()
 	for i := range r.Members {
 		r.Members[i].CPU = cpu1[i] - cpu0[i]
 		r.Members[i].CPUSettle = cpu1[i] - cpuLoad[i]

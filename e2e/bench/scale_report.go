@@ -60,6 +60,14 @@ func renderScale(info runInfo, redisVersion string, rs []scaleResult, c config) 
 			many.Replicas, one.Replicas, ratio(xhiN, xhi1))
 		fmt.Fprintf(&b, "- %d-replica cardguard CPU/sample ÷ %d-replica: ×%.2f\n",
 			many.Replicas, one.Replicas, ratio(many.perSample(many.CardguardCPU()), one.perSample(one.CardguardCPU())))
+		if one.IdleSeconds > 0 && many.IdleSeconds > 0 {
+			fmt.Fprintf(&b, "- the same less what the replicas use idle (heartbeats, syncs, refreshes; measured for %s before the load, and taken off over the %.0fs and %.0fs CPU windows): %.2f against %.2f µs/sample, ×%.2f\n",
+				c.sc.idle, one.WindowSeconds, many.WindowSeconds, one.perSample(one.CardguardBusyCPU()), many.perSample(many.CardguardBusyCPU()),
+				ratio(many.perSample(many.CardguardBusyCPU()), one.perSample(one.CardguardBusyCPU())))
+			for _, r := range rs {
+				fmt.Fprintf(&b, "- %d replica(s) idle: %.4f cores together\n", r.Replicas, r.IdleRate())
+			}
+		}
 		for _, r := range rs {
 			fmt.Fprintf(&b, "- %d replica(s): %.1f of %.1f CPU seconds after the load was stored (the %s settle: exchanges of what it left)\n",
 				r.Replicas, r.CardguardSettleCPU(), r.CardguardCPU(), c.sc.settle)
