@@ -101,6 +101,34 @@ func BenchmarkRefresh(b *testing.B) {
 	}
 }
 
+// BenchmarkRefreshAfterInserts is a Refresh under load: since the last one,
+// every metric took 20 new series (2%), whose sketches must be estimated again.
+func BenchmarkRefreshAfterInserts(b *testing.B) {
+	w := newWorkload(100, 1000)
+	more := newWorkload(100, 20*(b.N+1))
+	tr, _ := newTracker(b, Config{})
+	tn := tenant.ID{AccountID: 1}
+	for i := range w.labels {
+		w.observe(tr, tn, i)
+	}
+	tr.Refresh()
+	next := 0
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		for m := range 100 {
+			for j := range 20 {
+				// Series m*per+j.. of more are metric m's.
+				more.observe(tr, tn, m*20*(b.N+1)+next+j)
+			}
+		}
+		next += 20
+		b.StartTimer()
+		tr.Refresh()
+	}
+}
+
 // BenchmarkRefreshIdle is the common case between rotations: nothing changed since
 // the last Refresh, so only the view is rebuilt.
 func BenchmarkRefreshIdle(b *testing.B) {

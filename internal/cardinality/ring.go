@@ -108,6 +108,13 @@ func (r *ring) window(cur int64) *hyperloglog.Sketch {
 		if s.sk == nil || s.inserts == 0 || !inWindow(s.epoch, cur, len(r.slots)) {
 			continue
 		}
+		if s.inserts <= 1<<r.p/8 {
+			// Still sparse: fold its insert buffer into its list here, once,
+			// rather than in every copy estimated until the next insert (the
+			// fold sorts the buffer and rewrites the list; a sparse sketch
+			// of this size does it in microseconds).
+			s.sk.Estimate()
+		}
 		if u == nil {
 			u = s.sk.Clone()
 			continue
