@@ -369,10 +369,18 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 
 // serve processes a remote-write request whose body wc holds.
 func (h *Handler) serve(w http.ResponseWriter, r *http.Request, t tenant.ID, tl string, wc *writeCtx, proto, enc int) error {
-	var err error
-	wc.decoded, err = h.decodeBody(wc.decoded, wc.body, enc)
+	data, err := h.decodeBody(wc.decoded, wc.body, enc)
 	if err != nil {
 		return err
+	}
+	if enc == encNone {
+		// The body is the request (a part routed here to be decided, which is
+		// never forwarded from wc.body): the two buffers trade places, so
+		// that wc.decoded never shares its array with wc.body, which a later
+		// request of this pooled context decompresses into it from.
+		wc.body, wc.decoded = wc.decoded[:0], data
+	} else {
+		wc.decoded = data
 	}
 	if err := wc.decode(proto); err != nil {
 		return err

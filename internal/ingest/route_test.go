@@ -364,3 +364,36 @@ func TestDecidedOwnerUnreachable(t *testing.T) {
 		t.Errorf("forwarded %d requests; want the one the client sent, as it came", n)
 	}
 }
+
+// A part routed here to be decided comes uncompressed, and its body is the
+// request: a later request that reuses the same pooled buffers must still
+// decompress into a buffer of its own.
+func TestDecidedPartThenSnappyRequest(t *testing.T) {
+	up := newFakeUpstream(t)
+	h := newTestHandler(t, up.srv.URL, Config{}, 5*time.Second)
+	big := &prompb.WriteRequest{Timeseries: seriesOf("decided_metric", strings.Split(strings.Repeat("u,", 400), ",")[:400]...)}
+	raw := big.MarshalProtobuf(nil)
+	for i := range 10 {
+		req := httptest.NewRequest(http.MethodPost, "/insert/1/prometheus/api/v1/write", bytes.NewReader(raw))
+		req.Header.Set("Content-Encoding", "identity")
+		req.Header.Set("Content-Type", "application/x-protobuf")
+		req = req.WithContext(RoutedContext(req.Context(), routedDecide))
+		rec := httptest.NewRecorder()
+		h.ServeWrite(rec, req, tenant.MustParse("1"))
+		if rec.Code != http.StatusNoContent || rec.Header().Get(unchangedHeader) != "1" {
+			t.Fatalf("round %d: decided part: %d %q", i, rec.Code, rec.Body.String())
+		}
+		want := &prompb.WriteRequest{Timeseries: seriesOf("plain_metric", "r"+strconv.Itoa(i))}
+		if rec := post(h, encode(want), nil); rec.Code != http.StatusNoContent {
+			t.Fatalf("round %d: snappy request after it: %d %q", i, rec.Code, rec.Body.String())
+		}
+		got := forwardedSeries(t, up)
+		if w := fmt.Sprint(want.Timeseries[0].Labels); len(got) != i+1 || !slices.Contains(got, w) {
+			t.Fatalf("round %d: VictoriaMetrics got %v, want %s among %d", i, got, w, i+1)
+		}
+	}
+	// An uncompressed body is refused unless another replica routed it.
+	if rec := post(h, raw, map[string]string{"Content-Encoding": "identity"}); rec.Code != http.StatusUnsupportedMediaType {
+		t.Errorf("identity from a client: %d, want 415", rec.Code)
+	}
+}
