@@ -286,15 +286,26 @@ type recorderMetrics struct {
 // to the metrics carrying its labels, which needs names to implement
 // LabelValueCount(tenant, metric, label) (int64, bool) as cardinality.Tracker does. reg may be nil. Call Run to process what Record queues.
 func NewRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registerer, logger *slog.Logger) *Recorder {
+	return newRecorder(cfg, names, reg, logger, true)
+}
+
+// newRecorder is NewRecorder; without queue, the Recorder takes no reads
+// (Record), only merges: the queue is some 1 MB (QueueSize events), which
+// ReplaceWith allocated at every sync of every replica.
+func newRecorder(cfg RecorderConfig, names MetricNamer, reg prometheus.Registerer, logger *slog.Logger, queue bool) *Recorder {
 	cfg = cfg.withDefaults()
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
+	}
+	queueSize := 0
+	if queue {
+		queueSize = cfg.QueueSize
 	}
 	r := &Recorder{
 		cfg:          cfg,
 		names:        names,
 		logger:       logger,
-		events:       make(chan usageEvent, cfg.QueueSize),
+		events:       make(chan usageEvent, queueSize),
 		tenants:      make(map[tenant.ID]*tenantUsage),
 		since:        cfg.Now(),
 		pendingDrops: make(map[tenant.ID]uint64),
@@ -1083,7 +1094,7 @@ func (r *Recorder) Merge(s Snapshot) error {
 // recording Recorder would count reads again at every rebuild). Readers see the
 // old state or the new one, never a mix. On error nothing changes.
 func (r *Recorder) ReplaceWith(snaps ...Snapshot) error {
-	tmp := NewRecorder(r.cfg, r.names, nil, r.logger)
+	tmp := newRecorder(r.cfg, r.names, nil, r.logger, false)
 	tmp.since = r.cfg.Now()
 	for _, s := range snaps {
 		if err := tmp.Merge(s); err != nil {
