@@ -523,6 +523,24 @@ func bucketName(b *cardinality.Bucket) string {
 	return t + "|" + string(b.Level) + "|" + strconv.FormatInt(b.Start.UnixNano(), 10)
 }
 
+// bucketSize is about the size of b's gob encoding: its sketches, names and
+// some bytes of framing for each.
+func bucketSize(b *cardinality.Bucket) int {
+	n := 1024 + len(b.Series)
+	label := func(l *cardinality.LabelBucket) int { return 24 + len(l.Name) + len(l.Values) + len(l.Series) }
+	for i := range b.Labels {
+		n += label(&b.Labels[i])
+	}
+	for i := range b.Metrics {
+		m := &b.Metrics[i]
+		n += 24 + len(m.Name) + len(m.Series)
+		for j := range m.Labels {
+			n += label(&m.Labels[j])
+		}
+	}
+	return n
+}
+
 // canonical sorts a bucket's parts so that equal content encodes equally.
 func canonical(b *cardinality.Bucket) {
 	byName := func(a, b cardinality.LabelBucket) int { return strings.Compare(a.Name, b.Name) }
@@ -630,6 +648,9 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 		b := &buckets[i]
 		canonical(b)
 		var buf bytes.Buffer
+		// Grown as it is written, the buffer allocated about twice what it
+		// ends up holding: the largest allocation of the exchange.
+		buf.Grow(bucketSize(b))
 		if err := gob.NewEncoder(&buf).Encode(b); err != nil {
 			return fmt.Errorf("encode bucket: %w", err)
 		}

@@ -658,3 +658,28 @@ func TestSketchesOfAGoneReplicaAdopted(t *testing.T) {
 		t.Errorf("a replica started after z was gone sees mz=%d; want 250", n)
 	}
 }
+
+// bucketSize sizes the buffer a bucket is encoded into: at least what gob
+// writes, so that it never grows, and not much more.
+func TestBucketSizeCoversItsEncoding(t *testing.T) {
+	t.Parallel()
+	r := newReplica(t, NewMemory(), "a")
+	for m := range 20 {
+		observeMetric(r, fmt.Sprintf("m%d", m), 50*(m+1))
+	}
+	bs := r.tracker.ExportBuckets(tn)
+	if len(bs) == 0 {
+		t.Fatal("nothing exported")
+	}
+	for i := range bs {
+		b := &bs[i]
+		canonical(b)
+		var buf bytes.Buffer
+		if err := gob.NewEncoder(&buf).Encode(b); err != nil {
+			t.Fatal(err)
+		}
+		if n, est := buf.Len(), bucketSize(b); n > est || n < est/2 {
+			t.Errorf("bucket %s: encoded %d bytes, estimated %d", b.Level, n, est)
+		}
+	}
+}
