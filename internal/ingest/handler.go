@@ -14,6 +14,7 @@
 package ingest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"hash/maphash"
@@ -525,35 +526,34 @@ func (h *Handler) gatherDecided(r *http.Request, t tenant.ID, tl, protocol strin
 }
 
 // decideLocal decides here a part of r, an uncompressed remote-write 1.0
-// body, whose owner could not be reached, as the owner would have. It runs
-// in r's processing slot.
+// body, whose owner could not be reached, as the owner would have.
 func (h *Handler) decideLocal(r *http.Request, t tenant.ID, tl, protocol string, body []byte) (result, error) {
+	return h.processLocal(r, withDecided, t, tl, protocol, body, false)
+}
+
+// forwardLocal processes here a part of r, an uncompressed remote-write 1.0
+// body, whose owner could not be reached; it returns the samples forwarded.
+func (h *Handler) forwardLocal(r *http.Request, t tenant.ID, tl, protocol string, body []byte) (int, error) {
+	res, err := h.processLocal(r, WithRouted, t, tl, protocol, body, true)
+	if err != nil {
+		return res.forwardSamples, err
+	}
+	return res.forwardSamples, res.verdict
+}
+
+// processLocal runs body, a part of r, through forwardBatch here, as a
+// request that mark says another replica routed. It runs in r's processing
+// slot.
+func (h *Handler) processLocal(r *http.Request, mark func(context.Context) context.Context, t tenant.ID, tl, protocol string, body []byte, reencode bool) (result, error) {
 	wc := h.getCtx()
 	defer h.putCtx(wc)
 	wc.decoded = append(wc.decoded[:0], body...)
 	if err := wc.decode(protoV1); err != nil {
 		return result{}, err
 	}
-	res, err := h.forwardBatch(r.WithContext(withDecided(r.Context())), t, tl, wc, protocol, false)
+	res, err := h.forwardBatch(r.WithContext(mark(r.Context())), t, tl, wc, protocol, reencode)
 	res.decided = slices.Clone(res.decided) // wc's, which goes back to the pool
 	return res, err
-}
-
-// forwardLocal processes here a part of r, an uncompressed remote-write 1.0
-// body, whose owner could not be reached; it returns the samples forwarded.
-// It runs in r's processing slot.
-func (h *Handler) forwardLocal(r *http.Request, t tenant.ID, tl, protocol string, body []byte) (int, error) {
-	wc := h.getCtx()
-	defer h.putCtx(wc)
-	wc.decoded = append(wc.decoded[:0], body...)
-	if err := wc.decode(protoV1); err != nil {
-		return 0, err
-	}
-	res, err := h.forwardBatch(r.WithContext(WithRouted(r.Context())), t, tl, wc, protocol, true)
-	if err != nil {
-		return res.forwardSamples, err
-	}
-	return res.forwardSamples, res.verdict
 }
 
 // decode reads wc.decoded, a request of protocol proto, into wc.batch. What it
