@@ -512,6 +512,11 @@ func (h *Handler) gatherDecided(r *http.Request, t tenant.ID, tl, protocol strin
 	}
 	unchanged = true
 	for _, pw := range rt.peers {
+		if pw.forwarded {
+			// Written by its owner: it leaves the request.
+			unchanged = false
+			continue
+		}
 		if pw.unchanged {
 			b.extra = append(b.extra, (*pw.buf)[:pw.seriesLen])
 			res.forwardSamples += pw.samples

@@ -137,7 +137,9 @@ type peerWrite struct {
 	// sent), so that it may go back to the pool.
 	reusable bool
 
-	// The owner's answer to a part it decided.
+	// The owner's answer to a part it decided. forwarded: it forwarded the
+	// part itself instead (see sendToPeer).
+	forwarded  bool
 	unchanged  bool
 	out        []byte // what it keeps, encoded, when not unchanged
 	outSamples int
@@ -423,8 +425,14 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 		req.Header.Set("Authorization", "Bearer "+h.cfg.PeerToken)
 	}
 	resp, err := h.fwd.client.Do(req)
-	if err != nil && anywhere && isDialError(err) {
-		pw.reusable = true
+	// A part that cannot have been written by its owner is processed here:
+	// one never sent (a dial error), or one the owner was only to decide,
+	// whatever became of the request (an owner killed with the connection
+	// open answers EOF), since deciding it again changes nothing.
+	if err != nil && anywhere && (decide || isDialError(err)) {
+		// After a dial error nothing read buf; after another the transport
+		// may still be reading it.
+		pw.reusable = isDialError(err)
 		h.downPeers.Store(pw.member.ID, h.now().UnixNano())
 		h.metrics.routed.WithLabelValues("unreachable").Add(float64(pw.samples))
 		return errUnreachable
@@ -440,6 +448,17 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 		pw.reusable = true
 		h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))
 		return pw.readAnswer(resp, h.cfg.MaxDecodedBytes)
+	}
+	if decide && resp.StatusCode == http.StatusUnsupportedMediaType {
+		// A replica of a version that does not decide parts (during a
+		// rolling upgrade) refuses the uncompressed body before it
+		// processes anything: it gets its part to forward instead.
+		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 4096))
+		if err := h.sendToPeer(ctx, t, pw, ua, anywhere, false); err != nil {
+			return err
+		}
+		pw.forwarded = true
+		return nil
 	}
 	msg, _ := io.ReadAll(io.LimitReader(resp.Body, 2048))
 	h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))

@@ -397,3 +397,58 @@ func TestDecidedPartThenSnappyRequest(t *testing.T) {
 		t.Errorf("identity from a client: %d, want 415", rec.Code)
 	}
 }
+
+// An owner of a version that does not decide parts refuses the uncompressed
+// body with 415 before processing anything (as during a rolling upgrade): it
+// is sent its part to forward, and the rest goes without it.
+func TestDecideFallsBackForAnOlderOwner(t *testing.T) {
+	rs := twoReplicasWith(t, limits.Default())
+	tn := tenant.MustParse("1")
+	ma, mb := metricOwnedBy(rs[0], tn, "a", "a_metric_"), metricOwnedBy(rs[0], tn, "b", "b_metric_")
+	current := rs[1].srv.Config.Handler
+	rs[1].srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		if req.Header.Get("Content-Encoding") == "identity" {
+			http.Error(w, `unsupported Content-Encoding "identity"`, http.StatusUnsupportedMediaType)
+			return
+		}
+		if req.Header.Get(RoutedHeader) == routedDecide {
+			t.Error("a part to decide reached the older owner compressed")
+		}
+		current.ServeHTTP(w, req)
+	})
+	wr := &prompb.WriteRequest{Timeseries: append(seriesOf(ma, "u1"), seriesOf(mb, "u1", "u2")...)}
+	if code := postTo(t, rs[0].srv.URL, wr); code != http.StatusNoContent {
+		t.Fatalf("write: %d", code)
+	}
+	if got, want := forwardedSeries(t, rs[0].up), []string{fmt.Sprint(seriesOf(ma, "u1")[0].Labels)}; !slices.Equal(got, want) {
+		t.Errorf("the receiving replica forwarded %v, want %v: the older owner writes its own part", got, want)
+	}
+	want := []string{fmt.Sprint(seriesOf(mb, "u1")[0].Labels), fmt.Sprint(seriesOf(mb, "u2")[0].Labels)}
+	slices.Sort(want)
+	if got := forwardedSeries(t, rs[1].up); !slices.Equal(got, want) {
+		t.Errorf("the older owner forwarded %v, want %v", got, want)
+	}
+}
+
+// An owner that drops the connection without answering (killed with the
+// connection open): a part it was only to decide is decided here.
+func TestDecidedOwnerDropsTheConnection(t *testing.T) {
+	rs := twoReplicasWith(t, limits.Default())
+	tn := tenant.MustParse("1")
+	ma, mb := metricOwnedBy(rs[0], tn, "a", "a_metric_"), metricOwnedBy(rs[0], tn, "b", "b_metric_")
+	rs[1].srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		_, _ = io.Copy(io.Discard, req.Body)
+		conn, _, err := w.(http.Hijacker).Hijack()
+		if err == nil {
+			conn.Close()
+		}
+	})
+	wr := &prompb.WriteRequest{Timeseries: append(seriesOf(ma, "u1"), seriesOf(mb, "u1", "u2")...)}
+	body := encode(wr)
+	if code := postTo(t, rs[0].srv.URL, wr); code != http.StatusNoContent {
+		t.Fatalf("write with the owner dropping the connection: %d, want 204", code)
+	}
+	if n := rs[0].up.forwarded(); n != 1 || !bytes.Equal(rs[0].up.last(), body) {
+		t.Errorf("forwarded %d requests; want the one the client sent, as it came", n)
+	}
+}
