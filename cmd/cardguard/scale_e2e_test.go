@@ -292,6 +292,12 @@ func TestReplicaKilledAndStarted(t *testing.T) {
 	if got := c.be.scalar(tn, `count(count_over_time(`+admittedSel+`[10m]))`); got != admitted {
 		t.Errorf("%.0f admitted series in VictoriaMetrics; want %d", got, admitted)
 	}
+	// Their values as sent: series i carries i in every round, whether its
+	// request went to VictoriaMetrics as it came or rebuilt without refused
+	// series.
+	if got, want := c.be.scalar(tn, `sum(sum_over_time(`+admittedSel+`[10m]))`), float64(rounds*admitted*(admitted-1)/2); got != want {
+		t.Errorf("sum of the admitted series' samples in VictoriaMetrics %.0f; want %.0f, computed from what was sent", got, want)
+	}
 
 	// (b), (c) The tenant holds exactly the limit: nothing beyond it while Redis
 	// answers (a sequential writer has nothing in flight elsewhere), and the
