@@ -366,7 +366,7 @@ func (h *Handler) finish(w http.ResponseWriter, tl string, start time.Time, err 
 		if code >= 500 && code != 499 {
 			h.logger.Warn("remote write failed", "tenant", tl, "status", code, "err", err)
 		}
-	} else if a.code == 0 {
+	} else {
 		w.WriteHeader(http.StatusNoContent)
 	}
 	h.metrics.requests.WithLabelValues(tl, statusClass(code)).Inc()

@@ -133,9 +133,11 @@ type peerWrite struct {
 	samples   int
 	err       chan error
 	answered  bool // err was read
-	// reusable: the transport is done with buf (it was answered 2xx, or never
-	// sent), so that it may go back to the pool.
-	reusable bool
+	// exposed: buf was handed to a transport that may still be reading it
+	// (sent uncompressed, and neither answered 2xx nor refused at dialling),
+	// so that it must not go back to the pool. A part sent compressed never
+	// hands buf itself to the transport.
+	exposed bool
 
 	// The owner's answer to a part it decided. forwarded: it forwarded the
 	// part itself instead (see sendToPeer).
@@ -182,7 +184,7 @@ func (rt *routing) release(h *Handler) {
 		if !pw.answered {
 			_ = pw.answer()
 		}
-		if pw.reusable {
+		if !pw.exposed {
 			h.putPeerBuf(pw.buf)
 		}
 		pw.buf = nil
@@ -391,8 +393,10 @@ func worse(a, b error) error {
 // only after VictoriaMetrics (or its aggregator) took what it was sent, so a 2xx
 // may be passed on to the client.
 //
-// With anywhere, a peer that cannot be connected to (nothing was sent) answers
-// errUnreachable, and pw.body is left uncompressed for the caller to process.
+// With decide, pw goes uncompressed for the owner to decide, and its answer
+// is left in pw (readAnswer). With anywhere, a part its owner cannot have
+// written (not sent, or only to be decided) answers errUnreachable, for the
+// caller to process.
 func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua string, anywhere, decide bool) error {
 	ctx, cancel := context.WithTimeout(ctx, h.scheme.Timeout()+5*time.Second)
 	defer cancel()
@@ -401,6 +405,7 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	encoding, mode := "snappy", "1"
 	if decide {
 		buf, encoding, mode = pw.buf, "identity", routedDecide
+		pw.exposed = true
 	} else {
 		buf = h.getPeerBuf(s2.MaxEncodedLen(len(*pw.buf)) + binary.MaxVarintLen64)
 		*buf = appendSnappyBlock(*buf, *pw.buf)
@@ -432,7 +437,7 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	if err != nil && anywhere && (decide || isDialError(err)) {
 		// After a dial error nothing read buf; after another the transport
 		// may still be reading it.
-		pw.reusable = isDialError(err)
+		pw.exposed = pw.exposed && !isDialError(err)
 		h.downPeers.Store(pw.member.ID, h.now().UnixNano())
 		h.metrics.routed.WithLabelValues("unreachable").Add(float64(pw.samples))
 		return errUnreachable
@@ -445,7 +450,7 @@ func (h *Handler) sendToPeer(ctx context.Context, t tenant.ID, pw *peerWrite, ua
 	if decide && resp.StatusCode/100 == 2 {
 		// pw.buf is given back by routing.release, once the whole request
 		// was forwarded (see below for why only after a 2xx).
-		pw.reusable = true
+		pw.exposed = false
 		h.metrics.routed.WithLabelValues(statusClass(resp.StatusCode)).Add(float64(pw.samples))
 		return pw.readAnswer(resp, h.cfg.MaxDecodedBytes)
 	}
