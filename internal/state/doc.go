@@ -130,7 +130,8 @@
 //	members:{<t>}:<gen>:metrics  hash  metric → series of the set above
 //	members:{<t>}:<gen>:new  hash    metric → series new in <gen> (not in <gen>-1), "" → all of them
 //	sketches:<replica>       hash    bucket name → digest (hex); expires C+1h after the last write
-//	sketch:<replica>:<name>  string  one gob-encoded cardinality.Bucket, <name> = <tenant>|<level>|<start ns>;
+//	sketch:<replica>:<name>  string  one cardinality.Bucket (cardinality.AppendBucket; gob from versions
+//	                                 before it, still read), <name> = <tenant>|<level>|<start ns>;
 //	                                 expires when the bucket leaves its window
 //	usage                    zset    replica → last usage write (ms); expires after R
 //	usage:<replica>          string  the replica's query usage snapshot (JSON); expires after R

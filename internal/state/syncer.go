@@ -7,7 +7,6 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"log/slog"
 	"maps"
 	"slices"
@@ -523,22 +522,16 @@ func bucketName(b *cardinality.Bucket) string {
 	return t + "|" + string(b.Level) + "|" + strconv.FormatInt(b.Start.UnixNano(), 10)
 }
 
-// bucketSize is about the size of b's gob encoding: its sketches, names and
-// some bytes of framing for each.
-func bucketSize(b *cardinality.Bucket) int {
-	n := 1024 + len(b.Series)
-	label := func(l *cardinality.LabelBucket) int { return 24 + len(l.Name) + len(l.Values) + len(l.Series) }
-	for i := range b.Labels {
-		n += label(&b.Labels[i])
+// decodeBucket decodes a bucket a replica shared: in the binary encoding, or
+// in gob, which replicas of earlier versions share during a rolling upgrade.
+// The result may alias data.
+func decodeBucket(data []byte) (cardinality.Bucket, error) {
+	if cardinality.IsBinaryBucket(data) {
+		return cardinality.DecodeBucket(data)
 	}
-	for i := range b.Metrics {
-		m := &b.Metrics[i]
-		n += 24 + len(m.Name) + len(m.Series)
-		for j := range m.Labels {
-			n += label(&m.Labels[j])
-		}
-	}
-	return n
+	var b cardinality.Bucket
+	err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b)
+	return b, err
 }
 
 // canonical sorts a bucket's parts so that equal content encodes equally.
@@ -600,8 +593,8 @@ func (s *Syncer) adopt(ctx context.Context, replica string) error {
 		if data == nil {
 			continue
 		}
-		var b cardinality.Bucket
-		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b); err != nil {
+		b, err := decodeBucket(data)
+		if err != nil {
 			s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", replica, "bucket", names[i], "err", err)
 			continue
 		}
@@ -643,24 +636,26 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 		buckets = append(buckets, tr.ExportLocalBuckets(id)...)
 	}
 	buckets = append(buckets, tr.ExportLocalOverflowBuckets()...)
+	size := 0
+	for i := range buckets {
+		canonical(&buckets[i])
+		size += cardinality.BucketSize(&buckets[i])
+	}
+	// One buffer for them all, of its final size: what is put aliases it.
+	arena := make([]byte, 0, size)
 	var put []Blob
 	for i := range buckets {
 		b := &buckets[i]
-		canonical(b)
-		var buf bytes.Buffer
-		// Grown as it is written, the buffer allocated about twice what it
-		// ends up holding: the largest allocation of the exchange.
-		buf.Grow(bucketSize(b))
-		if err := gob.NewEncoder(&buf).Encode(b); err != nil {
-			return fmt.Errorf("encode bucket: %w", err)
-		}
+		start := len(arena)
+		arena = cardinality.AppendBucket(arena, b)
+		data := arena[start:len(arena):len(arena)]
 		name := bucketName(b)
 		current[name] = true
-		d := xxhash.Sum64(buf.Bytes())
+		d := xxhash.Sum64(data)
 		if s.published[name] == d {
 			continue
 		}
-		put = append(put, Blob{Name: name, Digest: d, Data: buf.Bytes(), ExpireAt: s.bucketExpiry(b)})
+		put = append(put, Blob{Name: name, Digest: d, Data: data, ExpireAt: s.bucketExpiry(b)})
 	}
 	var del []string
 	for name := range s.published {
@@ -718,8 +713,8 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 				seen[names[i]] = idx[names[i]] // expired: not asked for again
 				continue
 			}
-			var b cardinality.Bucket
-			if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&b); err != nil {
+			b, err := decodeBucket(data)
+			if err != nil {
 				s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", rep, "bucket", names[i], "err", err)
 				continue
 			}

@@ -6,8 +6,10 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -552,8 +554,8 @@ func sharedMetrics(t *testing.T, b Backend, replica string) map[string]bool {
 	}
 	out := map[string]bool{}
 	for _, data := range datas {
-		var bk cardinality.Bucket
-		if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&bk); err != nil {
+		bk, err := cardinality.DecodeBucket(data)
+		if err != nil {
 			t.Fatal(err)
 		}
 		for _, m := range bk.Metrics {
@@ -659,27 +661,42 @@ func TestSketchesOfAGoneReplicaAdopted(t *testing.T) {
 	}
 }
 
-// bucketSize sizes the buffer a bucket is encoded into: at least what gob
-// writes, so that it never grows, and not much more.
-func TestBucketSizeCoversItsEncoding(t *testing.T) {
+// TestGobBucketsStillMerged: during a rolling upgrade, replicas of earlier
+// versions share their buckets in gob; they are merged all the same.
+func TestGobBucketsStillMerged(t *testing.T) {
 	t.Parallel()
-	r := newReplica(t, NewMemory(), "a")
-	for m := range 20 {
-		observeMetric(r, fmt.Sprintf("m%d", m), 50*(m+1))
+	b := NewMemory()
+	ctx := context.Background()
+	rold, ra := newReplica(t, b, "old"), newReplica(t, b, "a")
+	observeMetric(rold, "mold", 120)
+	rold.s.SyncOnce(ctx)
+	// Rewrite what "old" shared the way an earlier version wrote it.
+	idx, err := b.SketchIndex(ctx, "old")
+	if err != nil || len(idx) == 0 {
+		t.Fatalf("index of old: %v, %v", idx, err)
 	}
-	bs := r.tracker.ExportBuckets(tn)
-	if len(bs) == 0 {
-		t.Fatal("nothing exported")
+	names := slices.Collect(maps.Keys(idx))
+	datas, err := b.GetSketches(ctx, "old", names)
+	if err != nil {
+		t.Fatal(err)
 	}
-	for i := range bs {
-		b := &bs[i]
-		canonical(b)
-		var buf bytes.Buffer
-		if err := gob.NewEncoder(&buf).Encode(b); err != nil {
+	var put []Blob
+	for i, data := range datas {
+		bk, err := cardinality.DecodeBucket(data)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if n, est := buf.Len(), bucketSize(b); n > est || n < est/2 {
-			t.Errorf("bucket %s: encoded %d bytes, estimated %d", b.Level, n, est)
+		var buf bytes.Buffer
+		if err := gob.NewEncoder(&buf).Encode(&bk); err != nil {
+			t.Fatal(err)
 		}
+		put = append(put, Blob{Name: names[i], Digest: idx[names[i]] + 1, Data: buf.Bytes(), ExpireAt: time.Now().Add(time.Hour)})
+	}
+	if err := b.PutSketches(ctx, "old", put, nil, time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	ra.s.SyncOnce(ctx)
+	if n := metricSeries(t, ra, "mold"); n != 120 {
+		t.Errorf("a sees mold=%d from gob buckets; want 120", n)
 	}
 }
