@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"sync"
 	"time"
+
+	"github.com/cardguard/cardguard/internal/cardinality"
 )
 
 // Snapshot files under -dataDir.
@@ -105,7 +107,14 @@ func (a *app) stop() {
 }
 
 func (a *app) saveSnapshots() {
-	if err := a.tracker.SaveFile(filepath.Join(a.opts.dataDir, cardinalityFile)); err != nil {
+	// Sharing replicas keep what they observed: the rest is the others'
+	// (see cardinality.LocalBuckets), and writing it every minute would
+	// make each replica write every replica's sketches.
+	scope := cardinality.AllBuckets
+	if a.shared != nil {
+		scope = cardinality.LocalBuckets
+	}
+	if err := a.tracker.SaveFile(filepath.Join(a.opts.dataDir, cardinalityFile), scope); err != nil {
 		a.logger.Warn("cannot save cardinality snapshot", "err", err)
 	}
 	if err := a.usage.SaveFile(filepath.Join(a.opts.dataDir, usageFile)); err != nil {

@@ -85,6 +85,7 @@
 //
 // A Bucket is one bucket of one tenant at one level, with its sketches in axiomhq's
 // binary encoding: ExportBuckets and MergeBuckets move them between trackers (Merge
-// does both), and WriteSnapshot/ReadSnapshot and SaveFile/LoadFile store them. HLL
+// does both), and WriteSnapshot/ReadSnapshot and SaveFile/LoadFile store them (every
+// bucket, or a replica's own: Scope), in the encoding of AppendBucket. HLL
 // merges are idempotent and commutative, so replaying a bucket is harmless.
 package cardinality

@@ -2,6 +2,8 @@ package cardinality
 
 import (
 	"bufio"
+	"bytes"
+	"encoding/binary"
 	"encoding/gob"
 	"errors"
 	"fmt"
@@ -437,7 +439,26 @@ func (t *Tracker) Merge(other *Tracker) error {
 	return t.MergeBuckets(other.ExportOverflowBuckets())
 }
 
-const snapshotVersion = 1
+// Scope says which buckets a snapshot holds.
+type Scope int
+
+const (
+	// AllBuckets is everything the tracker holds.
+	AllBuckets Scope = iota
+	// LocalBuckets is what ExportLocalBuckets exports: what this replica
+	// observed or adopted itself. With replicas sharing their buckets, the
+	// others' are theirs to keep, and come back from the shared state after
+	// a restart; a snapshot of them would only make this replica take them
+	// as its own (ReadSnapshot adopts) and share them a second time.
+	LocalBuckets
+)
+
+// snapshotMagic opens a snapshot: the buckets follow in the encoding of
+// AppendBucket, each after its length (uvarint). Snapshots written before it
+// are one gob value (snapshotV1), still read.
+var snapshotMagic = []byte("cardguard sketch snapshot 2\n")
+
+const snapshotV1 = 1
 
 type snapshot struct {
 	Version int
@@ -445,35 +466,84 @@ type snapshot struct {
 	Buckets []Bucket
 }
 
-// WriteSnapshot writes every in-window bucket of every tenant to w (gob encoding).
-func (t *Tracker) WriteSnapshot(w io.Writer) error {
-	s := snapshot{Version: snapshotVersion, SavedAt: t.cfg.Now()}
-	t.mu.RLock()
-	ids := make([]tenant.ID, 0, len(t.tenants))
-	for id := range t.tenants {
-		ids = append(ids, id)
+// WriteSnapshot writes the in-window buckets of scope, of every tenant, to w.
+func (t *Tracker) WriteSnapshot(w io.Writer, scope Scope) error {
+	export, exportOverflow := t.ExportBuckets, t.ExportOverflowBuckets
+	if scope == LocalBuckets {
+		export, exportOverflow = t.ExportLocalBuckets, t.ExportLocalOverflowBuckets
 	}
-	t.mu.RUnlock()
-	for _, id := range ids {
-		s.Buckets = append(s.Buckets, t.ExportBuckets(id)...)
-	}
-	s.Buckets = append(s.Buckets, t.ExportOverflowBuckets()...)
-	bw := bufio.NewWriter(w)
-	if err := gob.NewEncoder(bw).Encode(&s); err != nil {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	if _, err := bw.Write(snapshotMagic); err != nil {
 		return fmt.Errorf("write cardinality snapshot: %w", err)
 	}
-	return bw.Flush()
+	var buf, size []byte
+	write := func(bs []Bucket) error {
+		for i := range bs {
+			buf = AppendBucket(buf[:0], &bs[i])
+			size = binary.AppendUvarint(size[:0], uint64(len(buf)))
+			if _, err := bw.Write(size); err != nil {
+				return err
+			}
+			if _, err := bw.Write(buf); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	for _, id := range t.TenantIDs() {
+		if err := write(export(id)); err != nil {
+			return fmt.Errorf("write cardinality snapshot: %w", err)
+		}
+	}
+	if err := write(exportOverflow()); err != nil {
+		return fmt.Errorf("write cardinality snapshot: %w", err)
+	}
+	if err := bw.Flush(); err != nil {
+		return fmt.Errorf("write cardinality snapshot: %w", err)
+	}
+	return nil
 }
 
 // ReadSnapshot merges a snapshot written by WriteSnapshot into t, as its own
-// (AdoptBuckets). Buckets that have left their window since are skipped. Call Refresh afterwards to see the estimates.
+// (AdoptBuckets). Buckets that have left their window since are skipped. Call
+// Refresh afterwards to see the estimates.
 func (t *Tracker) ReadSnapshot(r io.Reader) error {
-	var s snapshot
-	if err := gob.NewDecoder(bufio.NewReader(r)).Decode(&s); err != nil {
+	data, err := io.ReadAll(r)
+	if err != nil {
 		return fmt.Errorf("read cardinality snapshot: %w", err)
 	}
-	if s.Version != snapshotVersion {
-		return fmt.Errorf("read cardinality snapshot: version %d, want %d", s.Version, snapshotVersion)
+	return t.readSnapshot(data)
+}
+
+func (t *Tracker) readSnapshot(data []byte) error {
+	if !bytes.HasPrefix(data, snapshotMagic) {
+		return t.readSnapshotV1(data)
+	}
+	data = data[len(snapshotMagic):]
+	for i := 0; len(data) > 0; i++ {
+		n, k := binary.Uvarint(data)
+		if k <= 0 || n > uint64(len(data)-k) {
+			return fmt.Errorf("read cardinality snapshot: bucket %d: truncated", i)
+		}
+		b, err := DecodeBucket(data[k : k+int(n)])
+		if err != nil {
+			return fmt.Errorf("read cardinality snapshot: bucket %d: %w", i, err)
+		}
+		if err := t.AdoptBuckets([]Bucket{b}); err != nil {
+			return fmt.Errorf("read cardinality snapshot: %w", err)
+		}
+		data = data[k+int(n):]
+	}
+	return nil
+}
+
+func (t *Tracker) readSnapshotV1(data []byte) error {
+	var s snapshot
+	if err := gob.NewDecoder(bytes.NewReader(data)).Decode(&s); err != nil {
+		return fmt.Errorf("read cardinality snapshot: %w", err)
+	}
+	if s.Version != snapshotV1 {
+		return fmt.Errorf("read cardinality snapshot: version %d, want %d", s.Version, snapshotV1)
 	}
 	if err := t.AdoptBuckets(s.Buckets); err != nil {
 		return fmt.Errorf("read cardinality snapshot: %w", err)
@@ -481,9 +551,9 @@ func (t *Tracker) ReadSnapshot(r io.Reader) error {
 	return nil
 }
 
-// SaveFile writes a snapshot to path atomically: a temporary file in the same
-// directory, synced, then renamed over path.
-func (t *Tracker) SaveFile(path string) (err error) {
+// SaveFile writes a snapshot of scope to path atomically: a temporary file in
+// the same directory, synced, then renamed over path.
+func (t *Tracker) SaveFile(path string, scope Scope) (err error) {
 	f, err := os.CreateTemp(filepath.Dir(path), filepath.Base(path)+".tmp*")
 	if err != nil {
 		return fmt.Errorf("save cardinality snapshot: %w", err)
@@ -494,7 +564,7 @@ func (t *Tracker) SaveFile(path string) (err error) {
 			_ = os.Remove(f.Name())
 		}
 	}()
-	if err = t.WriteSnapshot(f); err != nil {
+	if err = t.WriteSnapshot(f, scope); err != nil {
 		return err
 	}
 	if err = f.Sync(); err != nil {
@@ -512,13 +582,12 @@ func (t *Tracker) SaveFile(path string) (err error) {
 // LoadFile merges the snapshot at path into t. A missing file is not an error: the
 // first start has none.
 func (t *Tracker) LoadFile(path string) error {
-	f, err := os.Open(path)
+	data, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("load cardinality snapshot: %w", err)
 	}
-	defer f.Close()
-	return t.ReadSnapshot(f)
+	return t.readSnapshot(data)
 }

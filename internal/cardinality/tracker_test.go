@@ -2,6 +2,7 @@ package cardinality
 
 import (
 	"bytes"
+	"encoding/gob"
 	"math"
 	"reflect"
 	"strconv"
@@ -306,7 +307,7 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	tr.Refresh()
-	if err := tr.SaveFile(path); err != nil {
+	if err := tr.SaveFile(path, AllBuckets); err != nil {
 		t.Fatal(err)
 	}
 
@@ -364,7 +365,7 @@ func TestSnapshotErrors(t *testing.T) {
 	tr, _ := newTracker(t, Config{})
 	observe(tr, tenant.ID{}, series("m", "a", "b"))
 	var buf bytes.Buffer
-	if err := tr.WriteSnapshot(&buf); err != nil {
+	if err := tr.WriteSnapshot(&buf, AllBuckets); err != nil {
 		t.Fatal(err)
 	}
 	other, _ := newTracker(t, Config{Buckets: 12})
@@ -648,7 +649,7 @@ func TestMetricChurn(t *testing.T) {
 
 	// A snapshot keeps the metric churn.
 	var buf bytes.Buffer
-	if err := tr.WriteSnapshot(&buf); err != nil {
+	if err := tr.WriteSnapshot(&buf, AllBuckets); err != nil {
 		t.Fatal(err)
 	}
 	back, err := New(Config{Now: clk.Now})
@@ -680,5 +681,71 @@ func TestMetricChurn(t *testing.T) {
 	}
 	if err := other.MergeBuckets(mc); err == nil {
 		t.Error("metric churn bucket of another width was accepted")
+	}
+}
+
+// A snapshot of the local buckets leaves out what was merged from other
+// replicas; one of every bucket has it. Snapshots written in gob, before the
+// binary one, are still read; a cut one is refused.
+func TestSnapshotScopesAndVersions(t *testing.T) {
+	t.Parallel()
+	tn := tenant.ID{AccountID: 1}
+	other, clk := newTracker(t, Config{})
+	for i := range 300 {
+		observe(other, tn, series("theirs", "id", strconv.Itoa(i)))
+	}
+	tr, err := New(Config{Now: clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 200 {
+		observe(tr, tn, series("mine", "id", strconv.Itoa(i)))
+	}
+	if err := tr.MergeBucketsFrom("other", other.ExportBuckets(tn)); err != nil {
+		t.Fatal(err)
+	}
+	tr.Refresh()
+	load := func(data []byte) *Tracker {
+		t.Helper()
+		back, err := New(Config{Now: clk.Now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := back.ReadSnapshot(bytes.NewReader(data)); err != nil {
+			t.Fatal(err)
+		}
+		back.Refresh()
+		return back
+	}
+	seriesOf := func(tr *Tracker, name string) int64 {
+		m, _ := tr.Metric(tn, name)
+		return m.Series
+	}
+	var all, local bytes.Buffer
+	if err := tr.WriteSnapshot(&all, AllBuckets); err != nil {
+		t.Fatal(err)
+	}
+	if err := tr.WriteSnapshot(&local, LocalBuckets); err != nil {
+		t.Fatal(err)
+	}
+	if back := load(all.Bytes()); seriesOf(back, "mine") != seriesOf(tr, "mine") || seriesOf(back, "theirs") != seriesOf(tr, "theirs") || seriesOf(back, "theirs") == 0 {
+		t.Errorf("all buckets: mine %d theirs %d; want %d and %d", seriesOf(back, "mine"), seriesOf(back, "theirs"), seriesOf(tr, "mine"), seriesOf(tr, "theirs"))
+	}
+	if back := load(local.Bytes()); seriesOf(back, "mine") != seriesOf(tr, "mine") || seriesOf(back, "theirs") != 0 {
+		t.Errorf("local buckets: mine %d theirs %d; want %d and 0", seriesOf(back, "mine"), seriesOf(back, "theirs"), seriesOf(tr, "mine"))
+	}
+
+	var v1 bytes.Buffer
+	s := snapshot{Version: snapshotV1, SavedAt: clk.Now(), Buckets: tr.ExportBuckets(tn)}
+	if err := gob.NewEncoder(&v1).Encode(&s); err != nil {
+		t.Fatal(err)
+	}
+	if back := load(v1.Bytes()); seriesOf(back, "theirs") != seriesOf(tr, "theirs") || seriesOf(back, "mine") != seriesOf(tr, "mine") {
+		t.Errorf("gob snapshot: mine %d theirs %d", seriesOf(back, "mine"), seriesOf(back, "theirs"))
+	}
+
+	cut := all.Bytes()[:all.Len()-3]
+	if err := tr.ReadSnapshot(bytes.NewReader(cut)); err == nil {
+		t.Error("a cut snapshot was read")
 	}
 }
