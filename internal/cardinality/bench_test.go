@@ -175,3 +175,27 @@ func BenchmarkMemory1MSeries(b *testing.B) {
 		runtime.KeepAlive(w)
 	}
 }
+
+// BenchmarkRefreshMerged is the Refresh that follows an exchange between
+// replicas: 100 metrics of 1000 series that another replica observed were
+// merged in again since the last one.
+func BenchmarkRefreshMerged(b *testing.B) {
+	w := newWorkload(100, 1000)
+	src, _ := newTracker(b, Config{})
+	tn := tenant.ID{AccountID: 1}
+	for i := range w.labels {
+		w.observe(src, tn, i)
+	}
+	bs := src.ExportBuckets(tn)
+	tr, _ := newTracker(b, Config{})
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		b.StopTimer()
+		if err := tr.MergeBucketsFrom("other", bs); err != nil {
+			b.Fatal(err)
+		}
+		b.StartTimer()
+		tr.Refresh()
+	}
+}

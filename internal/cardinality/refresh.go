@@ -129,7 +129,7 @@ func (t *Tracker) refreshTenant(ts *tenantState, e epochs, moved bool, v *view) 
 	}
 	recompute := moved || ts.dirty
 	ts.dirty = false
-	var series, daily *sketch
+	var series, daily windowed
 	if recompute {
 		series, daily = ts.series.window(cur), ts.daily.window(dayCur)
 		var m1, m2 int64
@@ -173,11 +173,11 @@ func (t *Tracker) refreshTenant(ts *tenantState, e epochs, moved bool, v *view) 
 	ts.mu.Unlock()
 
 	if recompute {
-		ts.est, ts.estDaily = estimate(series), estimate(daily)
+		ts.est, ts.estDaily = series.estimate(), daily.estimate()
 	}
 	for i := range work {
-		work[i].ls.est = estimate(work[i].values)
-		work[i].ls.estSeries = estimate(work[i].series)
+		work[i].ls.est = work[i].values.estimate()
+		work[i].ls.estSeries = work[i].series.estimate()
 	}
 
 	tv := &tenantView{
@@ -252,7 +252,7 @@ func (t *Tracker) refreshTenant(ts *tenantState, e epochs, moved bool, v *view) 
 
 type labelPair struct {
 	ls             *labelState
-	values, series *sketch
+	values, series windowed
 }
 
 func (t *Tracker) refreshMetric(ms *metricState, e epochs, moved bool, v *view) (*metricView, bool) {
@@ -264,7 +264,7 @@ func (t *Tracker) refreshMetric(ms *metricState, e epochs, moved bool, v *view) 
 	}
 	recompute := moved || ms.dirty
 	ms.dirty = false
-	var series, daily *sketch
+	var series, daily windowed
 	if recompute {
 		series, daily = ms.series.window(cur), ms.daily.window(e.metricDay)
 		var m1, m2 int64
@@ -298,10 +298,10 @@ func (t *Tracker) refreshMetric(ms *metricState, e epochs, moved bool, v *view) 
 	ms.mu.Unlock()
 
 	if recompute {
-		ms.est, ms.estDaily = estimate(series), estimate(daily)
+		ms.est, ms.estDaily = series.estimate(), daily.estimate()
 	}
 	for i := range work {
-		work[i].ls.est = estimate(work[i].values)
+		work[i].ls.est = work[i].values.estimate()
 	}
 	mv := &metricView{name: ms.name, overflow: ms.overflow, series: ms.est, churn: churn(ms.estDaily, ms.est), labels: make([]LabelCount, 0, len(labels))}
 	v.memory += ms.mem + stateBytes

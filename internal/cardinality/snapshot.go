@@ -336,7 +336,11 @@ func (t *Tracker) mergeBucket(b *Bucket, from mergeFrom) error {
 		if err := sk.UnmarshalBinary(data); err != nil {
 			return err
 		}
-		return r.merge(epoch, sk, data[1], from) // the precision, checked by UnmarshalBinary
+		// Header (UnmarshalBinary checked it): version, precision, bias,
+		// sparse flag, then for a sparse sketch the size of its insert
+		// buffer, which export folds (ring.window may take it as it is).
+		folded := data[3] == 1 && binary.BigEndian.Uint32(data[4:8]) == 0
+		return r.merge(epoch, sk, data[1], from, folded)
 	}
 	ts.dirty = true
 	if from.local {
