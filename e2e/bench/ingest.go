@@ -66,7 +66,42 @@ func (r scenarioResult) DeliveredRate() float64 {
 }
 
 func (e *env) vmRows() (float64, error) {
+	if e.cluster != nil {
+		return scrapeSum(e.cluster.storageURL+"/metrics", "vm_rows_received_by_storage_total")
+	}
 	return scrapeSum(e.vmURL+"/metrics", "vm_rows_inserted_total{")
+}
+
+// vmProcs are the processes of the VictoriaMetrics written to: the single
+// node, or a cluster's three.
+func (e *env) vmProcs() []*process {
+	if e.cluster != nil {
+		return e.cluster.procs()
+	}
+	return []*process{e.vm}
+}
+
+// vmCPU is the CPU seconds the VictoriaMetrics processes used so far.
+func (e *env) vmCPU() (float64, error) {
+	var sum float64
+	for _, p := range e.vmProcs() {
+		s, err := cpuSeconds(p.pid(), e.ticks)
+		if err != nil {
+			return 0, err
+		}
+		sum += s
+	}
+	return sum, nil
+}
+
+// vmPeakKiB is the peak RSS of the VictoriaMetrics processes, summed.
+func (e *env) vmPeakKiB() int64 {
+	var sum int64
+	for _, p := range e.vmProcs() {
+		n, _ := memKiB(p.pid(), "VmHWM")
+		sum += n
+	}
+	return sum
 }
 
 // waitDelivered waits until VictoriaMetrics has inserted want rows in total, or
@@ -93,14 +128,24 @@ func (e *env) waitDelivered(ctx context.Context, want float64, timeout time.Dura
 }
 
 // measure warms a target up, then measures it: proxy is the process whose CPU and
-// memory are attributed to the target (VictoriaMetrics itself for direct writes);
+// memory are attributed to the target (VictoriaMetrics itself for direct writes,
+// or nil for a cluster written to directly);
 // fold, for a proxy that aggregates, says how many fewer rows VictoriaMetrics is to
 // get than were accepted.
 func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process, fold foldCounter) (scenarioResult, error) {
-	r := scenarioResult{Name: name, proxy: proxy != e.vm}
+	direct := proxy == nil || proxy == e.vm
+	r := scenarioResult{Name: name, proxy: !direct}
 	conc := "-concurrency=" + strconv.Itoa(e.cfg.concurrency)
-	if err := resetPeakRSS(e.vm.pid()); err != nil {
-		r.Notes = append(r.Notes, "cannot reset VictoriaMetrics peak RSS: "+err.Error())
+	for _, p := range e.vmProcs() {
+		if err := resetPeakRSS(p.pid()); err != nil {
+			r.Notes = append(r.Notes, "cannot reset VictoriaMetrics peak RSS: "+err.Error())
+		}
+	}
+	proxyCPU := func() (float64, error) {
+		if direct {
+			return e.vmCPU()
+		}
+		return cpuSeconds(proxy.pid(), e.ticks)
 	}
 
 	base, err := e.vmRows()
@@ -134,8 +179,8 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 	if err != nil {
 		return r, err
 	}
-	p0, err1 := cpuSeconds(proxy.pid(), e.ticks)
-	v0, err2 := cpuSeconds(e.vm.pid(), e.ticks)
+	p0, err1 := proxyCPU()
+	v0, err2 := e.vmCPU()
 	if err1 != nil || err2 != nil {
 		return r, fmt.Errorf("read cpu: %v %v", err1, err2)
 	}
@@ -158,14 +203,17 @@ func (e *env) measure(ctx context.Context, name, writeURL string, proxy *process
 		r.DrainSeconds = 0 // the poll interval, not a backlog
 	}
 	r.Delivered = rows1 - rows0
-	p1, err1 := cpuSeconds(proxy.pid(), e.ticks)
-	v1, err2 := cpuSeconds(e.vm.pid(), e.ticks)
+	p1, err1 := proxyCPU()
+	v1, err2 := e.vmCPU()
 	if err1 != nil || err2 != nil {
 		return r, fmt.Errorf("read cpu: %v %v", err1, err2)
 	}
 	r.ProxyCPUSeconds, r.VMCPUSeconds = p1-p0, v1-v0
-	r.ProxyPeakKiB, _ = memKiB(proxy.pid(), "VmHWM")
-	r.VMPeakKiB, _ = memKiB(e.vm.pid(), "VmHWM")
+	r.VMPeakKiB = e.vmPeakKiB()
+	r.ProxyPeakKiB = r.VMPeakKiB
+	if !direct {
+		r.ProxyPeakKiB, _ = memKiB(proxy.pid(), "VmHWM")
+	}
 	if r.Measured.SamplesOK != r.Measured.SamplesSent {
 		r.Notes = append(r.Notes, fmt.Sprintf("%d of %d samples not accepted (status %v, first error %q)",
 			r.Measured.SamplesSent-r.Measured.SamplesOK, r.Measured.SamplesSent, r.Measured.Status, r.Measured.FirstError))

@@ -35,6 +35,8 @@ type config struct {
 	cardguardBin    string
 	out             string
 	cardguardConfig string
+	vmClusterDir    string
+	clusterDuration time.Duration
 	vmagentRelabel  string
 	resultsDir      string
 	note            string
@@ -125,7 +127,8 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&c.vmagentRelabel, "vmagent.relabel", "e2e/bench/vmagent-relabel.yml", "vmagent -remoteWrite.relabelConfig, the same rule as in the cardguard config")
 	fs.StringVar(&c.resultsDir, "results", ".cache/bench", "directory for the raw JSON results")
 	fs.StringVar(&c.note, "note", "", "conditions of this run, written next to the numbers (e.g. 'shared machine, other builds running')")
-	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,aggregate,otlp,query", "comma-separated parts to run: the write targets direct, vmagent, cardguard; aggregate (vmagent and cardguard aggregating 10% of the series); otlp (the three targets taking the workload over OTLP/HTTP); query")
+	fs.StringVar(&c.only, "only", "direct,vmagent,cardguard,aggregate,otlp,cluster,query", "comma-separated parts to run: the write targets direct, vmagent, cardguard; aggregate (vmagent and cardguard aggregating 10% of the series); otlp (the three targets taking the workload over OTLP/HTTP); cluster (direct and cardguard into a VictoriaMetrics cluster); query")
+	fs.StringVar(&c.vmClusterDir, "vmcluster.dir", "", "directory of the VictoriaMetrics cluster binaries (vmstorage, vminsert, vmselect) for the cluster part; default $CARDGUARD_VM_CLUSTER_DIR, else ../shared/vm-cluster")
 	fs.BoolVar(&c.keep, "keep", false, "keep the temporary directory (data and logs)")
 	fs.DurationVar(&c.duration, "duration", 60*time.Second, "measured window per target")
 	fs.IntVar(&c.concurrency, "concurrency", 4, "requests in flight from the load generator")
@@ -145,7 +148,8 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.agg.users, "aggregate.users", 250, "user_id values per group of series that share every other label")
 	fs.StringVar(&c.agg.cardguardConfig, "aggregate.cardguard.config", "e2e/bench/cardguard-aggregate.yml", "cardguard policy of the aggregation scenario: the label guard folds user_id")
 	fs.StringVar(&c.agg.vmagentConfig, "aggregate.vmagent.config", "e2e/bench/vmagent-streamaggr.yml", "vmagent -streamAggr.config of the aggregation scenario: the same series aggregated without user_id")
-	fs.DurationVar(&c.otlpDuration, "otlp.duration", 20*time.Second, "measured window per target and pass of the OTLP scenario (short, to keep make bench near 14 minutes)")
+	fs.DurationVar(&c.otlpDuration, "otlp.duration", 20*time.Second, "measured window per target and pass of the OTLP scenario (short, to keep make bench near 17 minutes)")
+	fs.DurationVar(&c.clusterDuration, "cluster.duration", 30*time.Second, "measured window per target and pass of the cluster scenario")
 	fs.BoolVar(&c.memory, "memory", false, "run only the memory measurement (1M active series through cardguard)")
 	fs.IntVar(&c.memMetrics, "memory.metrics", 1000, "metric names for -memory")
 	fs.IntVar(&c.memSeries, "memory.series-per-metric", 1000, "series per metric for -memory")
@@ -230,15 +234,17 @@ func run(args []string) int {
 
 // env is what every part of a benchmark shares: one VictoriaMetrics, a work dir.
 type env struct {
-	cfg    config
-	work   string
-	ticks  float64
-	vm     *process
-	vmURL  string
-	procs  []*process // stopped at the end, in reverse
-	logw   io.Writer
-	argv   []string
-	digest map[string]string // loadgen payload digest per target, to prove identical traffic
+	cfg   config
+	work  string
+	ticks float64
+	vm    *process
+	vmURL string
+	// cluster, once started, is the VictoriaMetrics written to instead of vm.
+	cluster *vmCluster
+	procs   []*process // stopped at the end, in reverse
+	logw    io.Writer
+	argv    []string
+	digest  map[string]string // loadgen payload digest per target, to prove identical traffic
 }
 
 func (e *env) logf(format string, args ...any) {
@@ -313,9 +319,16 @@ func bench(ctx context.Context, c config, argv []string) error {
 	for _, p := range strings.Split(c.only, ",") {
 		parts[strings.TrimSpace(p)] = true
 	}
+	if parts["cluster"] {
+		for _, b := range []string{"vmstorage", "vminsert", "vmselect"} {
+			if _, err := os.Stat(filepath.Join(c.clusterDir(), b)); err != nil {
+				return fmt.Errorf("VictoriaMetrics cluster binary %s missing (-vmcluster.dir, or leave cluster out of -only): %w", b, err)
+			}
+		}
+	}
 	var (
-		results, aggregated, otlp []scenarioResult
-		queries                   []queryResult
+		results, aggregated, otlp, cluster []scenarioResult
+		queries                            []queryResult
 	)
 	var targets []string
 	for _, t := range []string{"direct", "vmagent", "cardguard"} {
@@ -352,6 +365,12 @@ func bench(ctx context.Context, c config, argv []string) error {
 			return err
 		}
 	}
+	if parts["cluster"] {
+		cluster, err = e.clusterScenario(ctx)
+		if err != nil {
+			return err
+		}
+	}
 	// The query path last, not between two write measurements: when it ran
 	// right after cardguard's first pass, cardguard's second pass came out 7-11%
 	// lower against direct's than its first in three runs; without it there,
@@ -364,8 +383,8 @@ func bench(ctx context.Context, c config, argv []string) error {
 		queries = q
 	}
 	info.finish()
-	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "aggregate": aggregated, "otlp": otlp, "queries": queries})
-	return updateSection(c.out, "ingest", renderIngest(info, results, aggregated, otlp, queries, e))
+	e.saveJSON("ingest.json", map[string]any{"info": info, "scenarios": results, "aggregate": aggregated, "otlp": otlp, "cluster": cluster, "queries": queries})
+	return updateSection(c.out, "ingest", renderIngest(info, results, aggregated, otlp, cluster, queries, e))
 }
 
 func (e *env) saveJSON(name string, v any) {
@@ -384,6 +403,10 @@ func (e *env) saveJSON(name string, v any) {
 func (e *env) startVM(dir string, extra ...string) error {
 	if e.vm != nil {
 		e.vm.stop(15 * time.Second)
+	}
+	if e.cluster != nil {
+		e.cluster.stop()
+		e.cluster = nil
 	}
 	addr, err := freeAddr()
 	if err != nil {
@@ -410,13 +433,17 @@ func (e *env) startCardguard(ctx context.Context, name, config string) (*process
 	if err != nil {
 		return nil, "", err
 	}
-	p, err := startProcess(name, e.cfg.cardguardBin, []string{
+	args := []string{
 		"-httpListenAddr=" + addr,
-		"-upstream.url=" + e.vmURL,
 		"-config=" + config,
 		"-dataDir=" + filepath.Join(e.work, name+"-data"),
 		"-loggerLevel=warn",
-	}, filepath.Join(e.work, name+".log"))
+	}
+	if e.cluster == nil {
+		// The cluster's addresses are in its config (clusterConfig).
+		args = append(args, "-upstream.url="+e.vmURL)
+	}
+	p, err := startProcess(name, e.cfg.cardguardBin, args, filepath.Join(e.work, name+".log"))
 	if err != nil {
 		return nil, "", err
 	}

@@ -86,3 +86,29 @@ func TestWantRows(t *testing.T) {
 		t.Errorf("fold: %v", got)
 	}
 }
+
+// TestRenderCluster: the cluster table compares cardguard's throughput with
+// the direct target's, and its CPU per sample with what the cluster spent on
+// the samples written directly.
+func TestRenderCluster(t *testing.T) {
+	res := func(name string, samples int64, cpu, vm float64, proxy bool) scenarioResult {
+		return scenarioResult{Name: name, Pass: 1, ProxyCPUSeconds: cpu, VMCPUSeconds: vm, proxy: proxy,
+			Measured: lgResult{SamplesOK: samples, SamplesSent: samples, ElapsedSeconds: 10, SamplesPerSecond: float64(samples) / 10}}
+	}
+	var b strings.Builder
+	renderCluster(&b, []scenarioResult{
+		res("cluster direct", 8e6, 16, 16, false),
+		res("cluster cardguard", 6e6, 3, 12, true),
+	}, config{vmClusterDir: "/x"})
+	out := b.String()
+	for _, want := range []string{
+		"| cluster direct | 800,000 |",
+		"| cardguard throughput ÷ direct throughput | 0.75 |",
+		"| cardguard CPU per sample ÷ the cluster's, written directly | 0.25 |",
+		"`/x`",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+}
