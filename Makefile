@@ -84,7 +84,7 @@ run: build tools
 # aggregating 10% of the series, then the three targets taking the same series
 # over OTLP/HTTP, then direct and cardguard into a VictoriaMetrics cluster (the
 # binaries in ../shared/vm-cluster), then the query path; rewrites its section of
-# BENCHMARKS.md (about 17 minutes, not part of test or CI). Extra flags: make bench BENCH_FLAGS='-note="quiet machine"'
+# BENCHMARKS.md (about 15 minutes, not part of test or CI). Extra flags: make bench BENCH_FLAGS='-note="quiet machine"'
 bench: build $(VM_BIN) $(VMAGENT)
 	$(GO) build -o $(BIN)/loadgen ./e2e/loadgen
 	$(GO) run ./e2e/bench $(BENCH_FLAGS)

@@ -148,7 +148,7 @@ func parseFlags(args []string) (config, error) {
 	fs.IntVar(&c.agg.users, "aggregate.users", 250, "user_id values per group of series that share every other label")
 	fs.StringVar(&c.agg.cardguardConfig, "aggregate.cardguard.config", "e2e/bench/cardguard-aggregate.yml", "cardguard policy of the aggregation scenario: the label guard folds user_id")
 	fs.StringVar(&c.agg.vmagentConfig, "aggregate.vmagent.config", "e2e/bench/vmagent-streamaggr.yml", "vmagent -streamAggr.config of the aggregation scenario: the same series aggregated without user_id")
-	fs.DurationVar(&c.otlpDuration, "otlp.duration", 20*time.Second, "measured window per target and pass of the OTLP scenario (short, to keep make bench near 17 minutes)")
+	fs.DurationVar(&c.otlpDuration, "otlp.duration", 20*time.Second, "measured window per target and pass of the OTLP scenario (short, to keep make bench near 15 minutes)")
 	fs.DurationVar(&c.clusterDuration, "cluster.duration", 30*time.Second, "measured window per target and pass of the cluster scenario")
 	fs.BoolVar(&c.memory, "memory", false, "run only the memory measurement (1M active series through cardguard)")
 	fs.IntVar(&c.memMetrics, "memory.metrics", 1000, "metric names for -memory")

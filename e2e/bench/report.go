@@ -699,7 +699,7 @@ rewrite their own section of this file; each section says when, where and how it
 were taken. Numbers from a shared or busy machine show that the benchmark works, not how
 fast cardguard is: compare ratios from one run, never absolute figures across machines.
 
-- ` + "`make bench`" + ` (about 17 minutes): remote write direct / vmagent / cardguard on identical
+- ` + "`make bench`" + ` (about 15 minutes): remote write direct / vmagent / cardguard on identical
   payloads, in two passes, the second in reverse order; then vmagent and cardguard each
   aggregating the 10% of the series that carry a ` + "`user_id`" + ` label; then the same three
   targets taking the same series over OTLP/HTTP (gzip protobuf); then the same
