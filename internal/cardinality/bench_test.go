@@ -199,3 +199,28 @@ func BenchmarkRefreshMerged(b *testing.B) {
 		tr.Refresh()
 	}
 }
+
+// BenchmarkRefreshFullWindow is BenchmarkRefresh after an hour: every bucket of
+// the window holds the same series, as in steady state, so that each estimate
+// is of a union of buckets.
+func BenchmarkRefreshFullWindow(b *testing.B) {
+	w := newWorkload(100, 1000)
+	tr, c := newTracker(b, Config{})
+	tn := tenant.ID{AccountID: 1}
+	for range 6 {
+		for i := range w.labels {
+			w.observe(tr, tn, i)
+		}
+		c.Add(10 * time.Minute)
+		tr.Rotate(c.Now())
+	}
+	for i := range w.labels {
+		w.observe(tr, tn, i)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		tr.lastRefresh = -1 // force a full recompute
+		tr.Refresh()
+	}
+}
