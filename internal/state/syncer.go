@@ -713,16 +713,20 @@ func (s *Syncer) syncSketches(ctx context.Context) error {
 				seen[names[i]] = idx[names[i]] // expired: not asked for again
 				continue
 			}
+			// A bucket that cannot be merged (damaged, written by a later
+			// version, or of another configuration) counts as seen too:
+			// it is fetched and warned about again only once it changes,
+			// not at every exchange.
+			seen[names[i]] = idx[names[i]]
 			b, err := decodeBucket(data)
 			if err != nil {
-				s.log.Warn("damaged sketch bucket in the shared state; skipped", "replica", rep, "bucket", names[i], "err", err)
+				s.log.Warn("damaged sketch bucket in the shared state; skipped until it changes", "replica", rep, "bucket", names[i], "err", err)
 				continue
 			}
 			if err := tr.MergeBucketsFrom(rep, []cardinality.Bucket{b}); err != nil {
-				s.log.Warn("sketch bucket of another replica does not fit this configuration; skipped", "replica", rep, "bucket", names[i], "err", err)
+				s.log.Warn("sketch bucket of another replica does not fit this configuration; skipped until it changes", "replica", rep, "bucket", names[i], "err", err)
 				continue
 			}
-			seen[names[i]] = idx[names[i]]
 			changed = true
 		}
 	}

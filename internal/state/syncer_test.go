@@ -700,3 +700,53 @@ func TestGobBucketsStillMerged(t *testing.T) {
 		t.Errorf("a sees mold=%d from gob buckets; want 120", n)
 	}
 }
+
+// countingBackend counts the sketch buckets fetched.
+type countingBackend struct {
+	Backend
+	mu      sync.Mutex
+	fetched map[string]int
+}
+
+func (c *countingBackend) GetSketches(ctx context.Context, replica string, names []string) ([][]byte, error) {
+	c.mu.Lock()
+	for _, n := range names {
+		c.fetched[replica+"/"+n]++
+	}
+	c.mu.Unlock()
+	return c.Backend.GetSketches(ctx, replica, names)
+}
+
+// TestUnreadableBucketFetchedOnce: a bucket another replica shared that cannot
+// be merged (here damaged; also one a later version wrote) is fetched again
+// only once it changes, not at every exchange.
+func TestUnreadableBucketFetchedOnce(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	b := &countingBackend{Backend: NewMemory(), fetched: map[string]int{}}
+	rx, ra := newReplica(t, b, "x"), newReplica(t, b, "a")
+	observeMetric(rx, "mx", 40)
+	rx.s.SyncOnce(ctx)
+	put := func(digest uint64, data []byte) {
+		t.Helper()
+		blob := Blob{Name: "7:1|series|0", Digest: digest, Data: data, ExpireAt: time.Now().Add(time.Hour)}
+		if err := b.PutSketches(ctx, "x", []Blob{blob}, nil, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put(1, []byte("not a bucket"))
+	for range 3 {
+		ra.s.SyncOnce(ctx)
+	}
+	if n := b.fetched["x/7:1|series|0"]; n != 1 {
+		t.Errorf("the damaged bucket was fetched %d times in 3 exchanges; want 1", n)
+	}
+	if n := metricSeries(t, ra, "mx"); n != 40 {
+		t.Errorf("a sees mx=%d; want 40 from x's readable buckets", n)
+	}
+	put(2, []byte("still not a bucket"))
+	ra.s.SyncOnce(ctx)
+	if n := b.fetched["x/7:1|series|0"]; n != 2 {
+		t.Errorf("the changed bucket was fetched %d times in all; want 2", n)
+	}
+}
