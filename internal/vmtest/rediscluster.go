@@ -41,15 +41,18 @@ func StartRedisCluster(tb testing.TB) *RedisCluster {
 	c := &RedisCluster{tb: tb, cli: cli}
 	for range 3 {
 		dir := tb.TempDir()
-		// The cluster bus defaults to port+10000, which may not exist or be free:
-		// give it a free port of its own.
-		_, bus, _ := net.SplitHostPort(FreeAddr(tb))
-		n := &Redis{tb: tb, bin: bin, dir: dir, Addr: FreeAddr(tb), args: []string{
-			"--cluster-enabled", "yes",
-			"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
-			"--cluster-port", bus,
-		}}
-		n.Start()
+		n := &Redis{tb: tb, bin: bin, dir: dir}
+		n.startOnFreePorts(func() {
+			// The cluster bus defaults to port+10000, which may not exist or
+			// be free: give it a free port of its own.
+			_, bus, _ := net.SplitHostPort(FreeAddr(tb))
+			n.Addr = FreeAddr(tb)
+			n.args = []string{
+				"--cluster-enabled", "yes",
+				"--cluster-config-file", filepath.Join(dir, "nodes.conf"),
+				"--cluster-port", bus,
+			}
+		})
 		tb.Cleanup(n.Stop)
 		c.Nodes = append(c.Nodes, n)
 		c.Addrs = append(c.Addrs, n.Addr)
